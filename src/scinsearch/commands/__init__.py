@@ -1,0 +1,1 @@
+"""Click commands, one module per stage; registered in scinsearch.cli."""

@@ -1,0 +1,155 @@
+"""`scinsearch embed`, `info`, `check` and `models`: build the database and look at it."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import click
+import numpy as np
+
+from scinsearch.cli import make_settings, model_options, store_options
+from scinsearch.errors import ScinSearchError
+
+data_options = [
+    click.option("--scin-dir", type=click.Path(path_type=Path), default=None, envvar="SCINSEARCH_SCIN_DIR",
+                 help="The official release: the folder holding dataset/ (or dataset/ itself)."),
+    click.option("--metadata", type=click.Path(path_type=Path), default=None,
+                 help="Flat one-row-per-image CSV (real_labeled_metadata.csv), instead of --scin-dir."),
+    click.option("--images-dir", type=click.Path(path_type=Path), default=None,
+                 help="Folder the --metadata image_path values are relative to."),
+]
+
+
+def with_data_options(function):
+    for option in reversed(data_options):
+        function = option(function)
+    return function
+
+
+def open_embedder(settings):
+    from scinsearch.embedding import Embedder
+    embedder = Embedder(settings.model, device=settings.device, precision=settings.precision)
+    click.echo(f"model: {embedder.describe()}", err=True)
+    return embedder
+
+
+@click.command()
+@with_data_options
+@store_options
+@model_options
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per model call.")
+@click.option("--limit", type=click.IntRange(min=0), default=None, help="Embed only the first N images.")
+@click.option("--workers", type=click.IntRange(min=0), default=None, envvar="SCINSEARCH_WORKERS",
+              help="Image decoding processes (default: CPU cores - 1; 0 decodes in the main process).")
+@click.option("--recreate", is_flag=True, help="Delete the collection and start over (default: resume).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def embed(scin_dir, metadata, images_dir, batch_size, limit, workers, recreate, quiet, **options):
+    """Embed SCIN images with SigLIP into Qdrant; re-runs embed only what is missing.
+
+    \b
+    scinsearch embed --scin-dir ~/data/scin
+    scinsearch embed --metadata real_labeled_metadata.csv --images-dir ~/data/scin/images
+    """
+    from scinsearch.dataset import load_dataset
+    from scinsearch.pipeline import run_embed
+    from scinsearch.store import open_store
+
+    settings = make_settings(batch_size=batch_size, workers=workers, **options)
+    data = load_dataset(scin_dir=scin_dir, metadata=metadata, images_dir=images_dir)
+    for warning in data.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(f"data: {len(data.records)} distinct images under {data.image_root}", err=True)
+    embedder = open_embedder(settings)
+    store = open_store(settings)
+    try:
+        summary = run_embed(data, embedder, store, batch_size=batch_size, workers=workers, limit=limit,
+                            recreate=recreate, progress=not quiet)
+        summary.store = settings.store_description() + f", collection {settings.collection!r}"
+    finally:
+        store.close()
+    for line in summary.lines():
+        click.echo(line)
+
+
+@click.command()
+@store_options
+def info(**options):
+    """Show a collection: model, vector size, number of points, splits."""
+    from scinsearch.store import Match, Filter, open_store, require_collection
+
+    settings = make_settings(**options)
+    store = open_store(settings)
+    try:
+        collection = require_collection(store)
+        click.echo(f"collection {settings.collection!r} in {settings.store_description()}")
+        click.echo(f"model: {collection.model} ({collection.dim}-d)")
+        click.echo(f"points: {store.count()}")
+        for split in ("train", "val", "test"):
+            click.echo(f"  {split}: {store.count(Filter(must=(Match('split', (split,)),)))}")
+        for key, value in collection.extra.items():
+            click.echo(f"{key}: {value}")
+    finally:
+        store.close()
+
+
+@click.command()
+@with_data_options
+@model_options
+@click.option("--limit", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=5, show_default=True)
+def check(scin_dir, metadata, images_dir, limit, batch_size, **options):
+    """Embed a few images into a throw-away store and verify the vectors and payloads (self-test)."""
+    from scinsearch.dataset import load_dataset
+    from scinsearch.pipeline import run_embed
+    from scinsearch.store import open_store
+
+    data = load_dataset(scin_dir=scin_dir, metadata=metadata, images_dir=images_dir)
+    with tempfile.TemporaryDirectory(prefix="scinsearch-check-") as folder:
+        settings = make_settings(qdrant_path=Path(folder), collection="scinsearch_check", **options)
+        embedder = open_embedder(settings)
+        store = open_store(settings)
+        try:
+            summary = run_embed(data, embedder, store, batch_size=batch_size, workers=0, limit=limit, progress=False)
+            problems = verify_store(store, summary, embedder.dim)
+        finally:
+            store.close()
+    for line in summary.lines():
+        click.echo(line)
+    if problems:
+        raise ScinSearchError("check failed: " + "; ".join(problems))
+    click.echo(f"check passed: {summary.embedded} images embedded, {embedder.dim}-d unit vectors, payloads complete, "
+               f"each image finds itself first")
+
+
+def verify_store(store, summary, dim: int) -> list[str]:
+    """What the check asserts: count, dimension, unit norm, payload fields, self-retrieval."""
+    problems = []
+    points = list(store.scroll(with_vectors=True))
+    if len(points) != summary.embedded or not points:
+        problems.append(f"{len(points)} points stored, {summary.embedded} embedded")
+    for point in points:
+        if point.vector is None or point.vector.shape != (dim,):
+            problems.append(f"point {point.id} has no {dim}-d vector")
+            continue
+        if abs(float(np.linalg.norm(point.vector)) - 1.0) > 1e-3:
+            problems.append(f"point {point.id} is not unit length")
+        missing = [f for f in ("image_id", "image_path", "case_id", "condition", "weighted_labels", "split")
+                   if f not in point.payload]
+        if missing:
+            problems.append(f"point {point.id} lacks {', '.join(missing)}")
+        top = store.query(point.vector, limit=1)
+        if not top or top[0].score < 0.999:
+            problems.append(f"image {point.payload.get('image_id')} is not its own nearest neighbour")
+    return problems
+
+
+@click.command(name="models")
+def list_models():
+    """List the SigLIP checkpoints scinsearch knows (any SigLIP hub id or folder works)."""
+    from scinsearch.models import KNOWN_MODELS
+    for info in KNOWN_MODELS.values():
+        click.echo(f"{info.model_id:40s} {info.dim:5d}-d  {info.image_size}px  {info.note}")
+
+
+COMMANDS = [embed, info, check, list_models]

@@ -1,0 +1,190 @@
+"""Embedded store: Qdrant Edge (`qdrant-edge-py`, pinned: it is beta and its API drifts).
+
+Layout: `<qdrant_path>/<collection>/shard/` (the Edge shard), `collection.json` (model id, vector
+size) and `.lock`, an OS lock held while the store is open, so a second process gets a clear
+message instead of a corrupted shard. Edge has no background optimizer: below EXACT_SEARCH_BELOW
+points queries are exact (milliseconds for SCIN's 10k); above it `finish_writes` builds the HNSW
+index once, after ingest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import portalocker
+import qdrant_edge as edge
+
+from scinsearch.errors import ScinSearchError, StoreLockedError
+from scinsearch.store import (EXACT_SEARCH_BELOW, INDEXED_FIELDS, CollectionInfo, Filter, Hit, Match, Range,
+                              StoredPoint)
+
+SCHEMAS = {"keyword": edge.PayloadSchemaType.Keyword, "integer": edge.PayloadSchemaType.Integer,
+           "bool": edge.PayloadSchemaType.Bool, "float": edge.PayloadSchemaType.Float}
+
+
+def to_edge_filter(filter: Filter | None) -> edge.Filter | None:
+    if not filter:
+        return None
+    return edge.Filter(must=[to_edge_condition(c) for c in filter.must] or None,
+                       must_not=[to_edge_condition(c) for c in filter.must_not] or None)
+
+
+def to_edge_condition(condition: Match | Range) -> edge.FieldCondition:
+    if isinstance(condition, Range):
+        return edge.FieldCondition(key=condition.key, range=edge.RangeFloat(gte=condition.gte, lte=condition.lte))
+    values = list(condition.values)
+    if len(values) == 1 and isinstance(values[0], bool):
+        return edge.FieldCondition(key=condition.key, match=edge.MatchValue(values[0]))
+    return edge.FieldCondition(key=condition.key, match=edge.MatchAny(any=values))
+
+
+class EdgeStore:
+    """One collection as one Qdrant Edge shard in a folder, owned by this process while open."""
+
+    def __init__(self, qdrant_path: Path, collection: str):
+        if not collection or "/" in collection or collection.startswith(".") or "\\" in collection:
+            raise ScinSearchError(f"invalid collection name {collection!r}")
+        self.name = collection
+        self.folder = Path(qdrant_path).expanduser() / collection
+        self.shard_dir = self.folder / "shard"
+        self.meta_file = self.folder / "collection.json"
+        self._lock = None
+        self._shard: edge.EdgeShard | None = None
+        if self.folder.exists():
+            self._acquire_lock()
+            if self.shard_dir.exists() and self.meta_file.exists():
+                self._shard = self._load_shard()
+
+    def _acquire_lock(self) -> None:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._lock = portalocker.Lock(str(self.folder / ".lock"), mode="a",
+                                          flags=portalocker.LOCK_EX | portalocker.LOCK_NB)
+            self._lock.acquire()
+        except (portalocker.exceptions.LockException, portalocker.exceptions.AlreadyLocked):
+            self._lock = None
+            raise StoreLockedError(
+                f"the embedded store {self.folder} is open in another process (a running `scinsearch serve` "
+                f"or `embed`?): stop it and retry, or use a Qdrant server with --qdrant-url") from None
+        except OSError as exc:
+            raise ScinSearchError(f"cannot open the store folder {self.folder}: {exc.strerror or exc}") from None
+
+    def _load_shard(self) -> edge.EdgeShard:
+        try:
+            return edge.EdgeShard.load(str(self.shard_dir))
+        except Exception as exc:  # Edge raises plain Exception
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if "WouldBlock" in message:
+                raise StoreLockedError(f"the embedded store {self.folder} is open elsewhere: stop the other "
+                                       f"process, or use a Qdrant server with --qdrant-url") from None
+            raise ScinSearchError(f"cannot open the embedded store {self.shard_dir}: {message}") from None
+
+    def info(self) -> CollectionInfo | None:
+        if self._shard is None:
+            return None
+        try:
+            return CollectionInfo.from_metadata(json.loads(self.meta_file.read_text()))
+        except (OSError, ValueError) as exc:
+            raise ScinSearchError(f"unreadable collection metadata {self.meta_file}: {exc}") from None
+
+    def create(self, info: CollectionInfo, recreate: bool = False) -> None:
+        if self._lock is None:
+            self._acquire_lock()
+        if self._shard is not None:
+            if not recreate:
+                return
+            self._shard.close()
+            self._shard = None
+        if self.shard_dir.exists():
+            shutil.rmtree(self.shard_dir)
+        config = edge.EdgeConfig(vectors=edge.EdgeVectorParams(size=info.dim, distance=edge.Distance.Cosine),
+                                 hnsw_config=edge.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=10_000))
+        self._shard = edge.EdgeShard.create(str(self.shard_dir), config)
+        for field, kind in INDEXED_FIELDS.items():
+            self._shard.update(edge.UpdateOperation.create_field_index(field, SCHEMAS[kind]))
+        temporary = self.meta_file.with_suffix(".tmp")
+        temporary.write_text(json.dumps(info.as_metadata(), indent=2))
+        os.replace(temporary, self.meta_file)
+
+    @property
+    def shard(self) -> edge.EdgeShard:
+        if self._shard is None:
+            raise ScinSearchError(f"collection {self.name!r} does not exist in {self.folder.parent}: "
+                                  f"run `scinsearch embed` first")
+        return self._shard
+
+    def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(ids), 1000):
+            records = self.shard.retrieve(list(ids[start:start + 1000]), False, False)
+            found.update(str(record.id) for record in records)
+        return found
+
+    def upsert(self, points: Sequence[StoredPoint]) -> None:
+        if points:
+            self.shard.update(edge.UpdateOperation.upsert_points(
+                [edge.Point(p.id, np.asarray(p.vector, dtype=np.float32).tolist(), p.payload) for p in points]))
+
+    def query(self, vector: np.ndarray, limit: int, filter: Filter | None = None,
+              min_score: float | None = None, with_vectors: bool = False) -> list[Hit]:
+        exact = self.count() < EXACT_SEARCH_BELOW
+        request = edge.QueryRequest(
+            limit=limit, query=edge.Query.Nearest(np.asarray(vector, dtype=np.float32).tolist()),
+            filter=to_edge_filter(filter), with_payload=True, with_vector=with_vectors,
+            score_threshold=min_score, params=edge.SearchParams(exact=exact, hnsw_ef=None if exact else 128))
+        return [Hit(str(p.id), p.payload or {}, as_array(p.vector), float(p.score))
+                for p in self.shard.query(request)]
+
+    def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredPoint]:
+        valid = [i for i in ids if is_uuid(i)]
+        records = self.shard.retrieve(valid, True, with_vectors) if valid else []
+        return [StoredPoint(str(r.id), r.payload or {}, as_array(r.vector)) for r in records]
+
+    def scroll(self, filter: Filter | None = None, with_vectors: bool = False, page: int = 256) -> Iterator[StoredPoint]:
+        offset = None
+        while True:
+            records, offset = self.shard.scroll(edge.ScrollRequest(
+                offset=offset, limit=page, filter=to_edge_filter(filter), with_payload=True, with_vector=with_vectors))
+            for r in records:
+                yield StoredPoint(str(r.id), r.payload or {}, as_array(r.vector))
+            if offset is None:
+                return
+
+    def count(self, filter: Filter | None = None) -> int:
+        return self.shard.count(edge.CountRequest(exact=True, filter=to_edge_filter(filter)))
+
+    def finish_writes(self) -> None:
+        """Persist, and build the HNSW index once the collection is big enough to need one."""
+        self.shard.flush()
+        if self.count() >= EXACT_SEARCH_BELOW:
+            self.shard.optimize()
+
+    def close(self) -> None:
+        if self._shard is not None:
+            self._shard.close()
+            self._shard = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+
+def as_array(vector) -> np.ndarray | None:
+    if vector is None:
+        return None
+    if isinstance(vector, dict):
+        vector = next(iter(vector.values()))
+    return np.asarray(vector, dtype=np.float32)
+
+
+def is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(str(text))
+        return True
+    except ValueError:
+        return False
