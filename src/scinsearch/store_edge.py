@@ -40,7 +40,9 @@ def to_edge_condition(condition: Match | Range) -> edge.FieldCondition:
         return edge.FieldCondition(key=condition.key, range=edge.RangeFloat(gte=condition.gte, lte=condition.lte))
     values = list(condition.values)
     if len(values) == 1 and isinstance(values[0], bool):
-        return edge.FieldCondition(key=condition.key, match=edge.MatchValue(values[0]))
+        # qdrant-edge-py 0.9 reads a Python bool as the integer 1 (bool subclasses int), which then
+        # matches no boolean payload; numpy's bool_ is not an int, so it arrives as a real boolean.
+        return edge.FieldCondition(key=condition.key, match=edge.MatchValue(np.bool_(values[0])))
     return edge.FieldCondition(key=condition.key, match=edge.MatchAny(any=values))
 
 

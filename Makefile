@@ -1,0 +1,29 @@
+# Two commands on a fresh machine:
+#   make run    - install, download SCIN (~12 GB) and embed it into the embedded Qdrant store
+#   make test   - install and run the test suite (offline, tiny models, a few minutes)
+PYTHON ?= python3
+VENV ?= .venv
+SCIN_DIR ?= $(HOME)/data/scin
+BIN = $(VENV)/bin
+
+.PHONY: install run test demo bench clean
+
+$(BIN)/scinsearch: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+install: $(BIN)/scinsearch
+
+run: install
+	$(BIN)/scinsearch download --to $(SCIN_DIR)
+	$(BIN)/scinsearch embed --scin-dir $(SCIN_DIR)
+
+test: install
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python benchmarks/bench_embed.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache test-artifacts

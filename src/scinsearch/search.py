@@ -1,0 +1,235 @@
+"""Search the database by photo, by stored image or by text, with filters and condition suggestions.
+
+`Searcher` loads the model and opens the store once and then answers many queries (the CLI runs one,
+the service thousands). A photo is decoded and preprocessed by the same code that indexed SCIN (EXIF
+orientation included) and stays in memory; a stored image reuses its stored vector; text goes through
+the SigLIP text tower, padded to 64 tokens as the model was trained.
+
+    with Searcher.open(settings) as searcher:
+        result = searcher.search_image(Path("photo.jpg"), SearchFilters(fitzpatrick=("FST5", "FST6")))
+        print(result.to_dict())
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+from scinsearch import suggest
+from scinsearch.dataset import point_id_for
+from scinsearch.errors import ScinSearchError
+from scinsearch.images import ImageError
+from scinsearch.results import Neighbour, SearchResult, ZeroShot
+from scinsearch.search_filters import BODY_PARTS, SearchFilters
+from scinsearch.settings import Settings
+from scinsearch.store import Filter, Match, check_model, open_store
+
+MAX_TOP_K = 200
+OVERFETCH = 4  # images fetched per wanted case before grouping (a case has up to 3 images)
+MAX_FETCH = 4096
+MAX_TEXT_CHARS = 2000
+ZERO_SHOT_PROMPT = "a photo of {condition}"
+ZERO_SHOT_SHOWN = 5
+ImageInput = Path | str | bytes | Image.Image
+
+
+class Searcher:
+    """One loaded model and one open store, answering queries until `close()`.
+
+    `embedder` and `store` may be injected (tests, the service); otherwise they are built from
+    `settings`. Either way the collection must have been made with the same model."""
+
+    def __init__(self, settings: Settings, embedder=None, store=None, suggestion_options: dict | None = None):
+        self.settings = settings
+        self._owns_store = store is None
+        self.store = store
+        if embedder is None:
+            from scinsearch.embedding import Embedder
+            embedder = Embedder(settings.model, device=settings.device, precision=settings.precision)
+        self.embedder = embedder
+        if self.store is None:
+            self.store = open_store(settings)
+        try:
+            self.info = check_model(self.store, embedder.model_name, embedder.dim)
+        except ScinSearchError:
+            self.close()
+            raise
+        self.suggestion_options = dict(suggestion_options or {})
+        self._conditions: list[str] | None = None
+        self._condition_vectors: np.ndarray | None = None
+
+    @classmethod
+    def open(cls, settings: Settings) -> "Searcher":
+        return cls(settings)
+
+    def __enter__(self) -> "Searcher":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the store (the embedded one allows one process at a time) if this searcher opened it."""
+        if self._owns_store and self.store is not None:
+            self.store.close()
+        self.store = None
+
+    # Queries -----------------------------------------------------------------------------------
+
+    def search_image(self, image: ImageInput, filters: SearchFilters | None = None, top_k: int = 5,
+                     min_score: float | None = None, per_case: bool = True, zero_shot: bool = False) -> SearchResult:
+        """Cases like a photo (a path, encoded bytes or a PIL image), decoded in memory only."""
+        vector = self.embed_query_image(image)
+        result = self.search_vector(vector, {"kind": "image"}, filters, top_k, min_score, per_case)
+        if zero_shot:
+            result.zero_shot = self.zero_shot(vector)
+        return result
+
+    def search_text(self, text: str, filters: SearchFilters | None = None, top_k: int = 5,
+                    min_score: float | None = None, per_case: bool = True) -> SearchResult:
+        """Cases whose photos match a description, through the SigLIP text tower."""
+        if not isinstance(text, str) or not text.strip():
+            raise ScinSearchError("empty text query: describe what the skin looks like")
+        if len(text) > MAX_TEXT_CHARS:
+            raise ScinSearchError(f"text query is {len(text)} characters long (limit {MAX_TEXT_CHARS})")
+        vector = self.embedder.embed_texts([text.strip()])[0]
+        return self.search_vector(vector, {"kind": "text", "text": text.strip()}, filters, top_k, min_score,
+                                  per_case, min_similarity=suggest.TEXT_MIN_SIMILARITY)
+
+    def search_like(self, image_id: str, filters: SearchFilters | None = None, top_k: int = 5,
+                    min_score: float | None = None, per_case: bool = True, exclude_same_case: bool = True,
+                    zero_shot: bool = False) -> SearchResult:
+        """Cases like a stored image, reusing its stored vector (nothing is re-embedded). The image
+        itself is never a result; with `exclude_same_case`, neither are the other photos of its case(s)."""
+        point = self.stored_point(image_id)
+        case_ids = [str(c) for c in point.payload.get("case_ids") or [point.payload.get("case_id")] if c]
+        exclude = Filter(must_not=(Match("image_id", (str(point.payload.get("image_id", image_id)),)),))
+        if exclude_same_case and case_ids:
+            exclude = exclude.and_(Filter(must_not=(Match("case_ids", tuple(case_ids)),)))
+        query = {"kind": "like", "image_id": image_id, "case_ids": case_ids, "exclude_same_case": exclude_same_case}
+        result = self.search_vector(point.vector, query, filters, top_k, min_score, per_case, extra=exclude)
+        if zero_shot:
+            result.zero_shot = self.zero_shot(point.vector)
+        return result
+
+    def get_image(self, image_id: str) -> dict[str, Any] | None:
+        """The stored payload of an image, or None when the collection does not hold it."""
+        points = self.store.retrieve([point_id_for(str(image_id))])
+        return points[0].payload if points else None
+
+    def get_case(self, case_id: str) -> list[dict[str, Any]]:
+        """Payloads of every stored image of a case (shared images included), in photo order."""
+        points = self.store.scroll(Filter(must=(Match("case_ids", (str(case_id),)),)))
+        return sorted((p.payload for p in points), key=lambda p: (p.get("image_index") or 0, str(p.get("image_id"))))
+
+    # The shared path ------------------------------------------------------------------------------
+
+    def search_vector(self, vector: np.ndarray, query: dict, filters: SearchFilters | None, top_k: int,
+                      min_score: float | None, per_case: bool, extra: Filter | None = None,
+                      min_similarity: float = suggest.MIN_SIMILARITY) -> SearchResult:
+        """Nearest stored images to a query vector, grouped per case, with suggestions from them."""
+        check_limits(top_k, min_score)
+        filters = filters or SearchFilters()
+        store_filter = filters.to_store_filter().and_(extra)
+        neighbours = self.nearest(vector, store_filter, top_k, min_score, per_case)
+        if not neighbours and filters:
+            self.check_free_text_filters(filters)
+        query = {**query, "top_k": top_k, "min_score": min_score, "per_case": per_case, "filters": filters.to_dict()}
+        options = {"min_similarity": min_similarity, **self.suggestion_options}
+        suggestions = suggest.suggest_conditions(
+            [(n.score, n.weighted_labels) for n in one_per_case(neighbours)], **options)
+        return SearchResult(query, neighbours, suggestions, model=self.info.model, collection=self.store.name)
+
+    def nearest(self, vector: np.ndarray, store_filter: Filter, top_k: int, min_score: float | None,
+                per_case: bool) -> list[Neighbour]:
+        """The top_k images, or with `per_case` the best image of each of the top_k cases: over-fetch,
+        group, and fetch more only when the cases are not filled yet and more images exist."""
+        limit = top_k * OVERFETCH if per_case else top_k
+        while True:
+            hits = self.store.query(vector, limit=limit, filter=store_filter or None, min_score=min_score)
+            neighbours = [Neighbour.from_hit(hit) for hit in hits]
+            if not per_case:
+                return neighbours[:top_k]
+            grouped = one_per_case(neighbours)
+            if len(grouped) >= top_k or len(hits) < limit or limit >= MAX_FETCH:
+                return grouped[:top_k]
+            limit = min(limit * OVERFETCH, MAX_FETCH)
+
+    def embed_query_image(self, image: ImageInput) -> np.ndarray:
+        if isinstance(image, str):
+            image = Path(image).expanduser()
+        if not isinstance(image, (Path, bytes, bytearray, Image.Image)):
+            raise ScinSearchError(f"query image must be a path, bytes or a PIL image, not {type(image).__name__}")
+        try:
+            return self.embedder.embed_images([bytes(image) if isinstance(image, bytearray) else image])[0]
+        except ImageError as exc:
+            raise ScinSearchError(f"cannot use the query image: {exc}") from None
+
+    def stored_point(self, image_id: str):
+        if not isinstance(image_id, str) or not image_id.strip():
+            raise ScinSearchError("empty image id")
+        points = self.store.retrieve([point_id_for(image_id.strip())], with_vectors=True)
+        if not points or points[0].vector is None:
+            raise ScinSearchError(f"unknown image id {image_id!r}: collection {self.store.name!r} holds no such image")
+        return points[0]
+
+    def check_free_text_filters(self, filters: SearchFilters) -> None:
+        """An empty result may come from a condition or body part that no stored case has: say so."""
+        for what, field, value in filters.free_text():
+            if self.store.count(Filter(must=(Match(field, (value,)),))) == 0:
+                known = self.known_conditions() if what == "condition" else list(BODY_PARTS)
+                close = difflib.get_close_matches(value, known, n=3, cutoff=0.5) or [
+                    k for k in known if k.lower() == value.lower()]
+                hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+                raise ScinSearchError(f"no stored case has the {what} {value!r}{hint}")
+
+    # Zero-shot ------------------------------------------------------------------------------------
+
+    def known_conditions(self) -> list[str]:
+        """Every condition name among the stored dermatologist labels (collected once, lazily)."""
+        if self._conditions is None:
+            names: set[str] = set()
+            for point in self.store.scroll():
+                names.update(str(n) for n in (point.payload.get("weighted_labels") or {}))
+                if point.payload.get("condition"):
+                    names.add(str(point.payload["condition"]))
+            self._conditions = sorted(names)
+        return self._conditions
+
+    def zero_shot(self, image_vector: np.ndarray, shown: int = ZERO_SHOT_SHOWN) -> ZeroShot | None:
+        """SigLIP's sigmoid scores of 'a photo of {condition}' for the collection's conditions."""
+        conditions = self.known_conditions()
+        if not conditions or not hasattr(self.embedder, "zero_shot_logits"):
+            return None
+        if self._condition_vectors is None:
+            prompts = [ZERO_SHOT_PROMPT.format(condition=name) for name in conditions]
+            self._condition_vectors = self.embedder.embed_texts(prompts)
+        logits = self.embedder.zero_shot_logits(np.asarray(image_vector)[None, :], self._condition_vectors)[0]
+        probabilities = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+        order = np.argsort(-probabilities)[:shown]
+        return ZeroShot(ZERO_SHOT_PROMPT, [(conditions[i], float(probabilities[i])) for i in order])
+
+
+def check_limits(top_k: int, min_score: float | None) -> None:
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
+        raise ScinSearchError(f"top-k must be a whole number from 1 to {MAX_TOP_K}, not {top_k!r}")
+    if min_score is not None and not -1.0 <= float(min_score) <= 1.0:
+        raise ScinSearchError(f"min-score {min_score} is not a cosine similarity: use a value from -1 to 1")
+
+
+def one_per_case(neighbours: Sequence[Neighbour]) -> list[Neighbour]:
+    """Keep the best image of each case, in score order. An image shared by several cases stands for
+    all of them, so a case is never shown twice, even through a shared image."""
+    seen: set[str] = set()
+    kept = []
+    for neighbour in neighbours:
+        cases = set(neighbour.case_ids or [neighbour.case_id or neighbour.image_id])
+        if cases & seen:
+            continue
+        seen |= cases
+        kept.append(neighbour)
+    return kept

@@ -1,0 +1,160 @@
+"""Read a photo upload entirely in memory, with the size limit enforced while reading.
+
+Why not FastAPI's `UploadFile`: Starlette's multipart parser spools any file part over 1 MB to a
+temporary file on disk, and a patient photo must never touch the disk. So the body is read here,
+counted as it arrives (413 as soon as it passes the limit, whatever Content-Length claimed), and
+parsed with python-multipart's streaming parser into `bytes`. A raw `image/*` body is accepted too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import warnings
+
+from fastapi import HTTPException, Request
+from PIL import Image
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+MAX_PARTS = 64  # a form has a photo and a dozen filter fields; more is not a kiosk talking
+MAX_FIELD_BYTES = 4096
+PHOTO_FIELDS = ("photo", "image", "file")
+RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
+
+
+@dataclasses.dataclass
+class Upload:
+    """The fields of a form (every value, in order) and its file parts (field name -> bytes)."""
+
+    fields: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    files: dict[str, bytes] = dataclasses.field(default_factory=dict)
+
+    def photo(self) -> bytes:
+        """The uploaded photo, or a 400 saying what was missing."""
+        for name in PHOTO_FIELDS:
+            if name in self.files:
+                if not self.files[name]:
+                    raise HTTPException(400, f"the uploaded file '{name}' is empty")
+                return self.files[name]
+        if self.files:
+            raise HTTPException(400, f"no photo: send the image in a form field named 'photo' "
+                                     f"(got {', '.join(sorted(self.files))})")
+        raise HTTPException(400, "no photo: send the image as a multipart form field named 'photo'")
+
+
+def too_large(limit: int) -> HTTPException:
+    return HTTPException(413, f"upload larger than the limit of {limit / 2**20:.1f} MiB")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refusing it (413) once it passes `limit` bytes: a lying or absent
+    Content-Length cannot make the server buffer more than the limit."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class _PartCollector:
+    """python-multipart callbacks that keep every part in memory (never a file)."""
+
+    def __init__(self):
+        self.upload = Upload()
+        self.parts = 0
+        self._header_name = bytearray()
+        self._header_value = bytearray()
+        self._disposition = b""
+        self._data = bytearray()
+
+    def callbacks(self) -> dict:
+        return {"on_part_begin": self.on_part_begin, "on_part_data": self.on_part_data,
+                "on_part_end": self.on_part_end, "on_header_field": self.on_header_field,
+                "on_header_value": self.on_header_value, "on_header_end": self.on_header_end}
+
+    def on_part_begin(self) -> None:
+        self.parts += 1
+        if self.parts > MAX_PARTS:
+            raise HTTPException(400, f"too many form fields (limit {MAX_PARTS})")
+        self._disposition, self._data = b"", bytearray()
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        self._data += data[start:end]
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header_name += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        if bytes(self._header_name).lower() == b"content-disposition":
+            self._disposition = bytes(self._header_value)
+        self._header_name, self._header_value = bytearray(), bytearray()
+
+    def on_part_end(self) -> None:
+        _, options = parse_options_header(self._disposition)
+        name = options.get(b"name", b"").decode("utf-8", "replace")
+        if not name:
+            raise HTTPException(400, "a form part has no name")
+        if b"filename" in options:
+            self.upload.files[name] = bytes(self._data)
+        elif len(self._data) > MAX_FIELD_BYTES:
+            raise HTTPException(400, f"form field '{name}' is longer than {MAX_FIELD_BYTES} bytes")
+        else:
+            self.upload.fields.setdefault(name, []).append(self._data.decode("utf-8", "replace"))
+
+
+def parse_multipart(body: bytes, content_type: str) -> Upload:
+    """Parse a multipart/form-data body held in memory."""
+    _, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise HTTPException(400, "multipart body without a boundary")
+    collector = _PartCollector()
+    try:
+        parser = MultipartParser(boundary, collector.callbacks())
+        parser.write(body)
+        parser.finalize()
+    except HTTPException:
+        raise
+    except Exception:  # python-multipart raises several types for malformed bodies
+        raise HTTPException(400, "malformed multipart form data") from None
+    return collector.upload
+
+
+async def read_upload(request: Request, limit: int) -> Upload:
+    """A multipart form, or a raw image body (Content-Type image/*), read into memory."""
+    content_type = request.headers.get("content-type", "")
+    media_type = content_type.split(";")[0].strip().lower()
+    if media_type == "multipart/form-data":
+        return parse_multipart(await read_body(request, limit), content_type)
+    if media_type.startswith(RAW_IMAGE_TYPES):
+        body = await read_body(request, limit)
+        if not body:
+            raise HTTPException(400, "the uploaded file is empty")
+        return Upload(files={"photo": body})
+    if not media_type:
+        raise HTTPException(400, "no photo: send a multipart form with a field named 'photo'")
+    raise HTTPException(415, f"unsupported content type {media_type!r}: send multipart/form-data or image/*")
+
+
+def check_pixels(data: bytes, max_pixels: int) -> None:
+    """Refuse a decompression bomb (413) from its header alone, before any pixel is decoded.
+    Unreadable data passes here: decoding then gives the precise reason."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise HTTPException(413, "image has too many pixels (decompression bomb guard)") from None
+    except Exception:
+        return
+    if width * height > max_pixels:
+        raise HTTPException(413, f"image is {width}x{height} pixels (limit {max_pixels / 1e6:.0f} megapixels)")

@@ -1,0 +1,133 @@
+"""`scinsearch embed/info/check/models` and the two seed scripts: exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scinsearch.cli import main
+from scinsearch.dataset import read_release
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(capsys, *args):
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def write_flat_csv(release: Path, path: Path, rows: int = 12) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image_id", "image_path", "case_id", "condition", "all_conditions", "weighted_labels",
+                         "age_group", "sex_at_birth", "fitzpatrick_skin_type", "condition_label", "split", "description"])
+        for record in read_release(release).records[:rows]:
+            p = record.payload
+            writer.writerow([record.image_id, record.file.name, p["case_id"], p["condition"] or "",
+                             repr(p["all_conditions"]), repr(p["weighted_labels"]), p["age_group"], p["sex_at_birth"],
+                             p["fitzpatrick_skin_type"] or "", p["condition_label"] if p["condition_label"] is not None else "",
+                             p["split"], p["description"]])
+    return path
+
+
+def test_embed_release_then_resume_then_info(capsys, tmp_path, clean_release, tiny_siglip_dir):
+    args = ["embed", "--scin-dir", clean_release, "--model", tiny_siglip_dir, "--qdrant-path", tmp_path / "q",
+            "--device", "cpu", "--workers", "0", "--quiet", "--limit", "10"]
+    code, out, err = run(capsys, *args)
+    assert code == 0, err
+    assert "embedded 10, already present 0, failed 0" in out and "on cpu in" in err
+    code, out, _ = run(capsys, *args[:-1], "20")
+    assert code == 0 and "embedded 10, already present 10" in out
+    code, out, _ = run(capsys, "info", "--qdrant-path", tmp_path / "q")
+    assert code == 0 and "points: 20" in out and str(tiny_siglip_dir) in out
+
+
+def test_embed_server_code_path_in_memory(capsys, clean_release, tiny_siglip_dir):
+    code, out, err = run(capsys, "embed", "--scin-dir", clean_release, "--model", tiny_siglip_dir,
+                         "--qdrant-url", ":memory:", "--workers", "0", "--quiet", "--limit", "4")
+    assert code == 0, err
+    assert "embedded 4" in out and "qdrant-client :memory:" in out
+
+
+def test_siglip2_naflex_model_embeds(capsys, tmp_path, clean_release, tiny_siglip2_dir):
+    code, out, err = run(capsys, "embed", "--scin-dir", clean_release, "--model", tiny_siglip2_dir,
+                         "--qdrant-path", tmp_path / "q", "--workers", "0", "--quiet", "--limit", "5")
+    assert code == 0, err
+    assert "embedded 5" in out
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--scin-dir", "/nonexistent/scin"], "no scin_cases.csv"),
+    (["--metadata", "/nonexistent/meta.csv", "--images-dir", "/tmp"], "file not found"),
+    (["--metadata", "{csv}", "--images-dir", "/nonexistent/images"], "images folder not found"),
+    (["--scin-dir", "{release}", "--model", "/nonexistent/model"], "cannot load model"),
+    (["--scin-dir", "{release}", "--model", "{model}", "--device", "cuda:7"], "CUDA is not available"),
+    (["--scin-dir", "{release}", "--model", "{model}", "--device", "tpu"], "device"),
+    ([], "no data given"),
+])
+def test_bad_input_is_one_line_and_non_zero(capsys, tmp_path, clean_release, tiny_siglip_dir, extra, message):
+    bad_csv = tmp_path / "bad.csv"
+    bad_csv.write_text("image_id,image_path\n1,a.png\n")
+    fill = {"{csv}": str(bad_csv), "{release}": str(clean_release), "{model}": str(tiny_siglip_dir)}
+    extra = [fill.get(value, value) for value in extra]
+    code, out, err = run(capsys, "embed", "--qdrant-path", tmp_path / "q", "--quiet", *extra)
+    assert code != 0
+    assert message in err and len(err.strip().splitlines()) <= 2 and "Traceback" not in err
+
+
+def test_bad_csv_content(capsys, tmp_path):
+    path = tmp_path / "garbage.csv"
+    path.write_bytes(b"\xff\xfe\x00binary\x00garbage")
+    code, _, err = run(capsys, "embed", "--metadata", path, "--images-dir", tmp_path, "--qdrant-path", tmp_path / "q")
+    assert code == 1 and err.startswith("Error: ") and "Traceback" not in err
+
+
+def test_info_without_collection(capsys, tmp_path):
+    code, _, err = run(capsys, "info", "--qdrant-path", tmp_path / "empty")
+    assert code == 1 and "run `scinsearch embed` first" in err
+
+
+def test_models_lists_the_registry(capsys):
+    code, out, _ = run(capsys, "models")
+    assert code == 0 and "google/siglip-base-patch16-224" in out and "so400m" in out
+
+
+def script_env():
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT / "src"))
+    env.pop("QDRANT_URL", None)
+    return env
+
+
+def test_seed_embed_script_keeps_its_command_line(tmp_path, scin_release, tiny_siglip_dir):
+    flat = write_flat_csv(scin_release, tmp_path / "real_labeled_metadata.csv")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "embed_scin_siglip.py"), "--metadata", str(flat), "--images-dir",
+         str(scin_release / "dataset" / "images"), "--collection", "scin_dermatology", "--batch-size", "4",
+         "--limit", "8", "--model", str(tiny_siglip_dir), "--qdrant-path", str(tmp_path / "q"), "--quiet"],
+        capture_output=True, text=True, timeout=300, env=script_env())
+    assert result.returncode == 0, result.stderr
+    assert "of 8 images" in result.stdout
+
+
+def test_seed_check_script_passes_on_ten_images(tmp_path, clean_release, tiny_siglip_dir):
+    flat = write_flat_csv(clean_release, tmp_path / "real_labeled_metadata.csv", rows=15)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "test_siglip_embedding.py"), "--metadata", str(flat),
+         "--images-dir", str(clean_release / "dataset" / "images"), "--model", str(tiny_siglip_dir)],
+        capture_output=True, text=True, timeout=300, env=script_env())
+    assert result.returncode == 0, result.stderr
+    assert "check passed: 10 images embedded" in result.stdout
+
+
+def test_seed_check_script_fails_cleanly_without_data(tmp_path):
+    env = dict(script_env(), HOME=str(tmp_path))
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "test_siglip_embedding.py")],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 1
+    assert "real_labeled_metadata.csv" in result.stderr and "Traceback" not in result.stderr
