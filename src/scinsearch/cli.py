@@ -114,5 +114,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m scinsearch.cli`: use the imported module, whose group has the commands
+    from scinsearch.cli import main as package_main
+    sys.exit(package_main())

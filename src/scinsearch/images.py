@@ -39,8 +39,12 @@ def read_bytes(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
         raise ImageError(f"cannot read file ({exc.strerror or exc})") from None
 
 
-def open_rgb(data: bytes | Path | Image.Image, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode to an upright RGB image: EXIF orientation applied, any mode converted, bombs refused."""
+def open_rgb(data: bytes | Path | Image.Image, max_pixels: int = MAX_PIXELS,
+             draft_size: int | None = None) -> Image.Image:
+    """Decode to an upright RGB image: EXIF orientation applied, any mode converted, bombs refused.
+
+    `draft_size`: a JPEG may be decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling) as long as
+    both sides stay at least `draft_size` pixels; other formats ignore it."""
     if isinstance(data, Image.Image):
         return to_rgb(ImageOps.exif_transpose(data))
     raw = read_bytes(data) if isinstance(data, Path) else data
@@ -53,6 +57,8 @@ def open_rgb(data: bytes | Path | Image.Image, max_pixels: int = MAX_PIXELS) -> 
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageError(f"image is {width}x{height} pixels (limit {max_pixels // 1_000_000} megapixels)")
+            if draft_size and image.format == "JPEG":
+                image.draft(None, (draft_size, draft_size))
             image.load()
     except ImageError:
         raise
@@ -62,7 +68,8 @@ def open_rgb(data: bytes | Path | Image.Image, max_pixels: int = MAX_PIXELS) -> 
         raise ImageError("image is too large (decompression bomb guard)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"broken image data ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-    return to_rgb(ImageOps.exif_transpose(image))
+    upright = ImageOps.exif_transpose(image, in_place=True)  # our own image: no copy when already upright
+    return to_rgb(image if upright is None else upright)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -83,8 +90,29 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def resize_square(image: Image.Image, size: int, resample: int = Image.Resampling.BICUBIC) -> np.ndarray:
-    """Squash-resize to size x size (SigLIP's training preprocessing: no crop), as HxWx3 uint8."""
+def resize_square(image: Image.Image, size: int, resample: int = Image.Resampling.BICUBIC,
+                  reducing_gap: float | None = None) -> np.ndarray:
+    """Squash-resize to size x size (SigLIP's training preprocessing: no crop), as HxWx3 uint8.
+
+    `reducing_gap`: Pillow first shrinks by whole factors with a box filter while the image stays
+    more than `reducing_gap` times the target, then resamples; None is the processor's exact path."""
     if image.size != (size, size):
-        image = image.resize((size, size), resample=resample)
+        image = image.resize((size, size), resample=resample, reducing_gap=reducing_gap)
     return np.asarray(image, dtype=np.uint8)
+
+
+FAST_REDUCING_GAP = 2.0  # chosen by benchmarks/bench_decode.py; tests bound the deviation it causes
+FAST_DRAFT_FACTOR = 2  # JPEG: decode at reduced scale only down to twice the target size
+
+
+def load_square(data: bytes | Path | Image.Image, size: int, resample: int = Image.Resampling.BICUBIC,
+                fast: bool = False, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode (safely, upright, RGB) and squash-resize in one go: the indexing hot path.
+
+    `fast=False` is bit-identical to the checkpoint's processor; `fast=True` lets JPEGs decode at a
+    reduced scale and big images shrink by a box filter first (a fraction of a grey level on average,
+    bounded by tests), which is cheaper when the source is much larger than the target."""
+    if not fast:
+        return resize_square(open_rgb(data, max_pixels), size, resample)
+    image = open_rgb(data, max_pixels, draft_size=FAST_DRAFT_FACTOR * size)
+    return resize_square(image, size, resample, reducing_gap=FAST_REDUCING_GAP)

@@ -11,16 +11,23 @@ import dataclasses
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
+import torch
 from torch.utils.data import DataLoader, Dataset as TorchDataset
 from tqdm import tqdm
 
 from scinsearch.dataset import Dataset, ImageRecord
 from scinsearch.embedding import Preprocessor, collate
 from scinsearch.errors import ScinSearchError
-from scinsearch.images import ImageError, open_rgb
+from scinsearch.images import ImageError
+from scinsearch.pixel_cache import PixelCache
 from scinsearch.store import CollectionInfo, StoredPoint, VectorStore
+
+MAX_WORKERS = 32
+DECODE_NICENESS = 19  # decode workers on the CPU: run when the model does not need the core
+CHUNK = 16  # images per decode-worker task
+PREFETCH = 2  # chunks queued per worker
 
 
 @dataclasses.dataclass
@@ -34,6 +41,8 @@ class EmbedSummary:
     device: str = ""
     precision: str = ""
     store: str = ""
+    decoded: int = 0  # images decoded from their files in this run
+    from_cache: int = 0  # images whose pixels came from the pixel cache
 
     @property
     def images_per_second(self) -> float:
@@ -45,40 +54,126 @@ class EmbedSummary:
                  f"model {self.model} on {self.device} in {self.precision}; "
                  f"{self.images_per_second:.1f} images/s over {self.seconds:.1f} s",
                  f"store: {self.store}"]
+        if self.from_cache:
+            lines.append(f"pixels: {self.from_cache} from the cache, {self.decoded} decoded")
         lines += [f"  failed: {path}: {reason}" for path, reason in self.failed]
         return lines
 
 
 class DecodeImages(TorchDataset):
-    """Runs in DataLoader workers: decode one file and preprocess it, or return the reason it failed."""
+    """Runs in DataLoader workers: decode one file and preprocess it (or load its pixels from the cache),
+    or return the reason it failed. Items: (index, arrays or None, reason or None, came from the cache)."""
 
-    def __init__(self, records: Sequence[ImageRecord], preprocessor: Preprocessor):
+    def __init__(self, records: Sequence[ImageRecord], preprocessor: Preprocessor, cache: PixelCache | None = None):
         self.records = records
         self.preprocessor = preprocessor
+        self.cache = cache
+        self.cache_key = preprocessor.cache_key if cache is not None else None
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, index: int):
+        file = self.records[index].file
         try:
-            return index, self.preprocessor(open_rgb(self.records[index].file)), None
+            if self.cache_key:
+                side = self.preprocessor.image_size
+                pixels = self.cache.get(file, self.cache_key, (side, side, 3))
+                if pixels is not None:
+                    return index, {"pixels": pixels}, None, True
+            arrays = self.preprocessor.load(file)
+            if self.cache_key:
+                self.cache.put(file, self.cache_key, arrays["pixels"])
+            return index, arrays, None, False
         except ImageError as exc:
-            return index, None, str(exc)
+            return index, None, str(exc), False
         except Exception as exc:  # a decoder bug must not stop a 10,000-image run
-            return index, None, f"unexpected {type(exc).__name__}: {exc}"
+            return index, None, f"unexpected {type(exc).__name__}: {exc}", False
 
 
-def collate_decoded(items):
-    """Split a worker batch into (indices, stacked arrays or None, failures)."""
-    good = [(index, arrays) for index, arrays, _ in items if arrays is not None]
-    failures = [(index, reason) for index, arrays, reason in items if arrays is None]
-    batch = collate([arrays for _, arrays in good]) if good else None
-    return [index for index, _ in good], batch, failures
+class DecodedChunk(NamedTuple):
+    """What a decode worker hands back: a few images as one tensor per input (shared memory, no pickling)."""
+
+    indices: list[int]
+    arrays: dict[str, torch.Tensor] | None
+    failures: list[tuple[int, str]]
+    from_cache: int
 
 
-def default_workers() -> int:
-    """Decoding processes: leave one core to the model (on 2 cores: 1 worker)."""
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
+def collate_decoded(items) -> DecodedChunk:
+    """Split a worker chunk into (indices, stacked tensors or None, failures, cache hits)."""
+    good = [(index, arrays) for index, arrays, _, _ in items if arrays is not None]
+    failures = [(index, reason) for index, arrays, reason, _ in items if arrays is None]
+    arrays = None
+    if good:
+        arrays = {key: torch.from_numpy(value) for key, value in collate([a for _, a in good]).items()}
+    return DecodedChunk([index for index, _ in good], arrays, failures, sum(1 for item in items if item[3]))
+
+
+class Batcher:
+    """Regroups decoded chunks into model batches of exactly `batch_size` (the last may be shorter).
+
+    Workers decode small chunks, so memory in flight is workers x prefetch x chunk images whatever the
+    batch size; on CUDA each batch is assembled straight into page-locked memory, so the copy to the
+    GPU is asynchronous (two buffers alternate: one is copied while the next is filled)."""
+
+    def __init__(self, batch_size: int, pin: bool):
+        self.batch_size = batch_size
+        self.pin = pin
+        self.indices: list[int] = []
+        self.parts: list[dict[str, torch.Tensor]] = []
+        self.buffers: dict[tuple, list[torch.Tensor]] = {}
+        self.turn = 0
+
+    def add(self, chunk: DecodedChunk):
+        """Yield every full batch that `chunk` completes, as (indices, arrays)."""
+        if chunk.arrays is None:
+            return
+        self.indices.extend(chunk.indices)
+        self.parts.append(chunk.arrays)
+        while len(self.indices) >= self.batch_size:
+            yield self.take(self.batch_size)
+
+    def flush(self):
+        if self.indices:
+            yield self.take(len(self.indices))
+
+    def take(self, count: int) -> tuple[list[int], dict[str, torch.Tensor]]:
+        merged = {key: torch.cat([part[key] for part in self.parts]) if len(self.parts) > 1 else self.parts[0][key]
+                  for key in self.parts[0]}
+        batch = {key: self.staged(key, value[:count]) for key, value in merged.items()}
+        rest = {key: value[count:] for key, value in merged.items()}
+        indices, self.indices = self.indices[:count], self.indices[count:]
+        self.parts = [rest] if self.indices else []
+        return indices, batch
+
+    def staged(self, key: str, tensor: torch.Tensor) -> torch.Tensor:
+        if not self.pin:
+            return tensor
+        shape = (self.batch_size, *tensor.shape[1:])
+        slots = self.buffers.setdefault((key, shape, tensor.dtype), [])
+        if len(slots) < 2:
+            slots.append(torch.empty(shape, dtype=tensor.dtype).pin_memory())
+        buffer = slots[self.turn % 2][:len(tensor)]
+        self.turn += 1
+        buffer.copy_(tensor)
+        return buffer
+
+
+def default_workers(device_type: str = "cpu") -> int:
+    """Decoding processes. On the CPU one per core: the workers run at the lowest priority, so they
+    decode while the model waits and stay out of its way while it runs (both cores for both jobs).
+    On a GPU all cores but one (the main process feeds the GPU and runs the store writes)."""
+    cores = os.cpu_count() or 2
+    return max(1, min(MAX_WORKERS, cores if device_type == "cpu" else cores - 1))
+
+
+def lower_priority(_worker_id: int) -> None:
+    """DataLoader worker_init_fn: decode at the lowest CPU priority (the model thread comes first)."""
+    try:
+        os.nice(DECODE_NICENESS)
+    except (OSError, AttributeError):  # not permitted, or not a POSIX system: keep the priority
+        pass
 
 
 def prepare_collection(store: VectorStore, model: str, dim: int, recreate: bool, extra: dict) -> None:
@@ -93,8 +188,10 @@ def prepare_collection(store: VectorStore, model: str, dim: int, recreate: bool,
 
 def run_embed(dataset: Dataset, embedder, store: VectorStore, batch_size: int = 32, workers: int | None = None,
               limit: int | None = None, recreate: bool = False, progress: bool = True,
-              warn: Callable[[str], None] = tqdm.write) -> EmbedSummary:
-    """Embed every record not yet in the store; return what happened."""
+              warn: Callable[[str], None] = tqdm.write, cache: PixelCache | None = None) -> EmbedSummary:
+    """Embed every record not yet in the store; return what happened.
+
+    `cache`: a `PixelCache` to read preprocessed pixels from and write them to (None = decode every image)."""
     if batch_size < 1:
         raise ScinSearchError("--batch-size must be at least 1")
     records = dataset.records[:limit] if limit is not None else dataset.records
@@ -106,33 +203,56 @@ def run_embed(dataset: Dataset, embedder, store: VectorStore, batch_size: int = 
                            store=getattr(store, "folder", None) and str(store.folder) or store.name)
     started = time.perf_counter()
     if todo:
-        embed_records(todo, embedder, store, batch_size, workers, progress, warn, summary)
+        prepare = getattr(embedder, "prepare", None)  # compile (or not) before the decode workers start
+        note = prepare(batch_size, len(todo)) if prepare else ""
+        if note:
+            warn(note)
+        embed_records(todo, embedder, store, batch_size, workers, progress, warn, summary, cache)
     store.finish_writes()
     summary.seconds = time.perf_counter() - started
     return summary
 
 
+def make_loader(todo: Sequence[ImageRecord], embedder, workers: int | None, cache: PixelCache | None,
+                chunk: int) -> DataLoader:
+    """Decode workers: chunks of `chunk` images, at most PREFETCH chunks queued per worker (bounded memory)."""
+    on_cpu = embedder.device.type == "cpu"
+    workers = default_workers(embedder.device.type) if workers is None else workers
+    return DataLoader(DecodeImages(todo, embedder.preprocessor, cache), batch_size=chunk, num_workers=workers,
+                      collate_fn=collate_decoded, prefetch_factor=PREFETCH if workers else None,
+                      worker_init_fn=lower_priority if workers and on_cpu else None, persistent_workers=False)
+
+
 def embed_records(todo: list[ImageRecord], embedder, store: VectorStore, batch_size: int, workers: int | None,
-                  progress: bool, warn: Callable[[str], None], summary: EmbedSummary) -> None:
-    workers = default_workers() if workers is None else workers
-    loader = DataLoader(DecodeImages(todo, embedder.preprocessor), batch_size=batch_size, num_workers=workers,
-                        collate_fn=collate_decoded, prefetch_factor=4 if workers else None,
-                        pin_memory=embedder.device.type == "cuda", persistent_workers=False)
+                  progress: bool, warn: Callable[[str], None], summary: EmbedSummary,
+                  cache: PixelCache | None = None) -> None:
+    loader = make_loader(todo, embedder, workers, cache, chunk=min(batch_size, CHUNK))
+    batcher = Batcher(batch_size, pin=embedder.device.type == "cuda")
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scinsearch-store")
     pending: list[Future] = []
+
+    def embed(indices: list[int], arrays: dict) -> None:
+        nonlocal pending
+        vectors = embedder.embed_batch(arrays)
+        points = [StoredPoint(todo[i].point_id, todo[i].payload, v) for i, v in zip(indices, vectors)]
+        pending.append(writer.submit(store.upsert, points))
+        summary.embedded += len(points)
+        pending = wait_for_writes(pending, keep=2)
+        bar.update(len(indices))
+
     with tqdm(total=len(todo), unit="img", desc="embedding", disable=not progress, dynamic_ncols=True) as bar:
         try:
-            for indices, batch, failures in loader:
-                for index, reason in failures:
+            for chunk in loader:
+                for index, reason in chunk.failures:
                     summary.failed.append((str(todo[index].file), reason))
                     warn(f"skipped {todo[index].file}: {reason}")
-                if batch is not None:
-                    vectors = embedder.embed_batch(batch)
-                    points = [StoredPoint(todo[i].point_id, todo[i].payload, v) for i, v in zip(indices, vectors)]
-                    pending.append(writer.submit(store.upsert, points))
-                    summary.embedded += len(points)
-                pending = wait_for_writes(pending, keep=2)
-                bar.update(len(indices) + len(failures))
+                bar.update(len(chunk.failures))
+                summary.from_cache += chunk.from_cache
+                summary.decoded += len(chunk.indices) - chunk.from_cache
+                for indices, arrays in batcher.add(chunk):
+                    embed(indices, arrays)
+            for indices, arrays in batcher.flush():
+                embed(indices, arrays)
             wait_for_writes(pending, keep=0)
         finally:
             writer.shutdown(wait=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 from PIL import Image
 
 from scinsearch import suggest
@@ -26,7 +27,7 @@ from scinsearch.images import ImageError
 from scinsearch.results import Neighbour, SearchResult, ZeroShot
 from scinsearch.search_filters import BODY_PARTS, SearchFilters
 from scinsearch.settings import Settings
-from scinsearch.store import Filter, Match, check_model, open_store
+from scinsearch.store import Filter, Match, check_model, open_store, require_collection
 
 MAX_TOP_K = 200
 OVERFETCH = 4  # images fetched per wanted case before grouping (a case has up to 3 images)
@@ -46,16 +47,16 @@ class Searcher:
     def __init__(self, settings: Settings, embedder=None, store=None, suggestion_options: dict | None = None):
         self.settings = settings
         self._owns_store = store is None
-        self.store = store
-        if embedder is None:
-            from scinsearch.embedding import Embedder
-            embedder = Embedder(settings.model, device=settings.device, precision=settings.precision)
-        self.embedder = embedder
-        if self.store is None:
-            self.store = open_store(settings)
+        self.store = store if store is not None else open_store(settings)
         try:
+            require_collection(self.store)  # a missing collection or another model fails before the slow load
+            if embedder is None:
+                from scinsearch.embedding import Embedder
+                check_model(self.store, settings.model)
+                embedder = Embedder(settings.model, device=settings.device, precision=settings.precision)
+            self.embedder = embedder
             self.info = check_model(self.store, embedder.model_name, embedder.dim)
-        except ScinSearchError:
+        except BaseException:
             self.close()
             raise
         self.suggestion_options = dict(suggestion_options or {})
@@ -208,7 +209,8 @@ class Searcher:
         if self._condition_vectors is None:
             prompts = [ZERO_SHOT_PROMPT.format(condition=name) for name in conditions]
             self._condition_vectors = self.embedder.embed_texts(prompts)
-        logits = self.embedder.zero_shot_logits(np.asarray(image_vector)[None, :], self._condition_vectors)[0]
+        with torch.no_grad():  # reading logit_scale/bias off a trainable parameter must not track gradients
+            logits = self.embedder.zero_shot_logits(np.asarray(image_vector)[None, :], self._condition_vectors)[0]
         probabilities = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
         order = np.argsort(-probabilities)[:shown]
         return ZeroShot(ZERO_SHOT_PROMPT, [(conditions[i], float(probabilities[i])) for i in order])

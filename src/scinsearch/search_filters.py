@@ -56,8 +56,9 @@ def fitzpatrick_spellings(valid: tuple[str, ...]) -> dict[str, str]:
             number = label[3:]
             spellings[number] = label
             spellings.update({roman: label for roman, n in ROMAN.items() if str(n) == number})
-    spellings["NONE"] = spellings.get("NONE_IDENTIFIED", None) or ""
-    return {k: v for k, v in spellings.items() if v}
+    if "NONE_IDENTIFIED" in valid:
+        spellings["NONE"] = "NONE_IDENTIFIED"
+    return spellings
 
 
 def age_spellings() -> dict[str, str]:
@@ -101,8 +102,8 @@ class SearchFilters:
 
     def __post_init__(self):
         normalised = {
-            "fitzpatrick": tuple(pick(v, SELF_FITZPATRICK, "Fitzpatrick skin type", fitzpatrick_spellings(SELF_FITZPATRICK))
-                                 for v in as_tuple(self.fitzpatrick)),
+            "fitzpatrick": tuple(pick(v, SELF_FITZPATRICK, "Fitzpatrick skin type",
+                                      fitzpatrick_spellings(SELF_FITZPATRICK)) for v in as_tuple(self.fitzpatrick)),
             "dermatologist_fitzpatrick": tuple(pick(v, DERM_FITZPATRICK, "dermatologist Fitzpatrick skin type",
                                                     fitzpatrick_spellings(DERM_FITZPATRICK))
                                                for v in as_tuple(self.dermatologist_fitzpatrick)),
@@ -120,8 +121,11 @@ class SearchFilters:
         low, high = MONK_RANGE
         for name in ("monk_min", "monk_max"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high):
-                raise ScinSearchError(f"{name.replace('_', '-')} {value!r} is not a Monk skin tone: use {low} to {high}")
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ScinSearchError(f"{name.replace('_', '-')} {value!r} is not a Monk skin tone: "
+                                      f"use {low} to {high}")
         if self.monk_min is not None and self.monk_max is not None and self.monk_min > self.monk_max:
             raise ScinSearchError(f"monk-min {self.monk_min} is above monk-max {self.monk_max}")
 

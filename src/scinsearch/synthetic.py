@@ -97,7 +97,7 @@ def write_release(root: Path, cases: int = 12, seed: int = 0, image_size: tuple[
                   broken_files: bool = True) -> Path:
     """Write a SCIN-shaped release under `root/dataset/` and return `root`.
 
-    With `broken_files`, it holds the release's traps: an image shared by two cases, the one missing
+    With `broken_files` (needs at least 12 cases), it holds the release's traps: an image shared by two cases, the one missing
     image of the real release, a truncated PNG, an empty file, a text file named .png, and images in
     RGBA, P, LA, I;16, CMYK (a JPEG body) and with an EXIF rotation."""
     rng = random.Random(seed)
@@ -113,7 +113,7 @@ def write_release(root: Path, cases: int = 12, seed: int = 0, image_size: tuple[
             condition_image(condition, image_size, rng).save(root / path)
         case_table.append(case)
         label_table.append(label)
-    if broken_files:
+    if broken_files and cases >= 12:
         add_traps(root, case_table, rng, image_size)
     write_table(root / "dataset" / "scin_cases.csv", CASE_COLUMNS, case_table)
     write_table(root / "dataset" / "scin_labels.csv", LABEL_COLUMNS, label_table)

@@ -244,17 +244,15 @@ def nearest(table: PointTable, selection: Selection, hidden: list[np.ndarray], k
 
 def random_neighbours(table: PointTable, selection: Selection, hidden: list[np.ndarray], k: int,
                       seed: int, per_case: bool = True) -> Neighbours:
-    """k admissible reference points drawn at random per query (fixed seed), with their real cosine
-    similarities: the chance level of a search that ignores the image."""
+    """k admissible reference points drawn at random per query (fixed seed): the chance level of a search
+    that ignores the image. Their "similarities" are the random draws themselves, so that no predictor's
+    tie-break or weighting can bring the image back in."""
     rng = np.random.default_rng(seed)
-    queries, reference = table.vectors[selection.queries], table.vectors[selection.reference]
+    n_reference = len(selection.reference)
     clusters = case_clusters([table.case_ids[r] for r in selection.reference])
     widest = int(np.bincount(clusters).max()) if per_case else 1
-    idx, _ = masked_top_k(lambda rows: rng.random((len(rows), len(reference))), len(queries), hidden, k * widest)
+    idx, keys = masked_top_k(lambda rows: rng.random((len(rows), n_reference)), len(selection.queries), hidden,
+                             k * widest)
     if per_case:
-        idx = one_per_case(idx, np.zeros(idx.shape, dtype=np.float32), clusters, k).indices
-    idx = idx[:, :k]
-    sims = np.full(idx.shape, np.nan, dtype=np.float32)
-    for j in range(idx.shape[1]):  # column by column: a (q, k, dim) gather would not fit in memory
-        sims[:, j] = np.sum(queries * reference[np.clip(idx[:, j], 0, None)], axis=1)
-    return Neighbours(idx, np.where(idx >= 0, sims, np.nan).astype(np.float32))
+        return one_per_case(idx, keys, clusters, k)
+    return Neighbours(idx[:, :k], np.where(idx[:, :k] >= 0, keys[:, :k], np.nan).astype(np.float32))

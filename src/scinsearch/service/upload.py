@@ -139,7 +139,7 @@ async def read_upload(request: Request, limit: int) -> Upload:
         if not body:
             raise HTTPException(400, "the uploaded file is empty")
         return Upload(files={"photo": body})
-    if not media_type:
+    if not media_type or media_type == "application/x-www-form-urlencoded":  # a form without a file part
         raise HTTPException(400, "no photo: send a multipart form with a field named 'photo'")
     raise HTTPException(415, f"unsupported content type {media_type!r}: send multipart/form-data or image/*")
 

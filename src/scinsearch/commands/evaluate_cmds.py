@@ -1,0 +1,50 @@
+"""`scinsearch evaluate`: measure how well similar-case search works on a collection, by skin type."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from click.core import ParameterSource
+
+from scinsearch.cli import make_settings, model_options, store_options
+
+
+@click.command()
+@store_options
+@model_options
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Folder for metrics.json, report.md and the PNG plots (created if missing).")
+@click.option("--leave-case-out", is_flag=True,
+              help="Query every labelled image against all other cases (default: test split against train split).")
+@click.option("--k", type=click.IntRange(min=1), default=10, show_default=True, help="Neighbouring cases per query.")
+@click.option("--bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Case-level bootstrap resamples for the 95% intervals (0: no intervals).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap and random baseline.")
+@click.option("--zero-shot", is_flag=True,
+              help="Also score the condition names through the text tower (loads the model; --model overrides "
+                   "the collection's).")
+@click.pass_context
+def evaluate(ctx, out_dir, leave_case_out, k, bootstrap, seed, zero_shot, **options):
+    """Measure similar-case search: accuracy, recall@k and AUC with baselines and 95% intervals, by skin type.
+
+    \b
+    scinsearch evaluate --collection scin_dermatology --out reports/siglip-base/
+    scinsearch evaluate --leave-case-out --out reports/siglip-base-lco/
+    """
+    from scinsearch.evaluation import evaluate_collection
+
+    settings = make_settings(**options)
+    embedder = None
+    if zero_shot and ctx.get_parameter_source("model") not in (ParameterSource.DEFAULT, None):
+        from scinsearch.embedding import Embedder
+        embedder = Embedder(settings.model, device=settings.device, precision=settings.precision)
+    result = evaluate_collection(settings, protocol="leave-case-out" if leave_case_out else "split", k=k,
+                                 out_dir=out_dir, zero_shot=zero_shot, embedder=embedder, bootstrap=bootstrap,
+                                 seed=seed)
+    for line in result.table_lines():
+        click.echo(line)
+    click.echo(f"wrote {', '.join(str(f) for f in result.files)}", err=True)
+
+
+COMMANDS = [evaluate]

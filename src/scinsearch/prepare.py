@@ -1,0 +1,130 @@
+"""Write the flat one-row-per-image CSV (`real_labeled_metadata.csv`) that the existing scripts read.
+
+Every value comes from `dataset.read_release`, the same reader `embed --scin-dir` uses: the same
+parsing of the release's Python-literal cells, the same primary condition, the same `condition_label`
+index and the same case-grouped split (`fields.split_for_case`). Nothing is parsed twice, so the table
+and the vector database cannot disagree.
+
+Column formats follow the scripts that read this file: `image_path` is relative to
+`<scin>/dataset/images` (so `embed --metadata OUT --images-dir <scin>/dataset/images` works),
+`all_conditions` and `weighted_labels` are Python-literal text as in the release, and `description`
+is the factual sentence `dataset.describe` builds from the case's own metadata.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import os
+from pathlib import Path, PurePosixPath
+
+from scinsearch import dataset
+from scinsearch.errors import ScinSearchError
+
+
+@dataclasses.dataclass
+class PrepareSummary:
+    """What `prepare_metadata` wrote and what it left out, and why."""
+
+    out: Path
+    rows: int = 0
+    images_total: int = 0
+    missing_images: int = 0
+    unlabelled_skipped: int = 0
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        lines = [f"wrote {self.rows} rows (one per distinct image; {self.images_total} in the release) to {self.out}"]
+        if self.missing_images:
+            lines.append(f"left out {self.missing_images} images not on disk (download them, or use --include-missing)")
+        if self.unlabelled_skipped:
+            lines.append(f"left out {self.unlabelled_skipped} images of cases without a dermatologist label")
+        return lines
+
+
+def literal_text(value) -> str:
+    """Lists and dicts as Python literals (`repr`), exactly as the release writes them."""
+    return repr(value) if value is not None else ""
+
+
+def plain_text(value) -> str:
+    return "" if value is None else str(value)
+
+
+def images_relative_path(record: dataset.ImageRecord, images_dir: Path) -> str | None:
+    """The record's file relative to `<scin>/dataset/images`, as a POSIX path; None if it lies elsewhere."""
+    try:
+        return PurePosixPath(*record.file.relative_to(images_dir).parts).as_posix()
+    except ValueError:
+        return None
+
+
+def flat_row(record: dataset.ImageRecord, image_path: str) -> dict[str, str]:
+    """One CSV row from one record's payload (an image shared by several cases: its first case)."""
+    payload = record.payload
+    return {
+        "image_id": record.image_id,
+        "image_path": image_path,
+        "case_id": plain_text(payload.get("case_id")),
+        "condition": plain_text(payload.get("condition")),
+        "all_conditions": literal_text(payload.get("all_conditions") or []),
+        "weighted_labels": literal_text(payload.get("weighted_labels") or {}),
+        "age_group": plain_text(payload.get("age_group")),
+        "sex_at_birth": plain_text(payload.get("sex_at_birth")),
+        "fitzpatrick_skin_type": plain_text(payload.get("fitzpatrick_skin_type")),
+        "condition_label": plain_text(payload.get("condition_label")),
+        "split": plain_text(payload.get("split")),
+        "description": plain_text(payload.get("description")),
+    }
+
+
+def select_rows(data: dataset.Dataset, images_dir: Path, summary: PrepareSummary,
+                labelled_only: bool, include_missing: bool) -> list[dict[str, str]]:
+    rows = []
+    for record in data.records:
+        if labelled_only and not record.payload.get("labelled"):
+            summary.unlabelled_skipped += 1
+            continue
+        if not include_missing and not record.file.is_file():
+            summary.missing_images += 1
+            continue
+        relative = images_relative_path(record, images_dir)
+        if relative is None:
+            summary.warnings.append(f"image {record.payload.get('image_path')!r} is not under {images_dir}: left out")
+            continue
+        rows.append(flat_row(record, relative))
+    return rows
+
+
+def write_csv_atomically(out: Path, rows: list[dict[str, str]]) -> None:
+    """Write to `<out>.part` and rename: a reader never sees half a table."""
+    part = out.with_name(out.name + ".part")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with part.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(dataset.FLAT_COLUMNS))
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(part, out)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            part.unlink(missing_ok=True)
+        raise ScinSearchError(f"cannot write {out}: {exc.strerror or exc}") from None
+
+
+def prepare_metadata(scin_dir: Path, out: Path, labelled_only: bool = False,
+                     include_missing: bool = False) -> PrepareSummary:
+    """Read the release under `scin_dir` and write one row per distinct image to `out`.
+
+    By default only images present on disk are written (so a `download --limit` subset gives a table
+    of that subset); `labelled_only` keeps only cases with a dermatologist label, as the legacy
+    `real_labeled_metadata.csv` did."""
+    data = dataset.read_release(Path(scin_dir))
+    images_dir = data.image_root / "dataset" / "images"
+    out = Path(out).expanduser()
+    summary = PrepareSummary(out=out, images_total=len(data.records), warnings=list(data.warnings))
+    rows = select_rows(data, images_dir, summary, labelled_only, include_missing)
+    write_csv_atomically(out, rows)
+    summary.rows = len(rows)
+    return summary

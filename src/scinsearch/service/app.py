@@ -1,0 +1,195 @@
+"""The kiosk service: a FastAPI app over one `Searcher`, opened once at start-up.
+
+Why it looks the way it does:
+- The model and the store are opened in the lifespan (or injected by the CLI and tests), and a
+  warm-up query runs before the first request, so the first health worker does not wait longer.
+- Inference is blocking (torch); it runs in a worker thread behind a one-slot limiter, so the event
+  loop keeps serving pages and thumbnails and two queries never fight over the same CPU cores.
+- Every failure a user can cause is a 4xx with `{"detail": "<one line>"}`; anything else is a 500
+  with no traceback in the response (the traceback goes to the server log, which never holds image
+  bytes: uploads are never logged, only counts and timings).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import secrets
+import time
+from pathlib import Path
+
+import anyio
+from fastapi import Depends, FastAPI, HTTPException, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import APIKeyHeader
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from scinsearch.errors import ScinSearchError, StoreLockedError
+from scinsearch.service.image_files import ImageFiles
+from scinsearch.service.settings import API_KEY_HEADER, ServiceSettings
+
+STATIC_DIR = Path(__file__).parent / "static"
+PAGE_POLICY = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
+               "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+log = logging.getLogger("scinsearch.service")
+
+
+class ServiceState:
+    """What the routes share: the settings, the searcher, the image folder and the inference slot."""
+
+    def __init__(self, settings: ServiceSettings, searcher=None):
+        self.settings = settings
+        self.searcher = searcher
+        self.owns_searcher = searcher is None
+        self.images = ImageFiles(None, settings.thumbnail_size, settings.thumbnail_cache)
+        self.limiter: anyio.CapacityLimiter | None = None
+        self.ready = False
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: FastAPI):
+        """Open the searcher (unless injected), find the images, warm up; close what was opened."""
+        self.limiter = anyio.CapacityLimiter(1)
+        if self.searcher is None:
+            from scinsearch.search import Searcher
+            self.searcher = await anyio.to_thread.run_sync(Searcher.open, self.settings.search)
+        self.images = ImageFiles(self.images_root(), self.settings.thumbnail_size, self.settings.thumbnail_cache)
+        if self.settings.warm_up:
+            await self.infer(self.warm_up)
+        self.ready = True
+        log.info("ready: %s", self.describe())
+        try:
+            yield
+        finally:
+            self.ready = False
+            if self.owns_searcher and self.searcher is not None:
+                self.searcher.close()
+                self.searcher = None
+
+    def images_root(self) -> Path | None:
+        """--images-dir, else the folder `embed` recorded in the collection (`image_root`)."""
+        if self.settings.images_dir:
+            return Path(self.settings.images_dir)
+        info = getattr(self.searcher, "info", None)
+        root = (getattr(info, "extra", None) or {}).get("image_root")
+        return Path(root) if root else None
+
+    def warm_up(self) -> None:
+        """One throw-away query: the first real query then pays no lazy initialisation."""
+        from PIL import Image
+        try:
+            self.searcher.search_image(Image.new("RGB", (256, 256), (180, 140, 120)), None, top_k=1)
+        except ScinSearchError as exc:
+            log.warning("warm-up query failed: %s", exc)
+
+    async def infer(self, function, *args, **kwargs):
+        """Run blocking model work in a worker thread, one at a time."""
+        return await anyio.to_thread.run_sync(functools.partial(function, *args, **kwargs), limiter=self.limiter)
+
+    async def lookup(self, function, *args):
+        """Run a store look-up (no model) in a worker thread, beside any running inference."""
+        return await run_in_threadpool(function, *args)
+
+    def require_searcher(self):
+        if not self.ready or self.searcher is None:
+            raise HTTPException(503, "the model and the store are still loading: retry in a few seconds")
+        return self.searcher
+
+    def describe(self) -> str:
+        searcher = self.searcher
+        model = getattr(getattr(searcher, "info", None), "model", "?")
+        return f"model {model}, collection {getattr(getattr(searcher, 'store', None), 'name', '?')}, " \
+               f"images {self.images.root or 'not available'}"
+
+
+def api_key_dependency(settings: ServiceSettings):
+    """A dependency that checks the `X-API-Key` header when a key is configured (and is a no-op otherwise)."""
+    scheme = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
+                          description="Needed only when the service was started with --api-key.")
+
+    def check(key: str | None = Security(scheme)) -> None:
+        if settings.api_key is None:
+            return
+        if not key or not secrets.compare_digest(key.encode(), settings.api_key.encode()):
+            raise HTTPException(401, f"missing or wrong API key: send it in the {API_KEY_HEADER} header",
+                                headers={"WWW-Authenticate": "ApiKey"})
+
+    return Depends(check)
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())[:300]
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """One-line reasons for every error, never a traceback in a response."""
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        where = ".".join(str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path"))
+        reason = f"{where}: {first.get('msg', 'invalid request')}" if where else first.get("msg", "invalid request")
+        return JSONResponse({"detail": one_line(reason)}, status_code=422)
+
+    @app.exception_handler(StoreLockedError)
+    async def store_busy(request: Request, exc: StoreLockedError):
+        return JSONResponse({"detail": one_line(exc)}, status_code=503)
+
+    @app.exception_handler(ScinSearchError)
+    async def user_error(request: Request, exc: ScinSearchError):
+        return JSONResponse({"detail": one_line(exc)}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        log.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path,
+                  exc_info=(type(exc), exc, exc.__traceback__))
+        return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the service log"},
+                            status_code=500)
+
+
+def install_middleware(app: FastAPI, settings: ServiceSettings) -> None:
+    """CORS only for the origins given (none by default); a few headers that cost nothing."""
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_credentials=False,
+                           allow_methods=["GET", "POST"], allow_headers=[API_KEY_HEADER, "Content-Type"])
+
+    @app.middleware("http")
+    async def headers(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("Server-Timing", f"app;dur={(time.perf_counter() - started) * 1000:.1f}")
+        return response
+
+
+def install_page(app: FastAPI) -> None:
+    """The kiosk page and its assets, from the package (no CDN: it works offline)."""
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html",
+                            headers={"Content-Security-Policy": PAGE_POLICY, "Cache-Control": "no-cache"})
+
+
+def create_app(settings: ServiceSettings, searcher=None) -> FastAPI:
+    """The service. `searcher` injected (tests, the CLI) is used as is and not closed by the app;
+    otherwise one is opened from `settings.search` at start-up and closed at shut-down."""
+    from scinsearch.service.routes import api_router, status_router
+
+    state = ServiceState(settings, searcher)
+    app = FastAPI(title="scinsearch kiosk", version="1", lifespan=state.lifespan,
+                  description="Similar SCIN dermatology cases for a photo or a description. Decision support, "
+                              "not diagnosis. Photos are processed in memory only and never stored.")
+    app.state.service = state
+    install_error_handlers(app)
+    install_middleware(app, settings)
+    app.include_router(status_router(state))
+    app.include_router(api_router(state), dependencies=[api_key_dependency(settings)])
+    install_page(app)
+    return app

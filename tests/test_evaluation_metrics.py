@@ -1,0 +1,154 @@
+"""Evaluation arithmetic on cases small enough to compute by hand, and the exclusion rule on tiny tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scinsearch.errors import ScinSearchError
+from scinsearch.evaluation import metrics as m
+from scinsearch.evaluation.neighbours import (case_clusters, exclusions, nearest, select, table_from_points)
+from scinsearch.store import StoredPoint
+
+
+def test_top_k_and_hit_by_hand():
+    rankings = [["A", "B", "C"], ["B", "A"], ["C"], []]
+    truths = ["A", "A", "B", "A"]
+    assert m.top_k_correct(rankings, truths, 1).tolist() == [1, 0, 0, 0]
+    assert m.top_k_correct(rankings, truths, 3).tolist() == [1, 1, 0, 0]
+    labels = [{"A"}, {"A", "B"}, {"B", "D"}, {"A"}]
+    assert m.hit_at_k(rankings, labels, 1).tolist() == [1, 1, 0, 0]
+    assert m.hit_at_k(rankings, labels, 3).tolist() == [1, 1, 0, 0]
+    assert m.top_k_correct([["A"]], [None], 1).tolist() == [0]
+
+
+def test_neighbour_recall_by_hand():
+    neighbours = [["B", "A", "A"], ["B", "B", "C"], ["A"]]
+    assert m.neighbour_recall(neighbours, ["A", "A", "A"], 1).tolist() == [0, 0, 1]
+    assert m.neighbour_recall(neighbours, ["A", "A", "A"], 2).tolist() == [1, 0, 1]
+
+
+def test_majority_vote_counts_votes_then_similarity_then_name():
+    assert m.majority_vote(["A", "B", "B"], [0.9, 0.5, 0.4]) == ["B", "A"]
+    assert m.majority_vote(["A", "B"], [0.5, 0.9]) == ["B", "A"]  # tie in votes: closer wins
+    assert m.majority_vote(["B", "A"], [0.5, 0.5]) == ["A", "B"]  # full tie: by name
+    assert m.majority_vote([None, "A"], [0.9, 0.1]) == ["A"]
+    assert m.vote_shares(["A", "B", "B", None]) == {"A": pytest.approx(1 / 3), "B": pytest.approx(2 / 3)}
+
+
+def test_auc_by_hand_with_ties_and_weights():
+    scores, positives = np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1], dtype=bool)
+    # pairs (pos, neg): 0.35>0.1, 0.35<0.4, 0.8>0.1, 0.8>0.4 -> 3 of 4
+    assert m.weighted_auc(scores, positives) == pytest.approx(0.75)
+    # all tied: each pair counts one half
+    assert m.weighted_auc(np.ones(4), positives) == pytest.approx(0.5)
+    # positive tied with one of two negatives: (1 + 0.5) / 2
+    assert m.weighted_auc(np.array([0.2, 0.5, 0.5]), np.array([0, 0, 1], bool)) == pytest.approx(0.75)
+    # weight 2 on the negative 0.4 is that negative counted twice: pairs 1+0+0+1+1+1 = 4 of 6
+    assert m.weighted_auc(scores, positives, np.array([1, 2, 1, 1.0])) == pytest.approx(4 / 6)
+    assert np.isnan(m.weighted_auc(scores, np.zeros(4, bool)))
+    batch = m.weighted_auc(scores, positives, np.array([[1, 1, 1, 1.0], [1, 2, 1, 1], [0, 0, 1, 1]]))
+    assert batch[:2] == pytest.approx([0.75, 4 / 6]) and np.isnan(batch[2])
+
+
+def test_macro_auc_skips_undefined_classes():
+    scores = np.array([[0.1, 1.0, 0.3], [0.4, 1.0, 0.3], [0.35, 0.0, 0.3], [0.8, 0.0, 0.3]])
+    positives = np.array([[0, 1, 0], [0, 0, 0], [1, 0, 0], [1, 0, 0]], dtype=bool)
+    macro, per_class = m.macro_auc(scores, positives)
+    # class 1: positive 1.0 vs negatives 1.0 (tie), 0, 0 -> (0.5 + 1 + 1) / 3; class 2 has no positive
+    assert per_class[0] == pytest.approx(0.75) and per_class[1] == pytest.approx(2.5 / 3) and np.isnan(per_class[2])
+    assert macro == pytest.approx((0.75 + 2.5 / 3) / 2)
+
+
+def test_cluster_bootstrap_draws_whole_cases():
+    clusters = np.array([7, 7, 7, 3, 9])
+    weights = m.cluster_weights(clusters, resamples=200, seed=1)
+    assert weights.shape == (200, 5)
+    assert np.all(weights[:, 0] == weights[:, 1]) and np.all(weights[:, 1] == weights[:, 2])
+    assert np.all(weights[:, [0, 3, 4]].sum(axis=1) == 3)  # as many cases drawn as there are
+    assert np.array_equal(weights, m.cluster_weights(clusters, resamples=200, seed=1))
+
+
+def test_mean_with_interval_ignores_undefined_and_brackets_the_mean():
+    values = np.array([1, 0, np.nan, 1, 1, 0, 1, 1.0])
+    weights = m.cluster_weights(np.arange(8), 500, seed=0)
+    value, (low, high) = m.mean_with_interval(values, weights)
+    assert value == pytest.approx(5 / 7)
+    assert low < value < high
+    assert m.mean_with_interval(np.array([np.nan]), weights[:, :1]) == (None, None)
+    assert m.interval(np.array([np.nan])) is None
+
+
+def test_frequency_and_most_common():
+    assert m.frequency_ranking(["B", "A", "B", None, "C", "A", "B"]) == ["B", "A", "C"]
+    assert m.most_common_conditions([{"A", "B"}, {"B"}, {"C", "B"}, {"A"}], 2) == ["B", "A"]
+
+
+def point(pid: str, cases: list[str], condition: str | None, vector, split: str = "train",
+          image_id: str | None = None, gradable=True) -> StoredPoint:
+    return StoredPoint(pid, {"image_id": image_id or pid, "case_id": cases[0], "case_ids": cases,
+                             "condition": condition, "weighted_labels": {condition: 1.0} if condition else {},
+                             "gradable": gradable, "split": split}, np.asarray(vector, dtype=np.float32))
+
+
+def test_own_case_and_shared_image_and_same_image_are_never_neighbours():
+    table = table_from_points([
+        point("q", ["c2"], "A", [1, 0]),
+        point("shared", ["c1", "c2"], "A", [1, 0.01]),  # the same photo filed under c1 and the query's c2
+        point("twin", ["c9"], "A", [1, 0.02], image_id="q"),  # the query's image under another case
+        point("c1-other", ["c1"], "B", [1, 0.1]),  # another view of c1: a different case, allowed
+        point("far", ["c3"], "A", [0, 1]),
+    ])
+    selection = select(table, "leave-case-out")
+    hidden = exclusions(table, selection)
+    query = list(selection.queries).index(0)
+    ref = list(selection.reference)
+    assert sorted(ref[pos] for pos in hidden[query]) == [0, 1, 2]  # itself, the shared photo, the twin
+    found = nearest(table, selection, hidden, k=2, per_case=False)
+    assert [ref[pos] for pos in found.indices[query]] == [3, 4]
+    leaky = exclusions(table, selection, exclude_own_case=False)
+    assert [ref[pos] for pos in leaky[query]] == [0]
+
+
+def test_one_neighbour_per_case_keeps_the_closest_view():
+    table = table_from_points([
+        point("q", ["c0"], "A", [1, 0], split="test"),
+        point("a1", ["c1"], "B", [1, 0.05]), point("a2", ["c1"], "B", [1, 0.06]),
+        point("b1", ["c2"], "A", [1, 0.5]),
+    ])
+    selection = select(table, "split")
+    hidden = exclusions(table, selection)
+    per_image = nearest(table, selection, hidden, k=2, per_case=False)
+    per_case = nearest(table, selection, hidden, k=2, per_case=True)
+    names = lambda found: [table.image_ids[selection.reference[p]] for p in found.indices[0]]
+    assert names(per_image) == ["a1", "a2"]
+    assert names(per_case) == ["a1", "b1"]
+    assert per_case.similarities[0, 0] == pytest.approx(1 / np.sqrt(1 + 0.05 ** 2), abs=1e-6)
+
+
+def test_too_few_neighbours_are_padded():
+    table = table_from_points([point("q", ["c0"], "A", [1, 0], split="test"), point("r", ["c1"], "A", [0, 1])])
+    selection = select(table, "split")
+    found = nearest(table, selection, exclusions(table, selection), k=3)
+    assert found.indices[0].tolist() == [0, -1, -1] and np.isnan(found.similarities[0, 1])
+
+
+def test_case_clusters_join_cases_that_share_an_image():
+    assert case_clusters([("a",), ("b", "a"), ("c",), ("b",)]).tolist() == [0, 0, 1, 0]
+
+
+def test_selection_rules_and_errors():
+    points = [point("t1", ["c1"], "A", [1, 0], split="test"),
+              point("t2", ["c2"], "A", [1, 0], split="test", gradable=False),
+              point("t3", ["c3"], None, [1, 0], split="test"),
+              point("r1", ["c4"], "A", [0, 1]), point("r2", ["c5"], None, [0, 1])]
+    table = table_from_points(points)
+    selection = select(table, "split")
+    assert [table.image_ids[r] for r in selection.queries] == ["t1"]  # gradable and labelled only
+    assert [table.image_ids[r] for r in selection.reference] == ["r1"]  # labelled train only
+    with pytest.raises(ScinSearchError, match="no labelled reference points in the train split"):
+        select(table_from_points(points[:3]), "split")
+    with pytest.raises(ScinSearchError, match="no labelled images of gradable cases in the test split"):
+        select(table_from_points(points[3:]), "split")
+    with pytest.raises(ScinSearchError, match="unknown protocol"):
+        select(table, "image-split")

@@ -1,0 +1,145 @@
+"""`scinsearch search` end to end on an embedded (Edge) store: table, JSON, filters, errors and exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from scinsearch import dataset, pipeline
+from scinsearch.cli import main
+from scinsearch.results import DISCLAIMER, SCHEMA
+from scinsearch.settings import Settings
+from scinsearch.store import CollectionInfo, open_store
+
+
+@pytest.fixture(scope="module")
+def edge_store(tmp_path_factory, tiny_embedder, clean_release):
+    """An Edge store made by the embed pipeline, closed again so the CLI can open it; and its points."""
+    folder = tmp_path_factory.mktemp("cli-qdrant")
+    store = open_store(Settings(qdrant_path=folder, collection="cli"))
+    pipeline.run_embed(dataset.read_release(clean_release), tiny_embedder, store, workers=0, progress=False)
+    points = list(store.scroll())
+    store.close()
+    other = open_store(Settings(qdrant_path=folder, collection="other-model"))
+    other.create(CollectionInfo("google/siglip-so400m-patch14-384", 1152))
+    other.close()
+    return folder, points
+
+
+@pytest.fixture
+def search(edge_store, tiny_siglip_dir, capsys):
+    """Run `scinsearch search ARGS` against the test store: (exit code, stdout, stderr)."""
+    folder, _ = edge_store
+
+    def run(*arguments: str, collection: str = "cli"):
+        code = main(["search", *arguments, "--qdrant-path", str(folder), "--collection", collection,
+                     "--model", str(tiny_siglip_dir), "--device", "cpu", "--precision", "fp32"])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+    return run
+
+
+def test_image_search_prints_a_table_with_the_disclaimer(search, edge_store, clean_release):
+    point = edge_store[1][0]
+    code, out, _ = search("--image", str(clean_release / point.payload["image_path"]), "--top-k", "3")
+    assert code == 0
+    assert DISCLAIMER in out
+    assert "score" in out and "condition (dermatologist labels)" in out
+    assert f"image {point.payload['image_id']}: {point.payload['image_path']}" in out
+    assert "1.000" in out
+    assert "Suggestion: no confident suggestion" in out or "Conditions suggested by the similar cases' labels" in out
+
+
+def test_json_output_follows_the_schema(search, edge_store, clean_release):
+    point = edge_store[1][0]
+    code, out, _ = search("--image", str(clean_release / point.payload["image_path"]), "--json")
+    assert code == 0
+    result = json.loads(out)
+    assert result["schema"] == SCHEMA and result["query"]["kind"] == "image"
+    assert len(result["results"]) == 5 and result["results"][0]["image_id"] == point.payload["image_id"]
+    assert len({r["case_id"] for r in result["results"]}) == 5, "one result per case"
+    assert {"confident", "reason", "conditions"} <= set(result["suggestions"])
+    assert result["disclaimer"] == DISCLAIMER and "zero_shot" not in result
+
+
+def test_text_search_with_fitzpatrick_filter(search):
+    code, out, _ = search("--text", "itchy red ring on the arm", "--fitzpatrick", "FST5,FST6", "--top-k", "10",
+                          "--json")
+    assert code == 0
+    result = json.loads(out)
+    assert result["query"] == {**result["query"], "kind": "text", "text": "itchy red ring on the arm"}
+    assert result["query"]["filters"] == {"fitzpatrick": ["FST5", "FST6"]}
+    assert result["results"] and all(r["fitzpatrick_skin_type"] in ("FST5", "FST6") for r in result["results"])
+
+
+def test_like_excludes_the_same_case_unless_asked(search, edge_store):
+    points = edge_store[1]
+    source = next(p for p in points if sum(q.payload["case_id"] == p.payload["case_id"] for q in points) >= 2)
+    code, out, _ = search("--like", source.payload["image_id"], "--exclude-same-case", "--top-k", "20", "--json")
+    assert code == 0
+    assert all(source.payload["case_id"] not in r["case_ids"] for r in json.loads(out)["results"])
+    code, out, _ = search("--like", source.payload["image_id"], "--include-same-case", "--all-images",
+                          "--top-k", "20", "--json")
+    results = json.loads(out)["results"]
+    assert any(source.payload["case_id"] in r["case_ids"] for r in results)
+    assert all(r["image_id"] != source.payload["image_id"] for r in results)
+
+
+def test_filters_and_min_score_from_the_command_line(search):
+    code, out, _ = search("--text", "red patch", "--monk-min", "3", "--monk-max", "6", "--sex", "female",
+                          "--age-group", "30-39,AGE_18_TO_29", "--body-part", "arm", "--gradable-only",
+                          "--split", "train,val,test", "--condition", "Eczema", "--condition", "Acute dermatitis, NOS",
+                          "--top-k", "50", "--all-images", "--json")
+    assert code == 0
+    for r in json.loads(out)["results"]:
+        assert 3 <= r["monk_skin_tone_label_us"] <= 6 and r["sex_at_birth"] == "FEMALE" and r["gradable"]
+        assert r["age_group"] in ("AGE_30_TO_39", "AGE_18_TO_29") and "arm" in r["body_parts"]
+        assert {"Eczema", "Acute dermatitis, NOS"} & set(r["weighted_labels"])
+    code, out, _ = search("--text", "red patch", "--min-score", "0.99", "--json")
+    assert code == 0 and all(r["score"] >= 0.99 for r in json.loads(out)["results"])
+
+
+def test_zero_shot_is_shown_apart_and_labelled(search, edge_store):
+    code, out, _ = search("--like", edge_store[1][0].payload["image_id"], "--zero-shot")
+    assert code == 0
+    assert "SigLIP zero-shot scores of the condition names (not from the neighbours, not calibrated)" in out
+    code, out, _ = search("--like", edge_store[1][0].payload["image_id"], "--zero-shot", "--json")
+    assert "zero-shot" in json.loads(out)["zero_shot"]["method"]
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ((), "give exactly one of --image PATH, --text TEXT or --like IMAGE_ID"),
+    (("--text", "rash", "--like", "123"), "(got --text, --like)"),
+    (("--text", "   "), "empty text"),
+    (("--like", "no-such-image"), "unknown image id 'no-such-image'"),
+    (("--image", "__missing__.jpg"), "cannot use the query image: file not found"),
+    (("--text", "rash", "--fitzpatrick", "FST9"), "unknown Fitzpatrick skin type 'FST9': use one of FST1"),
+    (("--text", "rash", "--sex", "unknown"), "unknown sex at birth"),
+    (("--text", "rash", "--condition", "Eczemma"), "no stored case has the condition 'Eczemma'; did you mean 'Eczema'"),
+    (("--text", "rash", "--monk-min", "12"), "not a Monk skin tone"),
+    (("--text", "rash", "--zero-shot"), "--zero-shot scores an image"),
+])
+def test_bad_input_is_one_line_and_exit_code_1(search, arguments, message):
+    code, out, err = search(*arguments)
+    assert code == 1 and out == ""
+    assert err.startswith("Error: ") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_undecodable_photo_is_one_line_and_exit_code_1(search, tmp_path):
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
+    code, _, err = search("--image", str(photo))
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "cannot use the query image" in err
+
+
+def test_a_collection_of_another_model_is_refused(search):
+    code, _, err = search("--text", "rash", collection="other-model")
+    assert code == 1 and "google/siglip-so400m-patch14-384" in err and len(err.strip().splitlines()) == 1
+    code, _, err = search("--text", "rash", collection="never-made")
+    assert code == 1 and "does not exist" in err
+
+
+def test_out_of_range_options_are_usage_errors(search):
+    code, _, err = search("--text", "rash", "--top-k", "0")
+    assert code == 2 and "top-k" in err

@@ -1,0 +1,417 @@
+"""The kiosk service over a real Searcher (tiny SigLIP, embedded store): answers, 4xx reasons,
+path safety, API key, CORS, and the privacy rule that a patient photo never reaches disk or logs."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import builtins
+import io
+import logging
+import os
+import struct
+import tempfile
+import zlib
+from pathlib import Path
+
+import pytest
+from fastapi import HTTPException
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from scinsearch import synthetic
+from scinsearch.dataset import read_release
+from scinsearch.pipeline import run_embed
+from scinsearch.search import Searcher
+from scinsearch.service import ServiceSettings, create_app
+from scinsearch.service.image_files import ImageFiles
+from scinsearch.settings import Settings
+from scinsearch.store import StoredPoint, open_store
+from scinsearch.dataset import point_id_for
+
+LICENCE_WORDS = "SCIN Data Use License"
+
+
+@pytest.fixture(scope="module")
+def searcher(tmp_path_factory, clean_release, tiny_embedder):
+    """A real Searcher over the clean synthetic release, embedded with the tiny SigLIP."""
+    settings = Settings(qdrant_path=tmp_path_factory.mktemp("service-store"), collection="service",
+                        model=tiny_embedder.model_name)
+    store = open_store(settings)
+    run_embed(read_release(clean_release), tiny_embedder, store, batch_size=16, workers=0, progress=False,
+              warn=lambda message: None)
+    store.upsert([StoredPoint(point_id_for("evil"), {"image_id": "evil", "image_path": "../../../etc/passwd",
+                                                     "case_id": "evil-case", "case_ids": ["evil-case"]},
+                              tiny_embedder.embed_texts(["evil"])[0] * -1)])
+    opened = Searcher(settings, embedder=tiny_embedder, store=store)
+    yield opened
+    opened.close()
+    store.close()
+
+
+def make_client(searcher, **options) -> TestClient:
+    app = create_app(ServiceSettings(**options), searcher=searcher)
+    return TestClient(app, raise_server_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def client(searcher):
+    with make_client(searcher) as opened:
+        yield opened
+
+
+def png(color=(200, 80, 60), size=(64, 48)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def bomb_png(width=30_000, height=30_000) -> bytes:
+    """A valid PNG header claiming 900 megapixels, a few bytes long."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+
+
+def search(client, data: bytes | None = None, params=None, **form):
+    files = {"photo": ("photo.png", data, "image/png")} if data is not None else None
+    return client.post("/search", params=params, files=files, data=form or None)
+
+
+def assert_notices(body: dict) -> None:
+    assert "not a diagnosis" in body["disclaimer"].lower()
+    assert LICENCE_WORDS in body["licence"]
+
+
+# Answers ----------------------------------------------------------------------------------------
+
+def test_health_ready_and_filters(client, searcher):
+    assert client.get("/health").json() == {"status": "alive"}
+    ready = client.get("/ready").json()
+    assert ready["status"] == "ready" and ready["model"] == searcher.info.model and ready["images"] is True
+    choices = client.get("/filters").json()["choices"]
+    assert "FST6" in choices["fitzpatrick"] and "arm" in choices["body_parts"]
+
+
+def test_photo_search_gives_cases_suggestions_urls_and_notices(client, clean_release):
+    photo = next((clean_release / "dataset" / "images").glob("*.png")).read_bytes()
+    response = search(client, photo, params={"top_k": 4})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert_notices(body)
+    assert 1 <= len(body["results"]) <= 4 and "suggestions" in body
+    assert body["results"][0]["score"] > 0.99  # the stored image finds itself
+    first = body["results"][0]
+    assert first["image_url"] == f"/images/{first['image_id']}"
+    assert first["thumbnail_url"].endswith("?size=thumb")
+    assert client.get(first["thumbnail_url"]).status_code == 200
+    assert response.headers["cache-control"] == "no-store"
+
+
+def test_raw_image_body_and_form_filters(client):
+    raw = client.post("/search?top_k=2", content=png(), headers={"Content-Type": "image/png"})
+    assert raw.status_code == 200 and len(raw.json()["results"]) <= 2
+    filtered = search(client, png(), body_parts="arm", fitzpatrick="5")
+    assert filtered.status_code == 200, filtered.text
+    assert filtered.json()["query"]["filters"] == {"fitzpatrick": ["FST5"], "body_parts": ["arm"]}
+    for result in filtered.json()["results"]:
+        assert "arm" in result["body_parts"] and result["fitzpatrick_skin_type"] == "FST5"
+
+
+def test_text_search_and_similar_carry_notices(client):
+    text = client.post("/search/text", params={"age_groups": "30-39"}, json={"text": "itchy red ring", "top_k": 3})
+    assert text.status_code == 200, text.text
+    assert_notices(text.json())
+    assert text.json()["query"]["filters"] == {"age_groups": ["AGE_30_TO_39"]}
+    in_json = client.post("/search/text", json={"text": "a rash", "filters": {"body_parts": ["arm"]}})
+    assert in_json.status_code == 200 and in_json.json()["query"]["filters"] == {"body_parts": ["arm"]}
+    image_id = text.json()["results"][0]["image_id"]
+    like = client.get(f"/images/{image_id}/similar", params={"top_k": 3})
+    assert like.status_code == 200, like.text
+    assert_notices(like.json())
+    assert image_id not in [r["image_id"] for r in like.json()["results"]]
+
+
+def test_images_full_and_thumbnail(client, clean_release):
+    result = search(client, png()).json()["results"][0]
+    full = client.get(result["image_url"])
+    assert full.status_code == 200 and full.headers["content-type"] == "image/png"
+    assert full.content == (clean_release / result["image_path"]).read_bytes()
+    thumb = client.get(result["thumbnail_url"])
+    assert thumb.headers["content-type"] == "image/jpeg"
+    assert max(Image.open(io.BytesIO(thumb.content)).size) <= 320
+
+
+def test_case_endpoint(client):
+    result = search(client, png()).json()["results"][0]
+    case = client.get(f"/cases/{result['case_id']}")
+    assert case.status_code == 200
+    assert result["image_id"] in [image["image_id"] for image in case.json()["images"]]
+    assert all("thumbnail_url" in image for image in case.json()["images"])
+    assert_notices(case.json())
+
+
+# Bad input: a 4xx with one line, never a 500 -----------------------------------------------------
+
+@pytest.mark.parametrize("send, status, words", [
+    (lambda c: c.post("/search"), 400, "no photo"),
+    (lambda c: c.post("/search", data={"top_k": "3"}), 400, "no photo"),
+    (lambda c: c.post("/search", files={"other": ("x.png", png(), "image/png")}), 400, "photo"),
+    (lambda c: search(c, b""), 400, "empty"),
+    (lambda c: search(c, b"this is not a picture at all"), 400, "not an image"),
+    (lambda c: search(c, png()[:60]), 400, "broken image"),
+    (lambda c: search(c, bomb_png()), 413, "pixels"),
+    (lambda c: search(c, png(), params={"fitzpatrick": "FST9"}), 400, "fitzpatrick"),
+    (lambda c: search(c, png(), age_groups="teen"), 400, "age group"),
+    (lambda c: search(c, png(), params={"monk_min": "dark"}), 400, "whole number"),
+    (lambda c: search(c, png(), params={"top_k": "0"}), 400, "top_k"),
+    (lambda c: search(c, png(), params={"min_score": "2"}), 400, "min_score"),
+    (lambda c: search(c, png(), params={"conditions": "Dragon pox"}), 400, "no stored case"),
+    (lambda c: c.post("/search", content=b"{}", headers={"Content-Type": "application/json"}), 415, "content type"),
+    (lambda c: c.post("/search", content=b"--x\r\nbroken", headers={"Content-Type": "multipart/form-data"}), 400,
+     "boundary"),
+    (lambda c: c.post("/search/text", json={}), 422, "text"),
+    (lambda c: c.post("/search/text", json={"text": "   "}), 400, "empty text"),
+    (lambda c: c.post("/search/text", content=b"{not json", headers={"Content-Type": "application/json"}), 422, ""),
+    (lambda c: c.get("/images/123456"), 404, "unknown image"),
+    (lambda c: c.get("/images/123456/similar"), 404, "unknown image"),
+    (lambda c: c.get("/cases/987654"), 404, "unknown case"),
+    (lambda c: c.get("/images/evil?size=huge"), 422, "size"),
+])
+def test_bad_input_gets_a_one_line_4xx(client, send, status, words):
+    response = send(client)
+    assert response.status_code == status, response.text
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and "\n" not in detail and "Traceback" not in detail
+    assert words.lower() in detail.lower()
+
+
+def test_upload_over_the_limit_is_413_whatever_the_content_length(searcher):
+    with make_client(searcher, max_upload_bytes=10_000, warm_up=False) as small:
+        assert search(small, png(size=(400, 400)) + b"\0" * 20_000).status_code == 413
+        chunks = iter([b"\xff" * 6000] * 4)  # streamed, no Content-Length
+        streamed = small.post("/search", content=chunks, headers={"Content-Type": "image/jpeg"})
+        assert streamed.status_code == 413 and "limit" in streamed.json()["detail"]
+
+
+def test_unexpected_error_is_a_500_without_traceback(searcher, monkeypatch):
+    with make_client(searcher, warm_up=False) as broken:
+        monkeypatch.setattr(searcher, "search_text", lambda *a, **k: 1 / 0)
+        response = broken.post("/search/text", json={"text": "rash"})
+    assert response.status_code == 500
+    assert response.json()["detail"].startswith("internal error (ZeroDivisionError)")
+
+
+# Path safety ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", [
+    "/images/..%2F..%2Fetc%2Fpasswd", "/images/..%2F..%2Fetc%2Fpasswd?size=thumb", "/images/../../etc/passwd",
+    "/images/%2Fetc%2Fpasswd", "/images/a%2Fb", "/images/a/b",
+    "/images/evil", "/images/evil?size=thumb", "/cases/..%2F..%2Fetc", "/images/%00",
+])
+def test_image_paths_never_leave_the_images_folder(client, path):
+    response = client.get(path)
+    assert response.status_code == 404, (path, response.status_code)
+    assert b"root:" not in response.content
+
+
+async def raw_get(app, path: str) -> tuple[int, bytes]:
+    """A request with its path exactly as given: no client-side normalisation of '..'."""
+    scope = {"type": "http", "http_version": "1.1", "method": "GET", "scheme": "http", "path": path,
+             "raw_path": path.encode(), "query_string": b"", "headers": [], "root_path": "",
+             "server": ("testserver", 80), "client": ("127.0.0.1", 1)}
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+    await app(scope, receive, send)
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return sent[0]["status"], body
+
+
+@pytest.mark.parametrize("path", ["/images/../../etc/passwd", "/images/..", "/images/../../../etc/passwd/similar",
+                                  "/images/..\\..\\etc\\passwd", "/cases/../../etc", "/images/./evil"])
+def test_raw_dot_paths_are_refused(client, path):
+    status, body = client.portal.call(raw_get, client.app, path)
+    assert status == 404 and b"root:" not in body
+
+
+def test_image_files_refuse_escapes_and_symlinks(tmp_path):
+    root, outside = tmp_path / "images", tmp_path / "secret.png"
+    root.mkdir()
+    outside.write_bytes(png())
+    (root / "ok.png").write_bytes(png())
+    (root / "link.png").symlink_to(outside)
+    (root / "notes.txt").write_text("hello")
+    files = ImageFiles(root, 64)
+    assert files.path_for({"image_path": "ok.png"}) == (root / "ok.png").resolve()
+    for bad in ("../secret.png", str(outside), "link.png", "notes.txt", "", "sub/../../secret.png", None):
+        with pytest.raises(HTTPException) as caught:
+            files.path_for({"image_path": bad})
+        assert caught.value.status_code == 404
+    with pytest.raises(HTTPException):
+        ImageFiles(None, 64).path_for({"image_path": "ok.png"})
+
+
+# Security options -------------------------------------------------------------------------------
+
+def test_api_key_off_by_default_and_required_when_set(client, searcher):
+    assert search(client, png()).status_code == 200
+    with make_client(searcher, api_key="s3cret", warm_up=False) as locked:
+        assert search(locked, png()).status_code == 401
+        assert locked.post("/search", files={"photo": ("p.png", png())}, headers={"X-API-Key": "nope"}).status_code == 401
+        assert "X-API-Key" in locked.get("/images/123").json()["detail"]
+        assert locked.post("/search", files={"photo": ("p.png", png())},
+                           headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert locked.get("/health").status_code == 200 and locked.get("/").status_code == 200
+
+
+def test_cors_off_by_default_and_limited_to_the_given_origins(client, searcher):
+    preflight = {"Origin": "http://tablet.local", "Access-Control-Request-Method": "POST"}
+    assert "access-control-allow-origin" not in client.options("/search", headers=preflight).headers
+    with make_client(searcher, cors_origins=("http://tablet.local",), warm_up=False) as open_client:
+        allowed = open_client.options("/search", headers=preflight)
+        assert allowed.headers["access-control-allow-origin"] == "http://tablet.local"
+        other = open_client.options("/search", headers={**preflight, "Origin": "http://evil.example"})
+        assert other.headers.get("access-control-allow-origin") != "http://evil.example"
+
+
+# Privacy ----------------------------------------------------------------------------------------
+
+class WriteRecorder:
+    """Records every file opened for writing through Python (os.open and open), anonymous
+    O_TMPFILE files included, which a directory listing would not show."""
+
+    WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | getattr(os, "O_TMPFILE", 0)
+
+    def __init__(self, monkeypatch):
+        self.opened: list[str] = []
+        real_os_open, real_open = os.open, builtins.open
+
+        def os_open(path, flags, *args, **kwargs):
+            if flags & self.WRITE_FLAGS:
+                self.opened.append(str(path))
+            return real_os_open(path, flags, *args, **kwargs)
+
+        def open_(file, mode="r", *args, **kwargs):
+            if any(letter in mode for letter in "wax+"):
+                self.opened.append(str(file))
+            return real_open(file, mode, *args, **kwargs)
+        monkeypatch.setattr(os, "open", os_open)
+        monkeypatch.setattr(builtins, "open", open_)
+        monkeypatch.setattr(io, "open", open_)
+
+
+def test_upload_writes_no_file_and_logs_no_image_bytes(client, tmp_path, monkeypatch, caplog, searcher):
+    spool = tmp_path / "tmp"
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))
+    store_folder = Path(searcher.settings.qdrant_path)
+    before = snapshot(store_folder)
+    photo = synthetic.scin_sized_png(seed=3)  # ~2 MB: over Starlette's 1 MB spool-to-disk threshold
+    assert len(photo) > 1024 * 1024
+    caplog.set_level(logging.DEBUG)
+    recorder = WriteRecorder(monkeypatch)
+    spooled = tempfile.SpooledTemporaryFile(max_size=1)
+    spooled.write(b"rolled over")  # the probe sees what Starlette's parser would do
+    spooled.close()
+    assert recorder.opened, "the write probe does not work"
+    recorder.opened.clear()
+    response = search(client, photo, body_parts="arm")
+    text = client.post("/search/text", json={"text": "secret patient words"})
+    assert response.status_code == 200 and text.status_code == 200
+    assert recorder.opened == []
+    assert list(spool.iterdir()) == []
+    assert snapshot(store_folder) == before
+    logged = caplog.text + "".join(str(record.args) for record in caplog.records)
+    assert "photo search" in logged
+    for piece in (photo[100:132], photo[-32:]):
+        assert piece.hex() not in logged and repr(piece)[2:-1] not in logged
+        assert base64.b64encode(piece).decode()[:24] not in logged
+    assert "secret patient words" not in logged
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()
+            and ".lock" not in p.name}
+
+
+def test_starlette_spooled_file_is_never_used(client, monkeypatch):
+    import starlette.formparsers as formparsers
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a temporary file was created for an upload")
+    monkeypatch.setattr(formparsers, "SpooledTemporaryFile", refuse)
+    assert search(client, synthetic.scin_sized_png(seed=4)).status_code == 200
+
+
+# Start-up and threading -------------------------------------------------------------------------
+
+class FakeSearcher:
+    """Counts how it is opened and called, and where inference runs."""
+
+    opened = 0
+
+    def __init__(self):
+        self.info = type("Info", (), {"model": "fake", "dim": 2, "extra": {}})()
+        self.store = type("Store", (), {"name": "fake"})()
+        self.calls, self.closed, self.loop_in_inference = 0, False, []
+
+    @classmethod
+    def open(cls, settings):
+        cls.opened += 1
+        return cls()
+
+    def search_image(self, image, filters=None, **options):
+        try:
+            asyncio.get_running_loop()
+            self.loop_in_inference.append(True)
+        except RuntimeError:
+            self.loop_in_inference.append(False)
+        self.calls += 1
+        from scinsearch.results import SearchResult
+        from scinsearch.suggest import suggest_conditions
+        return SearchResult({"kind": "image"}, [], suggest_conditions([]))
+
+    def close(self):
+        self.closed = True
+
+
+def test_searcher_opened_once_at_start_up_and_inference_off_the_event_loop(monkeypatch):
+    import scinsearch.search
+    FakeSearcher.opened = 0
+    monkeypatch.setattr(scinsearch.search, "Searcher", FakeSearcher)
+    app = create_app(ServiceSettings())
+    with TestClient(app) as fake_client:
+        fake = app.state.service.searcher
+        assert FakeSearcher.opened == 1 and fake.calls == 1  # the warm-up query, before any request
+        for _ in range(3):
+            assert search(fake_client, png()).status_code == 200
+        assert FakeSearcher.opened == 1 and fake.calls == 4
+        assert fake.loop_in_inference == [False] * 4
+    assert fake.closed
+
+
+def test_page_and_assets_work_offline(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "default-src 'self'" in page.headers["content-security-policy"]
+    html = page.text
+    assert 'capture="environment"' in html and 'accept="image/*"' in html and 'id="disclaimer"' in html
+    static = Path(__file__).parents[1] / "src" / "scinsearch" / "service" / "static"
+    for name in ("app.js", "app.css"):
+        assert client.get(f"/static/{name}").status_code == 200
+    for asset in static.iterdir():
+        content = asset.read_text()
+        assert "http://" not in content and "https://" not in content and "//cdn" not in content, asset.name
+
+
+def test_openapi_documents_the_upload_and_filters(client):
+    spec = client.get("/openapi.json").json()
+    upload = spec["paths"]["/search"]["post"]
+    assert "photo" in upload["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+    assert {"top_k", "fitzpatrick", "body_parts", "age_groups"} <= {p["name"] for p in upload["parameters"]}
+    assert {"/search/text", "/images/{image_id}", "/cases/{case_id}", "/health", "/ready"} <= set(spec["paths"])

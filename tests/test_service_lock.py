@@ -1,0 +1,93 @@
+"""The embedded store has one owner: `serve` and `embed` colliding give the second one a clear
+message (stop the other, or use a Qdrant server URL) and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from scinsearch.cli import main
+from scinsearch.store_edge import EdgeStore
+
+COLLECTION = "lock_test"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def built_store(tmp_path_factory, clean_release, tiny_siglip_dir):
+    """A small embedded store made by `scinsearch embed`, then closed."""
+    path = tmp_path_factory.mktemp("lock-store")
+    code = main(["embed", "--scin-dir", str(clean_release), "--qdrant-path", str(path), "--collection", COLLECTION,
+                 "--model", str(tiny_siglip_dir), "--device", "cpu", "--workers", "0", "--quiet", "--limit", "12"])
+    assert code == 0
+    return path
+
+
+def store_args(path, model) -> list[str]:
+    return ["--qdrant-path", str(path), "--collection", COLLECTION, "--model", str(model), "--device", "cpu"]
+
+
+def assert_clear_lock_message(code: int, err: str) -> None:
+    assert code == 1
+    errors = [line for line in err.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "Traceback" not in err
+    assert "open in another process" in errors[0] and "stop it" in errors[0] and "--qdrant-url" in errors[0]
+
+
+def wait_ready(port: int, process: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"serve exited early: {process.stderr.read().decode(errors='replace')[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError("serve did not become ready")
+
+
+def test_embed_and_a_second_serve_get_a_clear_message_while_serve_runs(built_store, clean_release, tiny_siglip_dir,
+                                                                       capsys):
+    port = free_port()
+    command = [sys.executable, "-c", "import sys; from scinsearch.cli import main; sys.exit(main())", "serve",
+               *store_args(built_store, tiny_siglip_dir), "--port", str(port), "--log-level", "warning"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        wait_ready(port, process)
+        capsys.readouterr()
+        code = main(["embed", "--scin-dir", str(clean_release), *store_args(built_store, tiny_siglip_dir),
+                     "--workers", "0", "--quiet"])
+        assert_clear_lock_message(code, capsys.readouterr().err)
+        code = main(["serve", *store_args(built_store, tiny_siglip_dir), "--port", str(free_port())])
+        assert_clear_lock_message(code, capsys.readouterr().err)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    code = main(["embed", "--scin-dir", str(clean_release), *store_args(built_store, tiny_siglip_dir),
+                 "--workers", "0", "--quiet", "--limit", "12"])
+    assert code == 0, capsys.readouterr().err  # the lock went with the stopped service
+
+
+def test_serve_refuses_a_store_held_by_embed(built_store, tiny_siglip_dir, capsys):
+    holder = EdgeStore(built_store, COLLECTION)  # what a running `embed` holds
+    try:
+        started = time.monotonic()
+        code = main(["serve", *store_args(built_store, tiny_siglip_dir), "--port", str(free_port())])
+        assert_clear_lock_message(code, capsys.readouterr().err)
+        assert time.monotonic() - started < 30  # the store is checked before the model is loaded
+    finally:
+        holder.close()
