@@ -13,8 +13,8 @@ on different hardware and the ceiling is min(decode, model). Ratio = end-to-end 
 Each phase runs in a fresh process (clean timings, clean peak RSS). Compile time and warm-up are
 paid before the timed part and reported separately.
 
-    python benchmarks/bench_embed.py --quick                 # smoke run, about a minute
-    python benchmarks/bench_embed.py                         # 480 images, a few minutes on 2 cores
+    python benchmarks/bench_embed.py --quick                 # smoke run (eager), a minute or two
+    python benchmarks/bench_embed.py                         # 320 images: ~5 min (bf16 Zen 5), ~10 (fp32 Zen 3)
     python benchmarks/bench_embed.py --compile off,on        # compare eager and compiled in one run
     python benchmarks/bench_embed.py --device cuda --batch-size 256 --images 4096
 """
@@ -203,11 +203,13 @@ def ceiling(decode: float, model: float, device: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="google/siglip-base-patch16-224")
-    parser.add_argument("--images", type=int, default=480)
+    parser.add_argument("--images", type=int, default=320)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="auto")
-    parser.add_argument("--compile", default="auto", help="auto, on, off, or a comma list to compare (off,on)")
+    parser.add_argument("--compile", default=None,
+                        help="auto (the pipeline's choice for all of SCIN), on, off, or a list to compare: off,on "
+                             "(default auto; off with --quick)")
     parser.add_argument("--workers", default="auto", help="decode workers end to end: auto, a number, or a list")
     parser.add_argument("--niceness", default=None, help="decode-worker niceness on the CPU (default: the pipeline's)")
     parser.add_argument("--decode-workers", type=int, default=None, help="decode-only workers (default: all cores)")
@@ -228,6 +230,8 @@ def main() -> None:
         return
     if args.quick:
         args.images = 48
+    if args.compile is None:
+        args.compile = "off" if args.quick else "auto"  # a smoke run does not wait for a compile
     args.images = -(-args.images // args.batch_size) * args.batch_size  # whole batches: comparable phases
     import torch
     from PIL import Image
@@ -241,17 +245,34 @@ def main() -> None:
               f"{args.images} synthetic SCIN-sized PNGs (810x1080, {mean_png_mb(folder):.1f} MB each, "
               f"made in {time.perf_counter() - started:.0f} s); model {args.model} (random weights); "
               f"preprocessing {'exact' if args.exact else 'fast'}\n", flush=True)
-        decode = run_phase("decode", args)
-        rows = []
+        decodes = [run_phase("decode", args)]
+        rows, models = [], []
         for compile_choice in args.compile.split(","):
-            model = run_phase("model", args, compile_choice=compile_choice)
+            # model-only before and after the end-to-end runs: the ceiling uses their mean, and a
+            # difference between them shows that the machine's load changed during the run
+            before = run_phase("model", args, compile_choice=compile_choice)
+            e2e_runs = []
             for workers in args.workers.split(","):
                 for niceness in (args.niceness.split(",") if args.niceness else [None]):
                     runs = [run_phase("end_to_end", args, compile_choice=compile_choice, workers=workers,
                                       niceness=niceness) for _ in range(args.repeat)]
                     runs.sort(key=lambda r: r["end_to_end"])
-                    rows.append((compile_choice, niceness, model, runs[len(runs) // 2]))
+                    e2e_runs.append((niceness, runs[len(runs) // 2]))
+            after = run_phase("model", args, compile_choice=compile_choice)
+            model = dict(before, model=(before["model"] + after["model"]) / 2, spread=(before["model"], after["model"]))
+            models.append(model)
+            rows += [(compile_choice, niceness, model, e2e) for niceness, e2e in e2e_runs]
+        decodes.append(run_phase("decode", args))
+        decode = dict(decodes[0], decode=sum(d["decode"] for d in decodes) / 2,
+                      spread=tuple(d["decode"] for d in decodes))
         print_table(args, decode, rows)
+        steady = [decode["spread"]] + [m["spread"] for m in models]
+        worst = max(abs(a - b) / max(a, b) for a, b in steady)
+        print(f"\nrepeatability: decode-only {decode['spread'][0]:.1f} / {decode['spread'][1]:.1f}, model-only "
+              + ", ".join(f"{a:.2f} / {b:.2f}" for a, b in (m["spread"] for m in models))
+              + " img/s (first / last measurement)"
+              + ("" if worst <= 0.1 else f"\nWARNING: a rate changed by {worst:.0%} during the run: the machine was "
+                 "not quiet, so the ratios are unreliable; run again on a quiet machine"))
 
 
 def mean_png_mb(folder: str) -> float:

@@ -113,3 +113,142 @@ def test_payload_is_typed_and_complete(clean_release, spy_embedder, store):
         assert isinstance(payload["weighted_labels"], dict) and isinstance(payload["body_parts"], list)
         assert payload["split"] in {"train", "val", "test"}
         assert not any(isinstance(v, float) and np.isnan(v) for v in payload.values())
+
+
+# ------------------------------------------------------------------ throughput plumbing (issue 7)
+
+def count_decodes(monkeypatch) -> list:
+    """Count real decodes in this process (workers=0): every call of the decode-and-resize function."""
+    from scinsearch import embedding
+    calls = []
+    real = embedding.load_square
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+    monkeypatch.setattr(embedding, "load_square", counting)
+    return calls
+
+
+def test_pixel_cache_second_model_decodes_nothing(clean_release, spy_embedder, tmp_path, monkeypatch):
+    from scinsearch.pixel_cache import PixelCache
+    from scinsearch.settings import Settings
+    data = read_release(clean_release)
+    cache = PixelCache(tmp_path / "pixels")
+    decodes = count_decodes(monkeypatch)
+    stores = [open_store(Settings(qdrant_path=tmp_path / name, collection="c")) for name in ("first", "second")]
+    first = embed(data, spy_embedder, stores[0], cache=cache)
+    assert first.decoded == len(decodes) == len(data.records) and first.from_cache == 0
+    spy_embedder.model_name = "a-second-model"  # same input size: the same pixels serve it
+    second = embed(data, spy_embedder, stores[1], cache=cache)
+    assert len(decodes) == len(data.records), "the second model decoded images again"
+    assert second.decoded == 0 and second.from_cache == second.embedded == len(data.records)
+    assert any("from the cache" in line for line in second.lines())
+    vectors = [{p.id: p.vector for p in s.scroll(with_vectors=True)} for s in stores]
+    for key in vectors[0]:
+        np.testing.assert_array_equal(vectors[0][key], vectors[1][key])
+    for s in stores:
+        s.close()
+
+
+def test_pixel_cache_in_worker_processes_and_with_broken_files(scin_release, spy_embedder, tmp_path):
+    from scinsearch.pixel_cache import PixelCache
+    from scinsearch.settings import Settings
+    data = read_release(scin_release)
+    cache = PixelCache(tmp_path / "pixels")
+    stores = [open_store(Settings(qdrant_path=tmp_path / name, collection="c")) for name in ("first", "second")]
+    first = embed(data, spy_embedder, stores[0], cache=cache, workers=2)
+    second = embed(data, spy_embedder, stores[1], cache=cache, workers=2)
+    assert first.decoded == first.embedded > 0 and second.decoded == 0 and second.from_cache == first.embedded
+    assert sorted(second.failed) == sorted(first.failed) and first.failed  # broken files: never cached, still named
+    assert not list((tmp_path / "pixels").rglob("*.tmp"))
+    for s in stores:
+        s.close()
+
+
+def test_pixel_cache_survives_corrupt_and_stale_entries(tmp_path):
+    import os
+    from scinsearch.pixel_cache import PixelCache
+    image = tmp_path / "a.png"
+    image.write_bytes(b"pretend image")
+    cache = PixelCache(tmp_path / "pixels")
+    pixels = np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3)
+    cache.put(image, "square8", pixels)
+    np.testing.assert_array_equal(cache.get(image, "square8", (8, 8, 3)), pixels)
+    assert cache.get(image, "square16", (8, 8, 3)) is None  # another size or filter: another key
+    assert cache.get(image, "square8", (16, 16, 3)) is None  # unexpected shape: a miss
+    entry = cache.entry(image, "square8")
+    entry.write_bytes(entry.read_bytes()[:50])  # a torn file, e.g. a full disk
+    assert cache.get(image, "square8", (8, 8, 3)) is None
+    cache.put(image, "square8", pixels)
+    np.testing.assert_array_equal(cache.get(image, "square8", (8, 8, 3)), pixels)
+    stat = image.stat()
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the file changed: its old pixels are stale
+    assert cache.get(image, "square8", (8, 8, 3)) is None
+    assert cache.get(tmp_path / "missing.png", "square8", (8, 8, 3)) is None
+
+
+def test_model_batches_are_full_whatever_the_decode_chunks(clean_release, spy_embedder, store):
+    data = read_release(clean_release)
+    summary = embed(data, spy_embedder, store, batch_size=20, workers=2)
+    sizes = spy_embedder.embedded_batches
+    assert sum(sizes) == summary.embedded == len(data.records)
+    assert all(size == 20 for size in sizes[:-1]) and 0 < sizes[-1] <= 20
+
+
+def test_embedder_prepare_is_called_with_the_run_size(clean_release, spy_embedder, store):
+    calls, notes = [], []
+    spy_embedder.prepare = lambda batch_size, images: calls.append((batch_size, images)) or "compiled in 1 s"
+    data = read_release(clean_release)
+    run_embed(data, spy_embedder, store, batch_size=8, workers=0, limit=10, progress=False, warn=notes.append)
+    assert calls == [(8, 10)] and notes == ["compiled in 1 s"]
+
+
+def test_decode_workers_run_at_low_priority_on_the_cpu(monkeypatch):
+    from scinsearch import pipeline
+    seen = []
+    monkeypatch.setattr(pipeline.os, "nice", lambda increment: seen.append(increment))
+    pipeline.lower_priority(0)
+    assert seen == [pipeline.DECODE_NICENESS]
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 16)
+    assert pipeline.default_workers("cpu") == 16 and pipeline.default_workers("cuda") == 15
+
+
+def test_batcher_regroups_chunks_in_order_and_stages_into_alternating_pinned_buffers(monkeypatch):
+    import torch
+    from scinsearch.pipeline import Batcher, DecodedChunk
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: self)  # no CUDA here: stand-in for page-locking
+
+    def chunk(start, count):
+        pixels = torch.arange(start, start + count, dtype=torch.uint8).view(count, 1, 1, 1).expand(count, 2, 2, 3)
+        return DecodedChunk(list(range(start, start + count)), {"pixels": pixels.contiguous()}, [], 0)
+
+    for pin in (False, True):
+        batcher, seen = Batcher(batch_size=5, pin=pin), []
+        chunks = (chunk(0, 3), chunk(3, 4), DecodedChunk([], None, [(7, "broken")], 0), chunk(7, 6))
+        # consumed as they come, as run_embed does: a staged batch is valid until the next-but-one is staged
+        for generator in [*(batcher.add(c) for c in chunks), batcher.flush()]:
+            for indices, arrays in generator:
+                assert arrays["pixels"][:, 0, 0, 0].tolist() == indices
+                seen.append(indices)
+        assert seen == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11, 12]]
+        if pin:
+            buffers = next(iter(batcher.buffers.values()))
+            assert len(buffers) == 2  # two page-locked buffers, used in turn, whatever the number of batches
+
+
+def test_embed_command_cache_dir_compile_and_exact_flags(capsys, tmp_path, clean_release, tiny_siglip_dir):
+    from scinsearch.cli import main
+    common = ["embed", "--scin-dir", clean_release, "--model", tiny_siglip_dir, "--qdrant-path", tmp_path / "q",
+              "--device", "cpu", "--workers", "0", "--quiet", "--limit", "6", "--cache-dir", tmp_path / "pixels",
+              "--compile", "off"]
+    assert main([str(a) for a in common + ["--collection", "first"]]) == 0
+    first = capsys.readouterr()
+    assert "embedded 6" in first.out and "from the cache" not in first.out
+    assert main([str(a) for a in common + ["--collection", "second"]]) == 0
+    second = capsys.readouterr()
+    assert "pixels: 6 from the cache, 0 decoded" in second.out, second.out
+    assert main([str(a) for a in common + ["--collection", "third", "--exact-preprocessing"]]) == 0
+    third = capsys.readouterr()
+    assert "pixels: 6 from the cache" not in third.out  # exact pixels are other pixels: decoded again
+    assert {p.name for p in (tmp_path / "pixels").iterdir()} == {"square32-resample3-fast", "square32-resample3-exact"}

@@ -33,6 +33,9 @@ class Settings:
     batch_size: int = 32
     workers: int | None = None  # image decoding processes; None = choose from the CPU count
     write_batch_size: int = 256
+    compile: str = "auto"  # torch.compile the image tower: "auto" (CPU runs of 1000+ images), "on", "off"
+    cache_dir: Path | None = None  # preprocessed-pixel cache (`embed --cache-dir`); None = off
+    exact_preprocessing: bool = False  # True: resize exactly as the processor; False: the faster tested path
 
     @property
     def uses_server(self) -> bool:

@@ -29,7 +29,8 @@ def with_data_options(function):
 
 def open_embedder(settings):
     from scinsearch.embedding import Embedder
-    embedder = Embedder(settings.model, device=settings.device, precision=settings.precision)
+    embedder = Embedder(settings.model, device=settings.device, precision=settings.precision,
+                        compile=settings.compile, fast_preprocessing=not settings.exact_preprocessing)
     click.echo(f"model: {embedder.describe()}", err=True)
     return embedder
 
@@ -38,12 +39,24 @@ def open_embedder(settings):
 @with_data_options
 @store_options
 @model_options
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per model call.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Images per model call (default: 16 on the CPU, 256 on a GPU).")
 @click.option("--limit", type=click.IntRange(min=0), default=None, help="Embed only the first N images.")
 @click.option("--workers", type=click.IntRange(min=0), default=None, envvar="SCINSEARCH_WORKERS",
-              help="Image decoding processes (default: CPU cores - 1; 0 decodes in the main process).")
+              help="Image decoding processes (default: one per core at low priority on the CPU, cores - 1 with "
+                   "a GPU; 0 decodes in the main process).")
 @click.option("--recreate", is_flag=True, help="Delete the collection and start over (default: resume).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--compile", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              envvar="SCINSEARCH_COMPILE",
+              help="torch.compile the image tower. auto = on the CPU for runs of 1000+ images "
+                   "(~1.4-1.6x faster after a one-off compile of 10-60 s).")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None, envvar="SCINSEARCH_CACHE_DIR",
+              help="Keep preprocessed pixels here, so embedding again (e.g. with a second model of the same "
+                   "input size) decodes nothing. Off by default.")
+@click.option("--exact-preprocessing", is_flag=True,
+              help="Resize exactly as the checkpoint's processor (default: a faster path within 0.6 grey "
+                   "levels of it on average).")
 def embed(scin_dir, metadata, images_dir, batch_size, limit, workers, recreate, quiet, **options):
     """Embed SCIN images with SigLIP into Qdrant; re-runs embed only what is missing.
 
@@ -53,6 +66,7 @@ def embed(scin_dir, metadata, images_dir, batch_size, limit, workers, recreate, 
     """
     from scinsearch.dataset import load_dataset
     from scinsearch.pipeline import run_embed
+    from scinsearch.pixel_cache import PixelCache
     from scinsearch.store import open_store
 
     settings = make_settings(batch_size=batch_size, workers=workers, **options)
@@ -61,10 +75,12 @@ def embed(scin_dir, metadata, images_dir, batch_size, limit, workers, recreate, 
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"data: {len(data.records)} distinct images under {data.image_root}", err=True)
     embedder = open_embedder(settings)
+    batch_size = batch_size or (256 if embedder.device.type == "cuda" else 16)
     store = open_store(settings)
     try:
+        cache = PixelCache(settings.cache_dir) if settings.cache_dir else None
         summary = run_embed(data, embedder, store, batch_size=batch_size, workers=workers, limit=limit,
-                            recreate=recreate, progress=not quiet)
+                            recreate=recreate, progress=not quiet, cache=cache)
         summary.store = settings.store_description() + f", collection {settings.collection!r}"
     finally:
         store.close()

@@ -183,7 +183,7 @@ def create_app(settings: ServiceSettings, searcher=None) -> FastAPI:
     from scinsearch.service.routes import api_router, status_router
 
     state = ServiceState(settings, searcher)
-    app = FastAPI(title="scinsearch kiosk", version="1", lifespan=state.lifespan,
+    app = FastAPI(title="scinsearch kiosk", version="1", lifespan=state.lifespan, docs_url=None, redoc_url=None,
                   description="Similar SCIN dermatology cases for a photo or a description. Decision support, "
                               "not diagnosis. Photos are processed in memory only and never stored.")
     app.state.service = state
@@ -192,4 +192,20 @@ def create_app(settings: ServiceSettings, searcher=None) -> FastAPI:
     app.include_router(status_router(state))
     app.include_router(api_router(state), dependencies=[api_key_dependency(settings)])
     install_page(app)
+    install_offline_docs(app)
     return app
+
+
+def install_offline_docs(app: FastAPI) -> None:
+    """/docs from the swagger-ui-bundle package instead of FastAPI's default CDN, so it works offline."""
+    import swagger_ui_bundle
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")

@@ -1,0 +1,215 @@
+"""Kiosk service latency over HTTP on loopback, beside the in-process search latency of the same run.
+
+What runs: the real google/siglip-base-patch16-224 architecture with random weights (same arithmetic
+and speed as the trained checkpoint, nothing to download; built by bench_search.build_base_siglip) over
+a temporary embedded Qdrant Edge store of 10,000 random unit vectors with SCIN payloads (the size of
+SCIN). Two measurements, one after the other so they never share the CPU:
+
+1. in-process: `Searcher.search_image(png_bytes)` in this process (decode + model + store + grouping);
+2. over HTTP: `scinsearch serve` started in a subprocess (the real CLI, uvicorn, one worker), then this
+   process POSTs the same SCIN-sized PNGs (810x1080, ~2 MB) as multipart uploads to /search on
+   127.0.0.1 with httpx, one at a time (the kiosk's pattern), then `--concurrency` at a time.
+
+The first HTTP query is reported on its own: the service warms up at start-up, so it should be close
+to the median. The difference of the medians is the cost of HTTP, multipart parsing and JSON.
+
+    python benchmarks/bench_service.py --quick     # smoke run: 300 points, 3 queries
+    python benchmarks/bench_service.py             # 10,000 points, 50 queries (CPU)
+    python benchmarks/bench_service.py --out benchmarks/results/service-cpu.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import gc
+import logging
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "src"))
+
+import bench_search  # noqa: E402  (build_base_siglip, fill_store, machine)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stats(times_ms: list[float]) -> dict:
+    p50, p95 = np.percentile(times_ms, [50, 95])
+    return {"n": len(times_ms), "p50": p50, "p95": p95, "mean": statistics.fmean(times_ms)}
+
+
+def row(name: str, what: str, result: dict, qps: float) -> str:
+    return (f"| {name} | {what} | {result['n']} | {result['p50']:.1f} | {result['p95']:.1f} | "
+            f"{result['mean']:.1f} | {qps:.2f} |")
+
+
+def in_process(settings, embedder, photos: list[bytes], queries: int, warmup: int) -> tuple[dict, float]:
+    """search_image latency in this process; the store is closed afterwards so the server can open it."""
+    from scinsearch.search import Searcher
+
+    with Searcher(settings, embedder=embedder) as searcher:
+        for index in range(warmup):
+            searcher.search_image(photos[index % len(photos)])
+        times = []
+        started = time.perf_counter()
+        for index in range(queries):
+            began = time.perf_counter()
+            searcher.search_image(photos[index % len(photos)])
+            times.append((time.perf_counter() - began) * 1000)
+        elapsed = time.perf_counter() - started
+    return stats(times), queries / elapsed
+
+
+def start_service(settings, port: int, precision: str) -> tuple[subprocess.Popen, float]:
+    """`scinsearch serve` in a subprocess; returns it and the seconds until /ready answered."""
+    import httpx
+
+    command = [sys.executable, "-c", "import sys; from scinsearch.cli import main; sys.exit(main())", "serve",
+               "--qdrant-path", str(settings.qdrant_path), "--collection", settings.collection,
+               "--model", settings.model, "--device", "cpu", "--precision", precision,
+               "--port", str(port), "--log-level", "warning"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(HERE.parent / "src")}
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    started = time.perf_counter()
+    while time.perf_counter() - started < 600:
+        if process.poll() is not None:
+            raise SystemExit(f"serve exited: {process.stderr.read().decode(errors='replace')[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
+                return process, time.perf_counter() - started
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise SystemExit("serve did not become ready in 600 s")
+
+
+SERVER_TIMES: list[float] = []  # the service's own time per request (its Server-Timing header)
+
+
+def post_photo(client, url: str, photo: bytes) -> float:
+    began = time.perf_counter()
+    response = client.post(url, files={"photo": ("photo.png", photo, "image/png")})
+    elapsed = (time.perf_counter() - began) * 1000
+    if response.status_code != 200:
+        raise SystemExit(f"HTTP {response.status_code}: {response.text[:300]}")
+    timing = response.headers.get("server-timing", "")
+    if "dur=" in timing:
+        SERVER_TIMES.append(float(timing.split("dur=")[1].split(",")[0]))
+    return elapsed
+
+
+def over_http(port: int, photos: list[bytes], queries: int, warmup: int, concurrency: int) -> dict:
+    """Sequential latency (first query apart), then throughput with `concurrency` clients."""
+    import httpx
+
+    url = f"http://127.0.0.1:{port}/search?top_k=5"
+    with httpx.Client(timeout=120) as client:
+        first = post_photo(client, url, photos[0])
+        for index in range(warmup):
+            post_photo(client, url, photos[index % len(photos)])
+        SERVER_TIMES.clear()
+        started = time.perf_counter()
+        times = [post_photo(client, url, photos[index % len(photos)]) for index in range(queries)]
+        sequential_qps = queries / (time.perf_counter() - started)
+        server = stats(SERVER_TIMES) if SERVER_TIMES else None
+    with httpx.Client(timeout=120, limits=httpx.Limits(max_connections=concurrency)) as client:
+        with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+            started = time.perf_counter()
+            parallel = list(pool.map(lambda i: post_photo(client, url, photos[i % len(photos)]), range(queries)))
+            parallel_qps = queries / (time.perf_counter() - started)
+    return {"first": first, "sequential": stats(times), "sequential_qps": sequential_qps, "server": server,
+            "parallel": stats(parallel), "parallel_qps": parallel_qps}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: 300 points, 3 queries")
+    parser.add_argument("--points", type=int, default=10_000)
+    parser.add_argument("--queries", type=int, default=50, help="timed queries per measurement (bounded)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=4, help="clients at once for the throughput row")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--out", type=Path, default=None, help="also write the markdown here")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.points, args.queries, args.warmup, args.concurrency = 300, 3, 1, 2
+    args.queries = max(1, min(args.queries, 1000))
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    import torch
+    from transformers.utils import logging as transformers_logging
+
+    from scinsearch import synthetic
+    from scinsearch.embedding import Embedder
+    from scinsearch.settings import Settings
+
+    transformers_logging.disable_progress_bar()
+    photos = [synthetic.scin_sized_png(seed) for seed in range(4)]
+    with tempfile.TemporaryDirectory(prefix="bench-service-") as folder:
+        started = time.perf_counter()
+        model_dir = bench_search.build_base_siglip(Path(folder) / "siglip-base-patch16-224-random")
+        settings = Settings(qdrant_path=Path(folder) / "qdrant", collection="bench", model=str(model_dir))
+        embedder = Embedder(str(model_dir), device="cpu", precision=args.precision)
+        bench_search.fill_store(settings, embedder.model_name, embedder.dim, args.points)
+        setup = time.perf_counter() - started
+        local, local_qps = in_process(settings, embedder, photos, args.queries, args.warmup)
+        model_text = f"{embedder.dim}-d on {embedder.device} in {embedder.precision_name}"
+        del embedder  # the service loads its own copy
+        gc.collect()
+        process, ready_seconds = start_service(settings, free_port(), args.precision)
+        try:
+            port = int(process.args[process.args.index("--port") + 1])
+            http = over_http(port, photos, args.queries, args.warmup, args.concurrency)
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+    text = report(args, model_text, local, local_qps, http, ready_seconds, setup, torch)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    return 0
+
+
+def report(args, model_text, local, local_qps, http, ready_seconds, setup, torch) -> str:
+    overhead = http["sequential"]["p50"] - local["p50"]
+    lines = [f"## Kiosk service latency{' (QUICK SMOKE RUN: not for comparison)' if args.quick else ''}", "",
+             f"- machine: {bench_search.machine()}; torch {torch.__version__}; Python {platform.python_version()}",
+             f"- model: google/siglip-base-patch16-224 architecture, random weights, {model_text}",
+             f"- store: embedded Qdrant Edge, {args.points:,} random unit vectors with SCIN payloads; top_k 5 per case",
+             "- query: SCIN-sized PNG (810x1080, ~2 MB) as bytes; HTTP: multipart POST /search on 127.0.0.1 "
+             "from another process (httpx), `scinsearch serve` (uvicorn, one worker, inference one at a time)",
+             f"- {args.queries} timed queries per row after {args.warmup} warm-up; service ready "
+             f"{ready_seconds:.1f} s after launch; first HTTP query {http['first']:.0f} ms (no client warm-up); "
+             f"setup (model + store) {setup:.0f} s",
+             "", "| measurement | what is timed | n | p50 ms | p95 ms | mean ms | queries/s |",
+             "|---|---|---|---|---|---|---|",
+             row("in-process", "`Searcher.search_image(png_bytes)`", local, local_qps),
+             row("HTTP, 1 client", "POST /search, upload to JSON received", http["sequential"], http["sequential_qps"]),
+             *([row("HTTP, server side", "the service's own time for the same requests (Server-Timing)",
+                    http["server"], http["sequential_qps"])] if http["server"] else []),
+             row(f"HTTP, {args.concurrency} clients", "same, concurrent (queued: one inference at a time)",
+                 http["parallel"], http["parallel_qps"]),
+             "", f"HTTP + multipart + JSON overhead at the median: {overhead:.1f} ms "
+                 f"({overhead / max(local['p50'], 1e-9):.0%} of the in-process time)."]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
