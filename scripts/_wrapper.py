@@ -19,13 +19,16 @@ def import_cli():
     return main
 
 
-def with_data_defaults(argv: list[str]) -> list[str]:
-    """Add --metadata/--images-dir defaults unless the user gave them or chose --scin-dir."""
+def with_defaults(argv: list[str], defaults: dict[str, str]) -> list[str]:
+    """Add the original scripts' defaults for the flags the user did not give.
+
+    The data defaults (--metadata/--images-dir) are skipped when the user chose --scin-dir."""
     given = {arg.split("=", 1)[0] for arg in argv}
-    if "--scin-dir" in given or "-h" in given or "--help" in given:
+    if "-h" in given or "--help" in given:
         return list(argv)
     extra = []
-    for flag, value in DATA_DEFAULTS.items():
-        if flag not in given:
-            extra += [flag, str(Path(value).expanduser())]
+    for flag, value in defaults.items():
+        if flag in given or (flag in DATA_DEFAULTS and "--scin-dir" in given):
+            continue
+        extra += [flag, str(Path(value).expanduser())]
     return list(argv) + extra

@@ -12,7 +12,10 @@ and every other `scinsearch embed` option passes through (--qdrant-path, --qdran
 
 import sys
 
-from _wrapper import import_cli, with_data_defaults
+from _wrapper import DATA_DEFAULTS, import_cli, with_defaults
+
+SEED_DEFAULTS = {**DATA_DEFAULTS, "--collection": "scin_dermatology", "--batch-size": "32",
+                 "--model": "google/siglip-base-patch16-224"}
 
 if __name__ == "__main__":
-    sys.exit(import_cli()(["embed", *with_data_defaults(sys.argv[1:])]))
+    sys.exit(import_cli()(["embed", *with_defaults(sys.argv[1:], SEED_DEFAULTS)]))

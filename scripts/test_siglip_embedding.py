@@ -10,7 +10,7 @@ vector has the model's size and unit length, every payload is complete, and each
 
 import sys
 
-from _wrapper import import_cli, with_data_defaults
+from _wrapper import DATA_DEFAULTS, import_cli, with_defaults
 
 if __name__ == "__main__":
-    sys.exit(import_cli()(["check", "--limit", "10", "--batch-size", "5", *with_data_defaults(sys.argv[1:])]))
+    sys.exit(import_cli()(["check", "--limit", "10", "--batch-size", "5", *with_defaults(sys.argv[1:], DATA_DEFAULTS)]))

@@ -88,7 +88,7 @@ class BucketHandler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def release_root(tmp_path_factory) -> Path:
     """Read-only: 9 cases, ~18 images, with the real release's missing image and broken files."""
-    return synthetic.write_release(tmp_path_factory.mktemp("bucket") / "bucket", cases=9)
+    return synthetic.write_release(tmp_path_factory.mktemp("bucket") / "bucket", cases=12)
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +175,7 @@ def test_second_run_fetches_nothing(bucket, tmp_path):
 def test_limit_picks_the_same_cases_every_time(bucket, release_root, tmp_path):
     first = fetch(bucket, tmp_path / "a", limit=3)
     second = fetch(bucket, tmp_path / "b", limit=3, connections=1)
-    assert first.cases_selected == 3 and first.cases_total == 9
+    assert first.cases_selected == 3 and first.cases_total == 12
     assert sorted(first.downloaded) == sorted(second.downloaded)
     images = sorted(p for p in first.downloaded + list(first.failed) if p.startswith("dataset/images/"))
     chosen = dl.select_cases(list(csv_case_ids(release_root)), 3)

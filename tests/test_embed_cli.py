@@ -131,3 +131,17 @@ def test_seed_check_script_fails_cleanly_without_data(tmp_path):
                             capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 1
     assert "real_labeled_metadata.csv" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_seed_scripts_apply_the_original_defaults(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    import embed_scin_siglip
+    from _wrapper import with_defaults
+    argv = with_defaults(["--limit", "5"], embed_scin_siglip.SEED_DEFAULTS)
+    pairs = dict(zip(argv[::2], argv[1::2]))
+    assert pairs["--batch-size"] == "32" and pairs["--collection"] == "scin_dermatology"
+    assert pairs["--model"] == "google/siglip-base-patch16-224"
+    assert pairs["--metadata"].endswith("data/scin/real_labeled_metadata.csv")
+    assert pairs["--images-dir"].endswith("data/scin/images")
+    chosen = with_defaults(["--scin-dir", "/d", "--batch-size", "8"], embed_scin_siglip.SEED_DEFAULTS)
+    assert "--metadata" not in chosen and chosen.count("--batch-size") == 1

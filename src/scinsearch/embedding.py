@@ -331,8 +331,8 @@ class Embedder:
 
     def zero_shot_logits(self, image_vectors: np.ndarray, text_vectors: np.ndarray) -> np.ndarray:
         """SigLIP's pairwise logits, cos * exp(logit_scale) + logit_bias; sigmoid gives probabilities."""
-        scale = float(self.model.logit_scale.float().exp()) if hasattr(self.model, "logit_scale") else 1.0
-        bias = float(self.model.logit_bias.float()) if hasattr(self.model, "logit_bias") else 0.0
+        scale = float(self.model.logit_scale.detach().float().exp()) if hasattr(self.model, "logit_scale") else 1.0
+        bias = float(self.model.logit_bias.detach().float()) if hasattr(self.model, "logit_bias") else 0.0
         return image_vectors @ text_vectors.T * scale + bias
 
 

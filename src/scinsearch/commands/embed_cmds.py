@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from scinsearch.cli import make_settings, model_options, store_options
+from scinsearch.commands.options import make_settings, model_options, store_options
 from scinsearch.errors import ScinSearchError
 
 data_options = [

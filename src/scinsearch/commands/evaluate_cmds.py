@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from scinsearch.cli import make_settings, model_options, store_options
+from scinsearch.commands.options import make_settings, model_options, store_options
 
 
 @click.command()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from scinsearch.cli import make_settings, model_options, store_options
+from scinsearch.commands.options import make_settings, model_options, store_options
 from scinsearch.errors import ScinSearchError
 
 filter_options = [
