@@ -22,7 +22,7 @@ from scinsearch.search_filters import SearchFilters
 from scinsearch.settings import Settings
 from scinsearch.store import CollectionInfo, Filter, open_store
 
-README = Path(__file__).resolve().parents[1] / "docs" / "README-search.md"
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 @pytest.fixture(scope="module")
