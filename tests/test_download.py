@@ -22,6 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 from scinsearch import download as dl
+from scinsearch import fetch as http_fetch
 from scinsearch import synthetic
 from scinsearch.commands import download_cmds
 from scinsearch.commands.download_cmds import download
@@ -364,8 +365,8 @@ def test_expected_md5_reads_combined_and_repeated_headers():
     b64 = base64.b64encode(digest).decode()
     combined = httpx.Response(200, headers=[("x-goog-hash", f"crc32c=AAAAAA==,md5={b64}")])
     repeated = httpx.Response(200, headers=[("x-goog-hash", "crc32c=AAAAAA=="), ("x-goog-hash", f"md5={b64}")])
-    assert dl.expected_md5(combined) == digest == dl.expected_md5(repeated)
-    assert dl.expected_md5(httpx.Response(200)) is None
+    assert http_fetch.expected_md5(combined) == digest == http_fetch.expected_md5(repeated)
+    assert http_fetch.expected_md5(httpx.Response(200)) is None
 
 
 def test_command_default_base_url_matches_the_api():

@@ -21,7 +21,7 @@ import numpy as np
 from scinsearch.errors import ScinSearchError
 from scinsearch.evaluation import metrics as m
 from scinsearch.evaluation import predictors as p
-from scinsearch.evaluation.neighbours import (BREAKDOWN_FIELDS, UNKNOWN, PointTable, Selection, case_clusters,
+from scinsearch.evaluation.neighbours import (UNKNOWN, PointTable, Selection, case_clusters,
                                               exclusions, load_table, nearest, random_neighbours, select)
 from scinsearch.settings import Settings
 
