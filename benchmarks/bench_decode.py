@@ -3,7 +3,7 @@
 The reference is what SigLIP's own processor does (PIL backend): full decode, `convert("RGB")`,
 `resize((S, S), BICUBIC)`. Every other path is timed on the same bytes and compared with it pixel by
 pixel (grey levels out of 255). OpenCV and imagecodecs are measured only when importable: they are
-not dependencies of scinsearch (see docs/README-performance.md for why).
+not dependencies of scinsearch (see docs/performance.md for why).
 
     python benchmarks/bench_decode.py            # ~1 min
     python benchmarks/bench_decode.py --quick    # smoke run, a few seconds

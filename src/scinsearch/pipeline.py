@@ -4,7 +4,7 @@ Re-runs embed only what is missing (deterministic point ids), broken images are 
 named, decoding runs in worker processes so the model never waits for files, and store writes
 run in a background thread so the model never waits for the store either.
 
-Throughput (docs/README-performance.md): workers decode chunks of CHUNK images and hand them over as
+Throughput (docs/performance.md): workers decode chunks of CHUNK images and hand them over as
 shared-memory tensors, at most PREFETCH chunks each in flight (memory does not grow with the data
 set); the `Batcher` regroups them into exact model batches, on CUDA straight into page-locked memory.
 On a CPU there is one worker per core at the lowest priority, so decoding fills the time the model

@@ -1,7 +1,7 @@
 """What a search returns: neighbour cases with what a clinician needs to judge them, and the JSON form.
 
 The JSON schema (`SearchResult.to_dict`, version SCHEMA) is the contract for scripts and the service;
-docs/README-search.md documents it field by field. Nothing about the query photo is ever included:
+The README ("JSON output") documents it field by field. Nothing about the query photo is ever included:
 patient photos stay in memory.
 """
 

@@ -6,7 +6,7 @@ exact kNN (one neighbour per case) and, for the chance level, random neighbours 
 case-level bootstrap intervals, overall and per skin-type group.
 
 The returned `metrics` dictionary is what `metrics.json` holds; its layout is documented in
-`scinsearch.evaluation` (package docstring) and docs/README-evaluate.md.
+`scinsearch.evaluation` (package docstring) and the README ("Measuring retrieval quality").
 """
 
 from __future__ import annotations
