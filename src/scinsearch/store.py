@@ -11,6 +11,7 @@ Callers only see the types below (`Filter`, `Hit`, `StoredPoint`, `CollectionInf
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from typing import Any, Iterator, Protocol, Sequence
 
 import numpy as np
@@ -132,6 +133,24 @@ def check_model(store: VectorStore, model: str, dim: int | None = None) -> Colle
         raise ScinSearchError(f"collection {store.name!r} holds {info.dim}-d vectors of {info.model!r}, "
                               f"not of {model!r}: use --model {info.model} or another --collection")
     return info
+
+
+def as_vector(vector) -> np.ndarray | None:
+    """A backend's returned vector (a list, or a {name: list} dict) as float32 numpy, or None."""
+    if vector is None:
+        return None
+    if isinstance(vector, dict):
+        vector = next(iter(vector.values()))
+    return np.asarray(vector, dtype=np.float32)
+
+
+def is_uuid(text: str) -> bool:
+    """Point ids are uuid5 strings; anything else cannot name a stored point (and would make Qdrant fail)."""
+    try:
+        uuid.UUID(str(text))
+        return True
+    except ValueError:
+        return False
 
 
 def payload_value_check(value: Any) -> None:

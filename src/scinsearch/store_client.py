@@ -14,9 +14,8 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 
 from scinsearch.errors import ScinSearchError
 from scinsearch.settings import Settings
-from scinsearch.store import (INDEXED_FIELDS, CollectionInfo, Filter, Hit, Match, Range,
-                              StoredPoint)
-from scinsearch.store_edge import is_uuid
+from scinsearch.store import (INDEXED_FIELDS, CollectionInfo, Filter, Hit, Match, Range, StoredPoint, as_vector,
+                              is_uuid)
 
 SCHEMAS = {"keyword": models.PayloadSchemaType.KEYWORD, "integer": models.PayloadSchemaType.INTEGER,
            "bool": models.PayloadSchemaType.BOOL, "float": models.PayloadSchemaType.FLOAT}
@@ -97,12 +96,12 @@ class ClientStore:
         response = self.call("query_points", self.name, query=np.asarray(vector, dtype=np.float32).tolist(),
                              limit=limit, query_filter=to_client_filter(filter), score_threshold=min_score,
                              with_payload=True, with_vectors=with_vectors)
-        return [Hit(str(p.id), p.payload or {}, vector_of(p.vector), float(p.score)) for p in response.points]
+        return [Hit(str(p.id), p.payload or {}, as_vector(p.vector), float(p.score)) for p in response.points]
 
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredPoint]:
         valid = [i for i in ids if is_uuid(i)]
         records = self.call("retrieve", self.name, ids=valid, with_payload=True, with_vectors=with_vectors) if valid else []
-        return [StoredPoint(str(r.id), r.payload or {}, vector_of(r.vector)) for r in records]
+        return [StoredPoint(str(r.id), r.payload or {}, as_vector(r.vector)) for r in records]
 
     def scroll(self, filter: Filter | None = None, with_vectors: bool = False, page: int = 256) -> Iterator[StoredPoint]:
         offset = None
@@ -110,7 +109,7 @@ class ClientStore:
             records, offset = self.call("scroll", self.name, scroll_filter=to_client_filter(filter), limit=page,
                                         offset=offset, with_payload=True, with_vectors=with_vectors)
             for r in records:
-                yield StoredPoint(str(r.id), r.payload or {}, vector_of(r.vector))
+                yield StoredPoint(str(r.id), r.payload or {}, as_vector(r.vector))
             if offset is None:
                 return
 
@@ -122,11 +121,3 @@ class ClientStore:
 
     def close(self) -> None:
         self.client.close()
-
-
-def vector_of(vector) -> np.ndarray | None:
-    if vector is None:
-        return None
-    if isinstance(vector, dict):
-        vector = next(iter(vector.values()))
-    return np.asarray(vector, dtype=np.float32)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -22,7 +21,7 @@ import qdrant_edge as edge
 
 from scinsearch.errors import ScinSearchError, StoreLockedError
 from scinsearch.store import (EXACT_SEARCH_BELOW, INDEXED_FIELDS, CollectionInfo, Filter, Hit, Match, Range,
-                              StoredPoint)
+                              StoredPoint, as_vector, is_uuid)
 
 SCHEMAS = {"keyword": edge.PayloadSchemaType.Keyword, "integer": edge.PayloadSchemaType.Integer,
            "bool": edge.PayloadSchemaType.Bool, "float": edge.PayloadSchemaType.Float}
@@ -58,6 +57,7 @@ class EdgeStore:
         self.meta_file = self.folder / "collection.json"
         self._lock = None
         self._shard: edge.EdgeShard | None = None
+        self._exact_search: bool | None = None  # decided from the point count; reset by writes
         if self.folder.exists():
             self._acquire_lock()
             if self.shard_dir.exists() and self.meta_file.exists():
@@ -103,6 +103,7 @@ class EdgeStore:
                 return
             self._shard.close()
             self._shard = None
+        self._exact_search = None
         if self.shard_dir.exists():
             shutil.rmtree(self.shard_dir)
         config = edge.EdgeConfig(vectors=edge.EdgeVectorParams(size=info.dim, distance=edge.Distance.Cosine),
@@ -130,23 +131,26 @@ class EdgeStore:
 
     def upsert(self, points: Sequence[StoredPoint]) -> None:
         if points:
+            self._exact_search = None
             self.shard.update(edge.UpdateOperation.upsert_points(
                 [edge.Point(p.id, np.asarray(p.vector, dtype=np.float32).tolist(), p.payload) for p in points]))
 
     def query(self, vector: np.ndarray, limit: int, filter: Filter | None = None,
               min_score: float | None = None, with_vectors: bool = False) -> list[Hit]:
-        exact = self.count() < EXACT_SEARCH_BELOW
+        if self._exact_search is None:
+            self._exact_search = self.count() < EXACT_SEARCH_BELOW
+        exact = self._exact_search
         request = edge.QueryRequest(
             limit=limit, query=edge.Query.Nearest(np.asarray(vector, dtype=np.float32).tolist()),
             filter=to_edge_filter(filter), with_payload=True, with_vector=with_vectors,
             score_threshold=min_score, params=edge.SearchParams(exact=exact, hnsw_ef=None if exact else 128))
-        return [Hit(str(p.id), p.payload or {}, as_array(p.vector), float(p.score))
+        return [Hit(str(p.id), p.payload or {}, as_vector(p.vector), float(p.score))
                 for p in self.shard.query(request)]
 
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredPoint]:
         valid = [i for i in ids if is_uuid(i)]
         records = self.shard.retrieve(valid, True, with_vectors) if valid else []
-        return [StoredPoint(str(r.id), r.payload or {}, as_array(r.vector)) for r in records]
+        return [StoredPoint(str(r.id), r.payload or {}, as_vector(r.vector)) for r in records]
 
     def scroll(self, filter: Filter | None = None, with_vectors: bool = False, page: int = 256) -> Iterator[StoredPoint]:
         offset = None
@@ -154,7 +158,7 @@ class EdgeStore:
             records, offset = self.shard.scroll(edge.ScrollRequest(
                 offset=offset, limit=page, filter=to_edge_filter(filter), with_payload=True, with_vector=with_vectors))
             for r in records:
-                yield StoredPoint(str(r.id), r.payload or {}, as_array(r.vector))
+                yield StoredPoint(str(r.id), r.payload or {}, as_vector(r.vector))
             if offset is None:
                 return
 
@@ -174,19 +178,3 @@ class EdgeStore:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
-
-
-def as_array(vector) -> np.ndarray | None:
-    if vector is None:
-        return None
-    if isinstance(vector, dict):
-        vector = next(iter(vector.values()))
-    return np.asarray(vector, dtype=np.float32)
-
-
-def is_uuid(text: str) -> bool:
-    try:
-        uuid.UUID(str(text))
-        return True
-    except ValueError:
-        return False

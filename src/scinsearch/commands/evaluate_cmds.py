@@ -41,7 +41,7 @@ def evaluate(ctx, out_dir, leave_case_out, k, bootstrap, seed, zero_shot, **opti
         embedder = Embedder(settings.model, device=settings.device, precision=settings.precision)
     result = evaluate_collection(settings, protocol="leave-case-out" if leave_case_out else "split", k=k,
                                  out_dir=out_dir, zero_shot=zero_shot, embedder=embedder, bootstrap=bootstrap,
-                                 seed=seed)
+                                 seed=seed, progress=True)
     for line in result.table_lines():
         click.echo(line)
     click.echo(f"wrote {', '.join(str(f) for f in result.files)}", err=True)

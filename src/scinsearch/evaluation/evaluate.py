@@ -52,7 +52,8 @@ class EvaluationResult:
 
 def evaluate_collection(settings: Settings, protocol: str = "split", k: int = 10, out_dir: Path | None = None,
                         zero_shot: bool = False, embedder=None, bootstrap: int = 1000, seed: int = 0,
-                        per_case: bool = True, exclude_own_case: bool = True) -> EvaluationResult:
+                        per_case: bool = True, exclude_own_case: bool = True,
+                        progress: bool = False) -> EvaluationResult:
     """Measure the collection named by `settings`; write metrics.json, report.md and plots to `out_dir`.
 
     `zero_shot` adds the text-tower baseline, with `embedder` or the collection's own model.
@@ -63,7 +64,7 @@ def evaluate_collection(settings: Settings, protocol: str = "split", k: int = 10
     store = open_store(settings)
     try:
         info = require_collection(store)
-        table = load_table(store)
+        table = load_table(store, progress=progress)
     finally:
         store.close()
     if zero_shot and embedder is None:

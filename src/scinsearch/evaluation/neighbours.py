@@ -92,9 +92,12 @@ def table_from_points(points: Sequence) -> PointTable:
     )
 
 
-def load_table(store: VectorStore) -> PointTable:
-    """Scroll the whole collection once, with vectors."""
-    return table_from_points(list(store.scroll(with_vectors=True)))
+def load_table(store: VectorStore, progress: bool = False) -> PointTable:
+    """Scroll the whole collection once, with vectors (the long step of an evaluation: shown when asked)."""
+    from tqdm import tqdm
+    points = tqdm(store.scroll(with_vectors=True, page=512), total=store.count(), unit="pt",
+                  desc="reading vectors", disable=not progress, leave=False)
+    return table_from_points(list(points))
 
 
 def clean_weights(value) -> dict[str, float]:
