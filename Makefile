@@ -6,7 +6,7 @@ VENV ?= .venv
 SCIN_DIR ?= $(HOME)/data/scin
 BIN = $(VENV)/bin
 
-.PHONY: install run test demo bench clean
+.PHONY: install run test lint bench clean
 
 $(BIN)/scinsearch: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks scripts docs && $(BIN)/ruff format --check src tests benchmarks scripts docs
 
 bench: install
 	$(BIN)/python benchmarks/bench_embed.py

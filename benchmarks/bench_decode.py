@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, features
 
 from scinsearch.images import load_square, resize_square
-from scinsearch.synthetic import scin_sized_png
+from scinsearch.testing import scin_sized_png
 
 BICUBIC = Image.Resampling.BICUBIC
 
@@ -36,32 +36,46 @@ def paths(size: int) -> dict:
     """name -> (function bytes -> array or image, compare with the reference?)."""
     found = {
         "PIL decode only": (lambda d: pil_open(d), False),
-        "PIL decode + BICUBIC (reference = processor)": (lambda d: np.asarray(pil_open(d).resize((size, size), BICUBIC)), True),
+        "PIL decode + BICUBIC (reference = processor)": (
+            lambda d: np.asarray(pil_open(d).resize((size, size), BICUBIC)),
+            True,
+        ),
         "scinsearch load_square (exact, default)": (lambda d: load_square(d, size, BICUBIC, fast=False), True),
         "scinsearch load_square (fast)": (lambda d: load_square(d, size, BICUBIC, fast=True), True),
     }
     for gap in (1.5, 2.0, 3.0):
         found[f"PIL decode + BICUBIC reducing_gap={gap}"] = (
-            lambda d, g=gap: np.asarray(pil_open(d).resize((size, size), BICUBIC, reducing_gap=g)), True)
-    found["PIL decode + reduce(2) + BICUBIC"] = (
-        lambda d: resize_square(pil_open(d).reduce(2), size, BICUBIC), True)
+            lambda d, g=gap: np.asarray(pil_open(d).resize((size, size), BICUBIC, reducing_gap=g)),
+            True,
+        )
+    found["PIL decode + reduce(2) + BICUBIC"] = (lambda d: resize_square(pil_open(d).reduce(2), size, BICUBIC), True)
     try:
         import cv2
+
         cv2.setNumThreads(1)
         flag = getattr(cv2, "IMREAD_COLOR_RGB", cv2.IMREAD_COLOR)
 
         def cv_decode(d):
             return cv2.imdecode(np.frombuffer(d, np.uint8), flag)
+
         found[f"OpenCV {cv2.__version__} decode only"] = (cv_decode, False)
-        found["OpenCV decode + INTER_AREA"] = (lambda d: cv2.resize(cv_decode(d), (size, size), interpolation=cv2.INTER_AREA), True)
+        found["OpenCV decode + INTER_AREA"] = (
+            lambda d: cv2.resize(cv_decode(d), (size, size), interpolation=cv2.INTER_AREA),
+            True,
+        )
         found["OpenCV decode + INTER_CUBIC (no antialias)"] = (
-            lambda d: cv2.resize(cv_decode(d), (size, size), interpolation=cv2.INTER_CUBIC), True)
+            lambda d: cv2.resize(cv_decode(d), (size, size), interpolation=cv2.INTER_CUBIC),
+            True,
+        )
         found["OpenCV decode + PIL BICUBIC"] = (
-            lambda d: np.asarray(Image.fromarray(cv_decode(d)).resize((size, size), BICUBIC)), True)
+            lambda d: np.asarray(Image.fromarray(cv_decode(d)).resize((size, size), BICUBIC)),
+            True,
+        )
     except ImportError:
         pass
     try:
         import imagecodecs
+
         found[f"imagecodecs {imagecodecs.__version__} PNG (libpng) decode only"] = (imagecodecs.png_decode, False)
         if hasattr(imagecodecs, "spng_decode"):
             found["imagecodecs SPNG decode only"] = (imagecodecs.spng_decode, False)
@@ -84,7 +98,9 @@ def time_paths(samples: list[bytes], candidates: dict, rounds: int) -> dict[str,
 
 def deviation(samples: list[bytes], function, reference) -> tuple[float, int, float]:
     """(mean |diff|, max |diff|, share of values off by more than 2) over all samples, in grey levels."""
-    diffs = [np.abs(np.asarray(function(d), dtype=np.int16) - np.asarray(reference(d), dtype=np.int16)) for d in samples]
+    diffs = [
+        np.abs(np.asarray(function(d), dtype=np.int16) - np.asarray(reference(d), dtype=np.int16)) for d in samples
+    ]
     flat = np.concatenate([d.ravel() for d in diffs])
     return float(flat.mean()), int(flat.max()), float((flat > 2).mean())
 
@@ -105,16 +121,23 @@ def main() -> None:
     if args.quick:
         args.images, args.rounds = 2, 2
     pngs = [scin_sized_png(seed) for seed in range(args.images)]
-    print(f"machine: {platform.processor() or platform.machine()}, {platform.python_implementation()} "
-          f"{platform.python_version()}, Pillow {Image.__version__} (zlib-ng {features.version('zlib_ng')}, "
-          f"libjpeg-turbo {features.version('libjpeg_turbo')}), one core")
-    print(f"{len(pngs)} synthetic SCIN-sized PNGs, 810x1080, {np.mean([len(p) for p in pngs]) / 1e6:.2f} MB each; "
-          f"target {args.size}x{args.size}; {args.rounds} interleaved rounds; median ms\n")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {platform.python_implementation()} "
+        f"{platform.python_version()}, Pillow {Image.__version__} (zlib-ng {features.version('zlib_ng')}, "
+        f"libjpeg-turbo {features.version('libjpeg_turbo')}), one core"
+    )
+    print(
+        f"{len(pngs)} synthetic SCIN-sized PNGs, 810x1080, {np.mean([len(p) for p in pngs]) / 1e6:.2f} MB each; "
+        f"target {args.size}x{args.size}; {args.rounds} interleaved rounds; median ms\n"
+    )
     report(pngs, paths(args.size), args.rounds)
     jpegs = [as_jpeg(p) for p in pngs]
     print(f"\nSame images as JPEG q90 ({np.mean([len(j) for j in jpegs]) / 1e6:.2f} MB): uploads and other data sets\n")
-    jpeg_paths = {name: value for name, value in paths(args.size).items()
-                  if name.startswith(("PIL decode only", "PIL decode + BICUBIC (ref", "scinsearch"))}
+    jpeg_paths = {
+        name: value
+        for name, value in paths(args.size).items()
+        if name.startswith(("PIL decode only", "PIL decode + BICUBIC (ref", "scinsearch"))
+    }
     report(jpegs, jpeg_paths, args.rounds)
 
 

@@ -50,19 +50,22 @@ def machine() -> str:
 def peak_rss_mib() -> tuple[float, float]:
     """(this process, its largest finished child) peak resident memory in MiB (Linux reports KiB)."""
     scale = 1 / 1024 if sys.platform != "darwin" else 1 / 2**20
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale,
-            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * scale)
+    return (
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale,
+        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * scale,
+    )
 
 
 # ----------------------------------------------------------------------------------------- data
 
+
 def make_dataset(folder: Path, images: int, distinct: int = 8) -> None:
     """A SCIN-layout release whose image files are SCIN-sized PNGs (a few distinct ones, copied)."""
-    from scinsearch import synthetic
+    from scinsearch import testing
 
     cases = images // 2 + 2  # write_release gives cases 1, 2 or 3 images each (2 on average)
-    synthetic.write_release(folder, cases=cases, image_size=(8, 8), broken_files=False)
-    pngs = [synthetic.scin_sized_png(seed) for seed in range(distinct)]
+    testing.write_release(folder, cases=cases, image_size=(8, 8), broken_files=False)
+    pngs = [testing.scin_sized_png(seed) for seed in range(distinct)]
     files = sorted((folder / "dataset" / "images").glob("*.png"))
     for number, file in enumerate(files):
         file.write_bytes(pngs[number % distinct])
@@ -70,6 +73,7 @@ def make_dataset(folder: Path, images: int, distinct: int = 8) -> None:
 
 def load_records(folder: Path, images: int):
     from scinsearch.dataset import read_release
+
     data = read_release(folder)
     data.records = data.records[:images]
     if len(data.records) < images:
@@ -87,10 +91,12 @@ def build_embedder(args, compile_choice: str):
     info = KNOWN_MODELS[args.model]
     torch.manual_seed(0)
     model = random_vision_model(args.model)
-    preprocessor = Preprocessor("fixed", info.image_size, int(Image.Resampling.BICUBIC), 1 / 255, (0.5,) * 3,
-                                (0.5,) * 3, fast=not args.exact)
-    embedder = Embedder.from_model(model, preprocessor, args.model, device=args.device, precision=args.precision,
-                                   compile=compile_choice)
+    preprocessor = Preprocessor(
+        "fixed", info.image_size, int(Image.Resampling.BICUBIC), 1 / 255, (0.5,) * 3, (0.5,) * 3, fast=not args.exact
+    )
+    embedder = Embedder.from_model(
+        model, preprocessor, args.model, device=args.device, precision=args.precision, compile=compile_choice
+    )
     started = time.perf_counter()
     embedder.prepare(args.batch_size, SCIN_IMAGES)  # "auto" decides as it would for the whole of SCIN
     side = info.image_size
@@ -102,28 +108,33 @@ def build_embedder(args, compile_choice: str):
 
 # --------------------------------------------------------------------------------------- phases
 
+
 def phase_decode(args) -> dict:
     """Decode-only: the pipeline's own decode workers, one per core, nothing else running."""
-    from scinsearch import pipeline
-
     import types
 
     import torch
     from PIL import Image
 
+    from scinsearch import pipeline
     from scinsearch.embedding import Preprocessor
     from scinsearch.models import KNOWN_MODELS
 
     data = load_records(Path(args.data), args.images)
     info = KNOWN_MODELS[args.model]
-    preprocessor = Preprocessor("fixed", info.image_size, int(Image.Resampling.BICUBIC), 1 / 255, (0.5,) * 3,
-                                (0.5,) * 3, fast=not args.exact)
+    preprocessor = Preprocessor(
+        "fixed", info.image_size, int(Image.Resampling.BICUBIC), 1 / 255, (0.5,) * 3, (0.5,) * 3, fast=not args.exact
+    )
     shape = types.SimpleNamespace(preprocessor=preprocessor, device=torch.device("cpu"))  # all make_loader reads
     workers = args.decode_workers or os.cpu_count() or 1
     pipeline.DECODE_NICENESS = 0  # alone on the machine: no need to yield
     started = time.perf_counter()
-    count = sum(len(chunk.indices) for chunk in pipeline.make_loader(data.records, shape, workers, None,
-                                                                       chunk=min(args.batch_size, pipeline.CHUNK)))
+    count = sum(
+        len(chunk.indices)
+        for chunk in pipeline.make_loader(
+            data.records, shape, workers, None, chunk=min(args.batch_size, pipeline.CHUNK)
+        )
+    )
     seconds = time.perf_counter() - started
     assert count == args.images, count
     main_rss, child_rss = peak_rss_mib()
@@ -136,16 +147,22 @@ def phase_model(args) -> dict:
 
     embedder, setup = build_embedder(args, args.compile_choice)
     side = embedder.preprocessor.image_size
-    batches = [{"pixels": torch.randint(0, 256, (args.batch_size, side, side, 3), dtype=torch.uint8)}
-               for _ in range(2)]
+    batches = [{"pixels": torch.randint(0, 256, (args.batch_size, side, side, 3), dtype=torch.uint8)} for _ in range(2)]
     count, started = 0, time.perf_counter()
     while count < args.images:
         embedder.embed_batch(batches[count // args.batch_size % 2])
         count += args.batch_size
     seconds = time.perf_counter() - started
-    return {"model": count / seconds, "setup_s": setup, "compiled": embedder.compiled,
-            "precision": embedder.precision_name, "device": str(embedder.device), "threads": torch.get_num_threads(),
-            "model_rss": peak_rss_mib()[0], "note": embedder.compile_note}
+    return {
+        "model": count / seconds,
+        "setup_s": setup,
+        "compiled": embedder.compiled,
+        "precision": embedder.precision_name,
+        "device": str(embedder.device),
+        "threads": torch.get_num_threads(),
+        "model_rss": peak_rss_mib()[0],
+        "note": embedder.compile_note,
+    }
 
 
 def phase_end_to_end(args) -> dict:
@@ -161,15 +178,21 @@ def phase_end_to_end(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-store-") as folder:
         store = open_store(Settings(qdrant_path=Path(folder), collection="bench"))
         try:
-            summary = pipeline.run_embed(data, embedder, store, batch_size=args.batch_size, workers=args.workers,
-                                         progress=False, warn=lambda message: None)
+            summary = pipeline.run_embed(
+                data,
+                embedder,
+                store,
+                batch_size=args.batch_size,
+                workers=args.workers,
+                progress=False,
+                warn=lambda message: None,
+            )
         finally:
             store.close()
     assert summary.embedded == args.images and not summary.failed, summary.lines()
     main_rss, worker_rss = peak_rss_mib()
     workers = pipeline.default_workers(embedder.device.type) if args.workers is None else args.workers
-    return {"end_to_end": summary.images_per_second, "workers": workers, "main_rss": main_rss,
-            "worker_rss": worker_rss}
+    return {"end_to_end": summary.images_per_second, "workers": workers, "main_rss": main_rss, "worker_rss": worker_rss}
 
 
 PHASES = {"decode": phase_decode, "model": phase_model, "end_to_end": phase_end_to_end}
@@ -177,9 +200,24 @@ PHASES = {"decode": phase_decode, "model": phase_model, "end_to_end": phase_end_
 
 def run_phase(name: str, args, **extra) -> dict:
     """One phase in a fresh Python process; its result comes back as JSON on the last stdout line."""
-    command = [sys.executable, __file__, "--phase", name, "--data", args.data, "--model", args.model,
-               "--images", str(args.images), "--batch-size", str(args.batch_size), "--device", args.device,
-               "--precision", args.precision]
+    command = [
+        sys.executable,
+        __file__,
+        "--phase",
+        name,
+        "--data",
+        args.data,
+        "--model",
+        args.model,
+        "--images",
+        str(args.images),
+        "--batch-size",
+        str(args.batch_size),
+        "--device",
+        args.device,
+        "--precision",
+        args.precision,
+    ]
     if args.exact:
         command.append("--exact")
     if args.decode_workers:
@@ -207,9 +245,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="auto")
-    parser.add_argument("--compile", default=None,
-                        help="auto (the pipeline's choice for all of SCIN), on, off, or a list to compare: off,on "
-                             "(default auto; off with --quick)")
+    parser.add_argument(
+        "--compile",
+        default=None,
+        help="auto (the pipeline's choice for all of SCIN), on, off, or a list to compare: off,on "
+        "(default auto; off with --quick)",
+    )
     parser.add_argument("--workers", default="auto", help="decode workers end to end: auto, a number, or a list")
     parser.add_argument("--niceness", default=None, help="decode-worker niceness on the CPU (default: the pipeline's)")
     parser.add_argument("--decode-workers", type=int, default=None, help="decode-only workers (default: all cores)")
@@ -240,11 +281,14 @@ def main() -> None:
         args.data = folder
         started = time.perf_counter()
         make_dataset(Path(folder), args.images)
-        print(f"# scinsearch embedding benchmark\n\nmachine: {machine()}; torch {torch.__version__}, "
-              f"Pillow {Image.__version__}, Python {platform.python_version()}; "
-              f"{args.images} synthetic SCIN-sized PNGs (810x1080, {mean_png_mb(folder):.1f} MB each, "
-              f"made in {time.perf_counter() - started:.0f} s); model {args.model} (random weights); "
-              f"preprocessing {'exact' if args.exact else 'fast'}\n", flush=True)
+        print(
+            f"# scinsearch embedding benchmark\n\nmachine: {machine()}; torch {torch.__version__}, "
+            f"Pillow {Image.__version__}, Python {platform.python_version()}; "
+            f"{args.images} synthetic SCIN-sized PNGs (810x1080, {mean_png_mb(folder):.1f} MB each, "
+            f"made in {time.perf_counter() - started:.0f} s); model {args.model} (random weights); "
+            f"preprocessing {'exact' if args.exact else 'fast'}\n",
+            flush=True,
+        )
         decodes = [run_phase("decode", args)]
         rows, models = [], []
         for compile_choice in args.compile.split(","):
@@ -253,9 +297,11 @@ def main() -> None:
             before = run_phase("model", args, compile_choice=compile_choice)
             e2e_runs = []
             for workers in args.workers.split(","):
-                for niceness in (args.niceness.split(",") if args.niceness else [None]):
-                    runs = [run_phase("end_to_end", args, compile_choice=compile_choice, workers=workers,
-                                      niceness=niceness) for _ in range(args.repeat)]
+                for niceness in args.niceness.split(",") if args.niceness else [None]:
+                    runs = [
+                        run_phase("end_to_end", args, compile_choice=compile_choice, workers=workers, niceness=niceness)
+                        for _ in range(args.repeat)
+                    ]
                     runs.sort(key=lambda r: r["end_to_end"])
                     e2e_runs.append((niceness, runs[len(runs) // 2]))
             after = run_phase("model", args, compile_choice=compile_choice)
@@ -263,16 +309,23 @@ def main() -> None:
             models.append(model)
             rows += [(compile_choice, niceness, model, e2e) for niceness, e2e in e2e_runs]
         decodes.append(run_phase("decode", args))
-        decode = dict(decodes[0], decode=sum(d["decode"] for d in decodes) / 2,
-                      spread=tuple(d["decode"] for d in decodes))
+        decode = dict(
+            decodes[0], decode=sum(d["decode"] for d in decodes) / 2, spread=tuple(d["decode"] for d in decodes)
+        )
         print_table(args, decode, rows)
         steady = [decode["spread"]] + [m["spread"] for m in models]
         worst = max(abs(a - b) / max(a, b) for a, b in steady)
-        print(f"\nrepeatability: decode-only {decode['spread'][0]:.1f} / {decode['spread'][1]:.1f}, model-only "
-              + ", ".join(f"{a:.2f} / {b:.2f}" for a, b in (m["spread"] for m in models))
-              + " img/s (first / last measurement)"
-              + ("" if worst <= 0.1 else f"\nWARNING: a rate changed by {worst:.0%} during the run: the machine was "
-                 "not quiet, so the ratios are unreliable; run again on a quiet machine"))
+        print(
+            f"\nrepeatability: decode-only {decode['spread'][0]:.1f} / {decode['spread'][1]:.1f}, model-only "
+            + ", ".join(f"{a:.2f} / {b:.2f}" for a, b in (m["spread"] for m in models))
+            + " img/s (first / last measurement)"
+            + (
+                ""
+                if worst <= 0.1
+                else f"\nWARNING: a rate changed by {worst:.0%} during the run: the machine was "
+                "not quiet, so the ratios are unreliable; run again on a quiet machine"
+            )
+        )
 
 
 def mean_png_mb(folder: str) -> float:
@@ -281,16 +334,22 @@ def mean_png_mb(folder: str) -> float:
 
 
 def print_table(args, decode: dict, rows) -> None:
-    print("| device | precision | compiled | threads | batch | images | decode workers (decode-only / e2e) "
-          "| decode-only img/s | model-only img/s | end-to-end img/s | ceiling img/s | ratio | peak RSS MiB (main / worker) |")
+    print(
+        "| device | precision | compiled | threads | batch | images | decode workers (decode-only / e2e) "
+        "| decode-only img/s | model-only img/s | end-to-end img/s | ceiling img/s | ratio "
+        "| peak RSS MiB (main / worker) |"
+    )
     print("|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---|")
     for compile_choice, niceness, model, e2e in rows:
         top = ceiling(decode["decode"], model["model"], model["device"])
         nice = "" if niceness is None else f", nice {niceness}"
-        print(f"| {model['device']} | {model['precision']} | {'yes' if model['compiled'] else 'no'} ({compile_choice}) "
-              f"| {model['threads']} | {args.batch_size} | {args.images} | {decode['decode_workers']} / {e2e['workers']}{nice} "
-              f"| {decode['decode']:.1f} | {model['model']:.1f} | {e2e['end_to_end']:.1f} | {top:.1f} "
-              f"| **{e2e['end_to_end'] / top:.2f}** | {e2e['main_rss']:.0f} / {e2e['worker_rss']:.0f} |")
+        print(
+            f"| {model['device']} | {model['precision']} | {'yes' if model['compiled'] else 'no'} ({compile_choice}) "
+            f"| {model['threads']} | {args.batch_size} | {args.images} "
+            f"| {decode['decode_workers']} / {e2e['workers']}{nice} "
+            f"| {decode['decode']:.1f} | {model['model']:.1f} | {e2e['end_to_end']:.1f} | {top:.1f} "
+            f"| **{e2e['end_to_end'] / top:.2f}** | {e2e['main_rss']:.0f} / {e2e['worker_rss']:.0f} |"
+        )
     notes = sorted({model["note"] for _, _, model, _ in rows if model["note"]})
     setups = ", ".join(f"{m['setup_s']:.0f} s ({'compiled' if m['compiled'] else 'eager'})" for _, _, m, _ in rows)
     print(f"\nmodel build + compile + warm-up (not timed above): {setups}")

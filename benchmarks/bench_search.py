@@ -32,15 +32,24 @@ from pathlib import Path
 
 import numpy as np
 
-TEXTS = ["itchy red ring on the arm", "dark raised bumpy patch on the leg", "flaky rough skin on the scalp",
-         "small fluid filled blisters on the hand", "painful swollen red area", "white scaly plaques on elbows"]
+TEXTS = [
+    "itchy red ring on the arm",
+    "dark raised bumpy patch on the leg",
+    "flaky rough skin on the scalp",
+    "small fluid filled blisters on the hand",
+    "painful swollen red area",
+    "white scaly plaques on elbows",
+]
 
 
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     return f"{cpu}, {os.cpu_count()} logical cores"
@@ -52,16 +61,19 @@ def build_base_siglip(folder: Path) -> Path:
     from transformers import SiglipConfig, SiglipModel, SiglipProcessor, SiglipTokenizer
     from transformers.models.siglip import SiglipImageProcessorPil
 
-    from scinsearch.synthetic import train_sentencepiece
+    from scinsearch.testing import train_sentencepiece
 
     folder.mkdir(parents=True, exist_ok=True)
     train_sentencepiece(folder / "spiece.model")
-    tokenizer = SiglipTokenizer(vocab_file=str(folder / "spiece.model"), model_max_length=64,
-                                model_input_names=["input_ids"])
-    processor = SiglipProcessor(image_processor=SiglipImageProcessorPil(size={"height": 224, "width": 224}),
-                                tokenizer=tokenizer)
-    config = SiglipConfig(text_config=dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                                           bos_token_id=None))
+    tokenizer = SiglipTokenizer(
+        vocab_file=str(folder / "spiece.model"), model_max_length=64, model_input_names=["input_ids"]
+    )
+    processor = SiglipProcessor(
+        image_processor=SiglipImageProcessorPil(size={"height": 224, "width": 224}), tokenizer=tokenizer
+    )
+    config = SiglipConfig(
+        text_config=dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None)
+    )
     torch.manual_seed(0)
     SiglipModel(config).eval().save_pretrained(folder)
     processor.save_pretrained(folder)
@@ -70,18 +82,18 @@ def build_base_siglip(folder: Path) -> Path:
 
 def payload_templates() -> list[dict]:
     """Payloads exactly as `scinsearch embed` stores them, from a small synthetic release."""
-    from scinsearch import synthetic
+    from scinsearch import testing
     from scinsearch.dataset import read_release
 
     with tempfile.TemporaryDirectory(prefix="bench-search-scin-") as folder:
-        root = synthetic.write_release(Path(folder) / "scin", cases=60, image_size=(8, 8), broken_files=False)
+        root = testing.write_release(Path(folder) / "scin", cases=60, image_size=(8, 8), broken_files=False)
         return [record.payload for record in read_release(root).records]
 
 
 def fill_store(settings, model_name: str, dim: int, points: int, seed: int = 0) -> None:
     """`points` random unit vectors with realistic payloads, two images per case on average."""
-    from scinsearch.dataset import point_id_for
-    from scinsearch.fields import split_for_case
+    from scinsearch.cells import split_for_case
+    from scinsearch.schema import point_id_for
     from scinsearch.store import CollectionInfo, StoredPoint, open_store
 
     rng = np.random.default_rng(seed)
@@ -94,11 +106,16 @@ def fill_store(settings, model_name: str, dim: int, points: int, seed: int = 0) 
         batch = []
         for number in range(points):
             if number % 2 == 0 or ids.random() < 0.2:
-                case_id = str(ids.randrange(-2**63, 2**63))
-            image_id = str(ids.randrange(-2**63, 2**63))
+                case_id = str(ids.randrange(-(2**63), 2**63))
+            image_id = str(ids.randrange(-(2**63), 2**63))
             payload = copy.deepcopy(templates[number % len(templates)])
-            payload.update(image_id=image_id, image_path=f"dataset/images/{image_id}.png", case_id=case_id,
-                           case_ids=[case_id], split=split_for_case(case_id))
+            payload.update(
+                image_id=image_id,
+                image_path=f"dataset/images/{image_id}.png",
+                case_id=case_id,
+                case_ids=[case_id],
+                split=split_for_case(case_id),
+            )
             vector = rng.normal(size=dim).astype(np.float32)
             batch.append(StoredPoint(point_id_for(image_id), payload, vector / np.linalg.norm(vector)))
             if len(batch) == 256:
@@ -143,18 +160,34 @@ def measure(searcher, photos: list[bytes], runs: int, warmup: int) -> list[str]:
             embedder.model.get_text_features(input_ids=token_ids[i % len(token_ids)])
 
     return [
-        row("photo query", "`Searcher.search_image(png_bytes)`: decode + preprocess + vision tower + Qdrant + grouping",
-            timed(lambda i: searcher.search_image(photos[i % len(photos)]), runs, warmup)),
-        row("photo: model only", "vision tower forward, one preprocessed image",
-            timed(lambda i: embedder.embed_batch(pixels[i % len(pixels)]), runs, warmup)),
-        row("photo: decode only", "PNG 810x1080 -> RGB -> 224x224 (`Preprocessor.load`)",
-            timed(lambda i: embedder.preprocessor.load(photos[i % len(photos)]), runs, warmup)),
-        row("text query", "`Searcher.search_text(text)`: tokenise + text tower + Qdrant + grouping",
-            timed(lambda i: searcher.search_text(TEXTS[i % len(TEXTS)]), runs, warmup)),
+        row(
+            "photo query",
+            "`Searcher.search_image(png_bytes)`: decode + preprocess + vision tower + Qdrant + grouping",
+            timed(lambda i: searcher.search_image(photos[i % len(photos)]), runs, warmup),
+        ),
+        row(
+            "photo: model only",
+            "vision tower forward, one preprocessed image",
+            timed(lambda i: embedder.embed_batch(pixels[i % len(pixels)]), runs, warmup),
+        ),
+        row(
+            "photo: decode only",
+            "PNG 810x1080 -> RGB -> 224x224 (`Preprocessor.load`)",
+            timed(lambda i: embedder.preprocessor.load(photos[i % len(photos)]), runs, warmup),
+        ),
+        row(
+            "text query",
+            "`Searcher.search_text(text)`: tokenise + text tower + Qdrant + grouping",
+            timed(lambda i: searcher.search_text(TEXTS[i % len(TEXTS)]), runs, warmup),
+        ),
         row("text: model only", "text tower forward, 64 tokens", timed(text_tower, runs, warmup)),
-        row("search only", "`Searcher.search_vector`: Qdrant query + per-case grouping + suggestions",
-            timed(lambda i: searcher.search_vector(query_vector, {"kind": "vector"}, None, 5, None, True),
-                  runs, warmup)),
+        row(
+            "search only",
+            "`Searcher.search_vector`: Qdrant query + per-case grouping + suggestions",
+            timed(
+                lambda i: searcher.search_vector(query_vector, {"kind": "vector"}, None, 5, None, True), runs, warmup
+            ),
+        ),
     ]
 
 
@@ -174,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers.utils import logging as transformers_logging
 
-    from scinsearch import synthetic
+    from scinsearch import testing
     from scinsearch.embedding import Embedder
     from scinsearch.search import Searcher
     from scinsearch.settings import Settings
@@ -189,20 +222,25 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings(qdrant_path=Path(folder) / "qdrant", collection="bench", model=str(model_dir))
         fill_store(settings, embedder.model_name, embedder.dim, args.points)
         setup_seconds = time.perf_counter() - started
-        photos = [synthetic.scin_sized_png(seed) for seed in range(4)]
+        photos = [testing.scin_sized_png(seed) for seed in range(4)]
         with Searcher(settings, embedder=embedder) as searcher:
             points = searcher.store.count()
             rows = measure(searcher, photos, args.queries, args.warmup)
-    lines = [f"## Search latency{' (QUICK SMOKE RUN: not for comparison)' if args.quick else ''}", "",
-             f"- machine: {machine()}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
-             f"Python {platform.python_version()}",
-             f"- model: google/siglip-base-patch16-224 architecture, random weights, {embedder.dim}-d, "
-             f"on {embedder.device} in {embedder.precision_name}",
-             f"- store: embedded Qdrant Edge, {points:,} points ({embedder.dim}-d random unit vectors, SCIN payloads), "
-             f"exact search; top_k 5, one result per case",
-             f"- {args.queries} timed queries of each kind after {args.warmup} warm-up; "
-             f"setup {setup_seconds:.0f} s", "",
-             "| measurement | what is timed | n | p50 ms | p95 ms | mean ms |", "|---|---|---|---|---|---|", *rows]
+    lines = [
+        f"## Search latency{' (QUICK SMOKE RUN: not for comparison)' if args.quick else ''}",
+        "",
+        f"- machine: {machine()}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"Python {platform.python_version()}",
+        f"- model: google/siglip-base-patch16-224 architecture, random weights, {embedder.dim}-d, "
+        f"on {embedder.device} in {embedder.precision_name}",
+        f"- store: embedded Qdrant Edge, {points:,} points ({embedder.dim}-d random unit vectors, SCIN payloads), "
+        f"exact search; top_k 5, one result per case",
+        f"- {args.queries} timed queries of each kind after {args.warmup} warm-up; setup {setup_seconds:.0f} s",
+        "",
+        "| measurement | what is timed | n | p50 ms | p95 ms | mean ms |",
+        "|---|---|---|---|---|---|",
+        *rows,
+    ]
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -55,8 +55,10 @@ def stats(times_ms: list[float]) -> dict:
 
 
 def row(name: str, what: str, result: dict, qps: float) -> str:
-    return (f"| {name} | {what} | {result['n']} | {result['p50']:.1f} | {result['p95']:.1f} | "
-            f"{result['mean']:.1f} | {qps:.2f} |")
+    return (
+        f"| {name} | {what} | {result['n']} | {result['p50']:.1f} | {result['p95']:.1f} | "
+        f"{result['mean']:.1f} | {qps:.2f} |"
+    )
 
 
 def in_process(settings, embedder, photos: list[bytes], queries: int, warmup: int) -> tuple[dict, float]:
@@ -80,10 +82,26 @@ def start_service(settings, port: int, precision: str) -> tuple[subprocess.Popen
     """`scinsearch serve` in a subprocess; returns it and the seconds until /ready answered."""
     import httpx
 
-    command = [sys.executable, "-c", "import sys; from scinsearch.cli import main; sys.exit(main())", "serve",
-               "--qdrant-path", str(settings.qdrant_path), "--collection", settings.collection,
-               "--model", settings.model, "--device", "cpu", "--precision", precision,
-               "--port", str(port), "--log-level", "warning"]
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from scinsearch.cli import main; sys.exit(main())",
+        "serve",
+        "--qdrant-path",
+        str(settings.qdrant_path),
+        "--collection",
+        settings.collection,
+        "--model",
+        settings.model,
+        "--device",
+        "cpu",
+        "--precision",
+        precision,
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(HERE.parent / "src")}
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     started = time.perf_counter()
@@ -134,8 +152,14 @@ def over_http(port: int, photos: list[bytes], queries: int, warmup: int, concurr
             started = time.perf_counter()
             parallel = list(pool.map(lambda i: post_photo(client, url, photos[i % len(photos)]), range(queries)))
             parallel_qps = queries / (time.perf_counter() - started)
-    return {"first": first, "sequential": stats(times), "sequential_qps": sequential_qps, "server": server,
-            "parallel": stats(parallel), "parallel_qps": parallel_qps}
+    return {
+        "first": first,
+        "sequential": stats(times),
+        "sequential_qps": sequential_qps,
+        "server": server,
+        "parallel": stats(parallel),
+        "parallel_qps": parallel_qps,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,12 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers.utils import logging as transformers_logging
 
-    from scinsearch import synthetic
+    from scinsearch import testing
     from scinsearch.embedding import Embedder
     from scinsearch.settings import Settings
 
     transformers_logging.disable_progress_bar()
-    photos = [synthetic.scin_sized_png(seed) for seed in range(4)]
+    photos = [testing.scin_sized_png(seed) for seed in range(4)]
     with tempfile.TemporaryDirectory(prefix="bench-service-") as folder:
         started = time.perf_counter()
         model_dir = bench_search.build_base_siglip(Path(folder) / "siglip-base-patch16-224-random")
@@ -189,25 +213,44 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(args, model_text, local, local_qps, http, ready_seconds, setup, torch) -> str:
     overhead = http["sequential"]["p50"] - local["p50"]
-    lines = [f"## Kiosk service latency{' (QUICK SMOKE RUN: not for comparison)' if args.quick else ''}", "",
-             f"- machine: {bench_search.machine()}; torch {torch.__version__}; Python {platform.python_version()}",
-             f"- model: google/siglip-base-patch16-224 architecture, random weights, {model_text}",
-             f"- store: embedded Qdrant Edge, {args.points:,} random unit vectors with SCIN payloads; top_k 5 per case",
-             "- query: SCIN-sized PNG (810x1080, ~2 MB) as bytes; HTTP: multipart POST /search on 127.0.0.1 "
-             "from another process (httpx), `scinsearch serve` (uvicorn, one worker, inference one at a time)",
-             f"- {args.queries} timed queries per row after {args.warmup} warm-up; service ready "
-             f"{ready_seconds:.1f} s after launch; first HTTP query {http['first']:.0f} ms (no client warm-up); "
-             f"setup (model + store) {setup:.0f} s",
-             "", "| measurement | what is timed | n | p50 ms | p95 ms | mean ms | queries/s |",
-             "|---|---|---|---|---|---|---|",
-             row("in-process", "`Searcher.search_image(png_bytes)`", local, local_qps),
-             row("HTTP, 1 client", "POST /search, upload to JSON received", http["sequential"], http["sequential_qps"]),
-             *([row("HTTP, server side", "the service's own time for the same requests (Server-Timing)",
-                    http["server"], http["sequential_qps"])] if http["server"] else []),
-             row(f"HTTP, {args.concurrency} clients", "same, concurrent (queued: one inference at a time)",
-                 http["parallel"], http["parallel_qps"]),
-             "", f"HTTP + multipart + JSON overhead at the median: {overhead:.1f} ms "
-                 f"({overhead / max(local['p50'], 1e-9):.0%} of the in-process time)."]
+    lines = [
+        f"## Kiosk service latency{' (QUICK SMOKE RUN: not for comparison)' if args.quick else ''}",
+        "",
+        f"- machine: {bench_search.machine()}; torch {torch.__version__}; Python {platform.python_version()}",
+        f"- model: google/siglip-base-patch16-224 architecture, random weights, {model_text}",
+        f"- store: embedded Qdrant Edge, {args.points:,} random unit vectors with SCIN payloads; top_k 5 per case",
+        "- query: SCIN-sized PNG (810x1080, ~2 MB) as bytes; HTTP: multipart POST /search on 127.0.0.1 "
+        "from another process (httpx), `scinsearch serve` (uvicorn, one worker, inference one at a time)",
+        f"- {args.queries} timed queries per row after {args.warmup} warm-up; service ready "
+        f"{ready_seconds:.1f} s after launch; first HTTP query {http['first']:.0f} ms (no client warm-up); "
+        f"setup (model + store) {setup:.0f} s",
+        "",
+        "| measurement | what is timed | n | p50 ms | p95 ms | mean ms | queries/s |",
+        "|---|---|---|---|---|---|---|",
+        row("in-process", "`Searcher.search_image(png_bytes)`", local, local_qps),
+        row("HTTP, 1 client", "POST /search, upload to JSON received", http["sequential"], http["sequential_qps"]),
+        *(
+            [
+                row(
+                    "HTTP, server side",
+                    "the service's own time for the same requests (Server-Timing)",
+                    http["server"],
+                    http["sequential_qps"],
+                )
+            ]
+            if http["server"]
+            else []
+        ),
+        row(
+            f"HTTP, {args.concurrency} clients",
+            "same, concurrent (queued: one inference at a time)",
+            http["parallel"],
+            http["parallel_qps"],
+        ),
+        "",
+        f"HTTP + multipart + JSON overhead at the median: {overhead:.1f} ms "
+        f"({overhead / max(local['p50'], 1e-9):.0%} of the in-process time).",
+    ]
     return "\n".join(lines)
 
 

@@ -74,13 +74,15 @@ class MemoryStore:
 
 
 def one_png(seed: int) -> bytes:
-    from scinsearch.synthetic import scin_sized_png
+    from scinsearch.testing import scin_sized_png
+
     return scin_sized_png(seed)
 
 
 def make_files(folder: Path, count: int, distinct: int) -> list:
     """`count` SCIN-sized PNG files (a few distinct pictures, copied) as pipeline records."""
     from scinsearch.dataset import ImageRecord
+
     with Pool(min(distinct, os.cpu_count() or 1)) as pool:
         pngs = pool.map(one_png, range(distinct))
     records = []
@@ -103,10 +105,12 @@ def build_embedder(model_id: str, device: str, precision: str):
     target = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     with torch.device(target):  # initialise the weights on the device itself: seconds, not a minute
         model = random_vision_model(model_id)
-    preprocessor = Preprocessor("fixed", info.image_size, int(Image.Resampling.BICUBIC), 1 / 255, (0.5,) * 3,
-                                (0.5,) * 3, fast=True)
-    embedder = Embedder.from_model(model, preprocessor, model_id, device=str(target), precision=precision,
-                                   compile="off")
+    preprocessor = Preprocessor(
+        "fixed", info.image_size, int(Image.Resampling.BICUBIC), 1 / 255, (0.5,) * 3, (0.5,) * 3, fast=True
+    )
+    embedder = Embedder.from_model(
+        model, preprocessor, model_id, device=str(target), precision=precision, compile="off"
+    )
     return embedder, time.perf_counter() - started
 
 
@@ -135,6 +139,7 @@ def decode_only(records, preprocessor, workers: int, chunk: int) -> float:
     import types
 
     from scinsearch import pipeline
+
     shape = types.SimpleNamespace(preprocessor=preprocessor, device=torch.device("cpu"))
     pipeline.DECODE_NICENESS = 0
     started = time.perf_counter()
@@ -146,15 +151,24 @@ def decode_only(records, preprocessor, workers: int, chunk: int) -> float:
 def end_to_end(records, embedder, batch_size: int, workers: int | None, edge_folder: Path | None) -> float:
     from scinsearch.dataset import Dataset
     from scinsearch.pipeline import run_embed
+
     if edge_folder is not None:
         from scinsearch.settings import Settings
         from scinsearch.store import open_store
+
         store = open_store(Settings(qdrant_path=edge_folder / f"run{time.time_ns()}", collection="bench"))
     else:
         store = MemoryStore()
     try:
-        summary = run_embed(Dataset(records, records[0].file.parent), embedder, store, batch_size=batch_size,
-                            workers=workers, progress=False, warn=lambda message: None)
+        summary = run_embed(
+            Dataset(records, records[0].file.parent),
+            embedder,
+            store,
+            batch_size=batch_size,
+            workers=workers,
+            progress=False,
+            warn=lambda message: None,
+        )
     finally:
         store.close()
     assert summary.embedded == len(records) and not summary.failed, summary.lines()
@@ -164,14 +178,20 @@ def end_to_end(records, embedder, batch_size: int, workers: int | None, edge_fol
 def describe_machine(device: torch.device) -> str:
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     import PIL
     import transformers
-    text = f"CPU {cpu} ({os.cpu_count()} logical cores); torch {torch.__version__}, transformers " \
-           f"{transformers.__version__}, Pillow {PIL.__version__}, Python {platform.python_version()}"
+
+    text = (
+        f"CPU {cpu} ({os.cpu_count()} logical cores); torch {torch.__version__}, transformers "
+        f"{transformers.__version__}, Pillow {PIL.__version__}, Python {platform.python_version()}"
+    )
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         text = f"GPU {props.name} ({props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}); " + text
@@ -199,8 +219,11 @@ def main() -> None:
     print(f"# scinsearch GPU embedding benchmark\n\n{describe_machine(device)}", flush=True)
     with tempfile.TemporaryDirectory(prefix="gpu-bench-") as folder:
         records, png_bytes = make_files(Path(folder), args.images, args.distinct)
-        print(f"{len(records)} synthetic SCIN-sized PNGs (810x1080, {png_bytes / 1e6:.1f} MB each) written in "
-              f"{time.perf_counter() - begun:.0f} s\n", flush=True)
+        print(
+            f"{len(records)} synthetic SCIN-sized PNGs (810x1080, {png_bytes / 1e6:.1f} MB each) written in "
+            f"{time.perf_counter() - begun:.0f} s\n",
+            flush=True,
+        )
         rows, decode_cache = [], {}
         for model_id in args.models.split(","):
             embedder, build_s = build_embedder(model_id, args.device, args.precision)
@@ -210,33 +233,46 @@ def main() -> None:
             decode = decode_cache[side]
             for batch_size in batch_sizes:
                 model = model_only(embedder, batch_size, args.model_seconds, min_batches=3)
-                e2e = end_to_end(records, embedder, batch_size, args.workers,
-                                 Path(folder) / "edge" if args.edge else None)
+                e2e = end_to_end(
+                    records, embedder, batch_size, args.workers, Path(folder) / "edge" if args.edge else None
+                )
                 ceiling = min(decode, model) if device.type == "cuda" else 1 / (1 / decode + 1 / model)
                 memory = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
                 rows.append((model_id, side, embedder.precision_name, batch_size, decode, model, e2e, ceiling, memory))
-                print(f"  {model_id} batch {batch_size}: decode {decode:.0f}, model {model:.0f}, end-to-end {e2e:.0f} "
-                      f"img/s (built in {build_s:.0f} s; {time.perf_counter() - begun:.0f} s so far)", flush=True)
+                print(
+                    f"  {model_id} batch {batch_size}: decode {decode:.0f}, model {model:.0f}, end-to-end {e2e:.0f} "
+                    f"img/s (built in {build_s:.0f} s; {time.perf_counter() - begun:.0f} s so far)",
+                    flush=True,
+                )
             del embedder
             if device.type == "cuda":
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats(device)
     from scinsearch.pipeline import default_workers
+
     workers = args.workers if args.workers is not None else default_workers(device.type)
-    print(f"\ndecode-only: {cores} workers; end-to-end: {workers} decode workers; {len(records)} images per "
-          f"end-to-end run; ceiling = {'min(decode, model)' if device.type == 'cuda' else '1/(1/decode + 1/model)'}\n")
-    print("| model | input | precision | batch | decode-only img/s | model-only img/s | end-to-end img/s "
-          "| ceiling img/s | ratio | peak GPU memory GiB |")
+    print(
+        f"\ndecode-only: {cores} workers; end-to-end: {workers} decode workers; {len(records)} images per "
+        f"end-to-end run; ceiling = {'min(decode, model)' if device.type == 'cuda' else '1/(1/decode + 1/model)'}\n"
+    )
+    print(
+        "| model | input | precision | batch | decode-only img/s | model-only img/s | end-to-end img/s "
+        "| ceiling img/s | ratio | peak GPU memory GiB |"
+    )
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for model_id, side, precision, batch_size, decode, model, e2e, ceiling, memory in rows:
-        print(f"| {model_id.split('/')[-1]} | {side} | {precision} | {batch_size} | {decode:.0f} | {model:.0f} "
-              f"| {e2e:.0f} | {ceiling:.0f} | **{e2e / ceiling:.2f}** | {memory:.1f} |")
+        print(
+            f"| {model_id.split('/')[-1]} | {side} | {precision} | {batch_size} | {decode:.0f} | {model:.0f} "
+            f"| {e2e:.0f} | {ceiling:.0f} | **{e2e / ceiling:.2f}** | {memory:.1f} |"
+        )
     ratios = [row[6] / row[7] for row in rows]
     main_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     worker_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"\nmedian ratio {statistics.median(ratios):.2f}; peak RSS main {main_rss:.0f} MiB, largest decode "
-          f"worker {worker_rss:.0f} MiB (forked: mostly pages shared with the main process); "
-          f"total {time.perf_counter() - begun:.0f} s")
+    print(
+        f"\nmedian ratio {statistics.median(ratios):.2f}; peak RSS main {main_rss:.0f} MiB, largest decode "
+        f"worker {worker_rss:.0f} MiB (forked: mostly pages shared with the main process); "
+        f"total {time.perf_counter() - begun:.0f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -14,8 +14,12 @@ import sys
 
 from _wrapper import DATA_DEFAULTS, import_cli, with_defaults
 
-SEED_DEFAULTS = {**DATA_DEFAULTS, "--collection": "scin_dermatology", "--batch-size": "32",
-                 "--model": "google/siglip-base-patch16-224"}
+SEED_DEFAULTS = {
+    **DATA_DEFAULTS,
+    "--collection": "scin_dermatology",
+    "--batch-size": "32",
+    "--model": "google/siglip-base-patch16-224",
+}
 
 if __name__ == "__main__":
     sys.exit(import_cli()(["embed", *with_defaults(sys.argv[1:], SEED_DEFAULTS)]))

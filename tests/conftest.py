@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scinsearch import synthetic
+from scinsearch import testing
 from scinsearch.embedding import Embedder, Preprocessor, collate
 from scinsearch.settings import Settings
 from scinsearch.store import open_store
@@ -23,13 +23,13 @@ logging.getLogger("transformers").setLevel(logging.ERROR)
 @pytest.fixture(scope="session")
 def tiny_siglip_dir(tmp_path_factory) -> Path:
     """A tiny random SigLIP (vision + text) with a real SentencePiece tokenizer, in a local folder."""
-    return synthetic.build_tiny_siglip(tmp_path_factory.mktemp("models") / "tiny-siglip")
+    return testing.build_tiny_siglip(tmp_path_factory.mktemp("models") / "tiny-siglip")
 
 
 @pytest.fixture(scope="session")
 def tiny_siglip2_dir(tmp_path_factory) -> Path:
     """A tiny random SigLIP 2 NaFlex model with its real processor."""
-    return synthetic.build_tiny_siglip2(tmp_path_factory.mktemp("models") / "tiny-siglip2")
+    return testing.build_tiny_siglip2(tmp_path_factory.mktemp("models") / "tiny-siglip2")
 
 
 @pytest.fixture(scope="session")
@@ -41,13 +41,13 @@ def tiny_embedder(tiny_siglip_dir) -> Embedder:
 def scin_release(tmp_path_factory) -> Path:
     """A synthetic release in the official layout, with the real release's traps and broken files.
     Read-only for tests: copy it before changing it."""
-    return synthetic.write_release(tmp_path_factory.mktemp("scin") / "scin", cases=14)
+    return testing.write_release(tmp_path_factory.mktemp("scin") / "scin", cases=14)
 
 
 @pytest.fixture(scope="session")
 def clean_release(tmp_path_factory) -> Path:
     """A bigger synthetic release without broken files (for search and evaluation)."""
-    return synthetic.write_release(tmp_path_factory.mktemp("scin-clean") / "scin", cases=40, broken_files=False)
+    return testing.write_release(tmp_path_factory.mktemp("scin-clean") / "scin", cases=40, broken_files=False)
 
 
 class SpyEmbedder:
@@ -59,6 +59,7 @@ class SpyEmbedder:
 
     def __init__(self):
         import torch
+
         self.device = torch.device("cpu")
         self.preprocessor = Preprocessor("fixed", 8, 3, 1 / 255, (0.5,) * 3, (0.5,) * 3)
         self.embedded_batches: list[int] = []
@@ -79,6 +80,7 @@ class SpyEmbedder:
 
     def embed_images(self, images):
         from scinsearch.images import open_rgb
+
         return self.embed_batch(collate([self.preprocessor(open_rgb(i)) for i in images]))
 
 

@@ -42,13 +42,19 @@ KILLED_RUN = textwrap.dedent("""
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 def test_sigkill_then_rerun(tmp_path, clean_release, spy_embedder):
     script = KILLED_RUN.format(tests=str(ROOT / "tests"), path=str(tmp_path / "q"), release=str(clean_release))
-    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                            env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
+    killed = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, PYTHONPATH=str(ROOT / "src")),
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     store = open_store(Settings(qdrant_path=tmp_path / "q", collection="c"))  # lock released by the kernel
     survived = store.count()
     assert survived == 8
     from scinsearch.pipeline import run_embed
+
     data = read_release(clean_release)
     summary = run_embed(data, spy_embedder, store, batch_size=4, workers=0, progress=False)
     assert summary.already_present == survived

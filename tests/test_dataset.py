@@ -7,45 +7,56 @@ import shutil
 
 import pytest
 
-from scinsearch import fields
-from scinsearch.dataset import load_dataset, point_id_for, read_flat_csv, read_release, resolve_image
+from scinsearch import cells
+from scinsearch.dataset import load_dataset, read_flat_csv, read_release
 from scinsearch.errors import ScinSearchError
-from scinsearch.synthetic import MISSING_IMAGE
+from scinsearch.paths import resolve_image
+from scinsearch.schema import point_id_for
+from scinsearch.testing import MISSING_IMAGE
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("['Eczema', 'Acute dermatitis, NOS']", ["Eczema", "Acute dermatitis, NOS"]),
-    ("[]", []), ("", []), (float("nan"), []),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("['Eczema', 'Acute dermatitis, NOS']", ["Eczema", "Acute dermatitis, NOS"]),
+        ("[]", []),
+        ("", []),
+        (float("nan"), []),
+    ],
+)
 def test_label_lists_are_literals_never_split_on_commas(value, expected):
-    assert fields.parse_string_list(value) == expected
+    assert cells.parse_string_list(value) == expected
 
 
 def test_weighted_labels_are_a_mapping_heaviest_first():
-    assert list(fields.parse_weighted_labels("{'Tinea': 0.38, 'Eczema': 0.62}").items()) == [
-        ("Eczema", 0.62), ("Tinea", 0.38)]
-    assert fields.parse_weighted_labels("{}") == {}
+    assert list(cells.parse_weighted_labels("{'Tinea': 0.38, 'Eczema': 0.62}").items()) == [
+        ("Eczema", 0.62),
+        ("Tinea", 0.38),
+    ]
+    assert cells.parse_weighted_labels("{}") == {}
 
 
-@pytest.mark.parametrize("bad", ["__import__('os').system('echo pwned')", "{'a': float('nan')}",
-                                 "{'a': -1}", "['x', 1]", "[" * 5000, "{'a': 'b'}"])
+@pytest.mark.parametrize(
+    "bad",
+    ["__import__('os').system('echo pwned')", "{'a': float('nan')}", "{'a': -1}", "['x', 1]", "[" * 5000, "{'a': 'b'}"],
+)
 def test_untrusted_literals_are_refused_not_evaluated(bad):
-    with pytest.raises(fields.CellError):
-        parser = fields.parse_string_list if bad.startswith("[") else fields.parse_weighted_labels
+    with pytest.raises(cells.CellError):
+        parser = cells.parse_string_list if bad.startswith("[") else cells.parse_weighted_labels
         parser(bad)
 
 
 def test_numbers_booleans_and_groups():
-    assert fields.parse_int("3.0") == 3 and fields.parse_int("") is None
-    assert fields.parse_bool("True") is True and fields.parse_bool("NO") is False
-    assert fields.dermatologist_skin_type(["FST2", "FST5", "FST3"]) == "FST3"
-    assert fields.skin_type_group("FST6") == "V-VI" and fields.skin_type_group("NONE_IDENTIFIED") == "unknown"
-    assert fields.monk_tone_group(7) == "7-10" and fields.monk_tone_group(None) == "unknown"
+    assert cells.parse_int("3.0") == 3 and cells.parse_int("") is None
+    assert cells.parse_bool("True") is True and cells.parse_bool("NO") is False
+    assert cells.dermatologist_skin_type(["FST2", "FST5", "FST3"]) == "FST3"
+    assert cells.skin_type_group("FST6") == "V-VI" and cells.skin_type_group("NONE_IDENTIFIED") == "unknown"
+    assert cells.monk_tone_group(7) == "7-10" and cells.monk_tone_group(None) == "unknown"
 
 
 def test_split_is_deterministic_by_case_and_roughly_70_15_15():
-    splits = [fields.split_for_case(str(i)) for i in range(3000)]
-    assert splits == [fields.split_for_case(str(i)) for i in range(3000)]
+    splits = [cells.split_for_case(str(i)) for i in range(3000)]
+    assert splits == [cells.split_for_case(str(i)) for i in range(3000)]
     assert 0.66 < splits.count("train") / 3000 < 0.74 and 0.12 < splits.count("test") / 3000 < 0.18
 
 
@@ -72,7 +83,7 @@ def test_release_payload_types(scin_release):
     assert "arm" in first["body_parts"] and isinstance(first["gradable"], bool)
     assert first["condition"] == next(iter(first["weighted_labels"]))
     assert any(p["monk_skin_tone_label_us"] is None for p in payloads)
-    assert all(p["split"] == fields.split_for_case(p["case_id"]) for p in payloads)
+    assert all(p["split"] == cells.split_for_case(p["case_id"]) for p in payloads)
 
 
 def test_release_found_from_dataset_folder_too(scin_release):
@@ -105,13 +116,40 @@ def test_flat_csv(scin_release, tmp_path):
     csv_path = tmp_path / "flat.csv"
     with csv_path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["image_id", "image_path", "case_id", "condition", "all_conditions", "weighted_labels",
-                         "age_group", "sex_at_birth", "fitzpatrick_skin_type", "condition_label", "split", "description"])
+        writer.writerow(
+            [
+                "image_id",
+                "image_path",
+                "case_id",
+                "condition",
+                "all_conditions",
+                "weighted_labels",
+                "age_group",
+                "sex_at_birth",
+                "fitzpatrick_skin_type",
+                "condition_label",
+                "split",
+                "description",
+            ]
+        )
         for r in release.records[:5]:
             p = r.payload
-            writer.writerow([r.image_id, r.file.name, p["case_id"], p["condition"] or "", repr(p["all_conditions"]),
-                             repr(p["weighted_labels"]), p["age_group"], p["sex_at_birth"],
-                             p["fitzpatrick_skin_type"], "1", "val", "A photo"])
+            writer.writerow(
+                [
+                    r.image_id,
+                    r.file.name,
+                    p["case_id"],
+                    p["condition"] or "",
+                    repr(p["all_conditions"]),
+                    repr(p["weighted_labels"]),
+                    p["age_group"],
+                    p["sex_at_birth"],
+                    p["fitzpatrick_skin_type"],
+                    "1",
+                    "val",
+                    "A photo",
+                ]
+            )
         writer.writerow(["evil", "../../etc/passwd", "1", "", "[]", "{}", "", "", "", "", "", ""])
     data = read_flat_csv(csv_path, images)
     assert len(data.records) == 5 and any("unsafe image path" in w for w in data.warnings)
@@ -119,10 +157,15 @@ def test_flat_csv(scin_release, tmp_path):
     assert isinstance(data.records[0].payload["weighted_labels"], dict)
 
 
-@pytest.mark.parametrize("content, message", [
-    (None, "file not found"), ("", "cannot read"), ("a,b\n1,2\n", "lacks the column"),
-    ('image_id,image_path\n"unterminated,x\n', "cannot read"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "file not found"),
+        ("", "cannot read"),
+        ("a,b\n1,2\n", "lacks the column"),
+        ('image_id,image_path\n"unterminated,x\n', "cannot read"),
+    ],
+)
 def test_bad_flat_csv_is_one_clear_error(tmp_path, content, message):
     path = tmp_path / "meta.csv"
     if content is not None:

@@ -1,6 +1,6 @@
 """`scinsearch download` against a fake bucket on 127.0.0.1 that injects faults per object.
 
-Nothing here reaches the internet: the bucket is `synthetic.write_release`, served by a threaded
+Nothing here reaches the internet: the bucket is `testing.write_release`, served by a threaded
 `http.server` that sends `x-goog-hash` like GCS and counts every request, so tests can prove what was
 (not) fetched again.
 """
@@ -23,7 +23,7 @@ from click.testing import CliRunner
 
 from scinsearch import download as dl
 from scinsearch import fetch as http_fetch
-from scinsearch import synthetic
+from scinsearch import testing
 from scinsearch.commands import download_cmds
 from scinsearch.commands.download_cmds import download
 from scinsearch.errors import ScinSearchError
@@ -89,7 +89,7 @@ class BucketHandler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def release_root(tmp_path_factory) -> Path:
     """Read-only: 9 cases, ~18 images, with the real release's missing image and broken files."""
-    return synthetic.write_release(tmp_path_factory.mktemp("bucket") / "bucket", cases=12)
+    return testing.write_release(tmp_path_factory.mktemp("bucket") / "bucket", cases=12)
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +132,7 @@ def referenced_images(root: Path, case_ids: set[str] | None = None) -> list[str]
 
 
 def image_objects(root: Path) -> list[str]:
-    return [p for p in referenced_images(root) if p != synthetic.MISSING_IMAGE]
+    return [p for p in referenced_images(root) if p != testing.MISSING_IMAGE]
 
 
 def fetch(bucket: FakeBucket, to: Path, **options) -> dl.DownloadSummary:
@@ -158,8 +158,8 @@ def test_full_download_mirrors_the_bucket(bucket, release_root, tmp_path):
     assert result.exit_code == 0, result.output
     expected = image_objects(release_root)
     assert_same_bytes(release_root, tmp_path / "scin", expected + [dl.CASES_OBJECT, dl.LABELS_OBJECT])
-    assert "known gap of the release" in result.output and synthetic.MISSING_IMAGE in result.output
-    assert bucket.requests[synthetic.MISSING_IMAGE] == 1  # a 404 is never retried
+    assert "known gap of the release" in result.output and testing.MISSING_IMAGE in result.output
+    assert bucket.requests[testing.MISSING_IMAGE] == 1  # a 404 is never retried
     assert no_part_files(tmp_path / "scin")
     assert len(dl.Ledger.read(tmp_path / "scin" / dl.LEDGER_NAME)) == len(expected) + 2
     assert "complete" in result.output.splitlines()[-1]
@@ -170,7 +170,7 @@ def test_second_run_fetches_nothing(bucket, tmp_path):
     bucket.requests.clear()
     second = fetch(bucket, tmp_path)
     assert sorted(second.skipped) == sorted(first.downloaded) and not second.downloaded
-    assert set(bucket.requests) == {synthetic.MISSING_IMAGE}  # only the object that is not there
+    assert set(bucket.requests) == {testing.MISSING_IMAGE}  # only the object that is not there
 
 
 def test_limit_picks_the_same_cases_every_time(bucket, release_root, tmp_path):
@@ -206,6 +206,7 @@ def test_404_is_reported_and_the_exit_code_is_1(bucket, release_root, tmp_path):
 
 def test_incomplete_download_exits_1_through_the_real_entry_point(bucket, release_root, tmp_path, capsys):
     from scinsearch.cli import main
+
     bucket.faults[image_objects(release_root)[0]] = "404"
     assert main(["download", "--to", str(tmp_path), "--base-url", bucket.url, "--quiet"]) == 1
     assert "Error: download incomplete" in capsys.readouterr().err
@@ -271,7 +272,7 @@ def test_rerun_after_failures_fetches_only_the_rest(bucket, release_root, tmp_pa
     bucket.requests.clear()
     second = fetch(bucket, tmp_path)
     assert second.complete and sorted(second.downloaded) == sorted(down)
-    assert set(bucket.requests) == set(down) | {synthetic.MISSING_IMAGE}
+    assert set(bucket.requests) == set(down) | {testing.MISSING_IMAGE}
 
 
 def test_interrupted_run_loses_nothing(bucket, release_root, tmp_path, monkeypatch):
@@ -313,10 +314,20 @@ def test_unsafe_image_paths_are_reported_never_requested(bucket, release_root, t
     assert not (tmp_path / "outside.png").exists() and summary.downloaded
 
 
-@pytest.mark.parametrize("raw, ok", [
-    ("dataset/images/-2243186711511406658.png", True), ("dataset/scin_cases.csv", True),
-    ("../dataset/x.png", False), ("/dataset/x.png", False), ("dataset/./x.png", False),
-    ("dataset//x.png", False), ("dataset/images/\nx.png", False), ("dataset", False), ("", False)])
+@pytest.mark.parametrize(
+    "raw, ok",
+    [
+        ("dataset/images/-2243186711511406658.png", True),
+        ("dataset/scin_cases.csv", True),
+        ("../dataset/x.png", False),
+        ("/dataset/x.png", False),
+        ("dataset/./x.png", False),
+        ("dataset//x.png", False),
+        ("dataset/images/\nx.png", False),
+        ("dataset", False),
+        ("", False),
+    ],
+)
 def test_safe_object_path(raw, ok):
     assert (dl.safe_object_path(raw) == raw) is ok
 
@@ -343,8 +354,9 @@ def test_unreachable_server_is_one_line(tmp_path):
     with socket.socket() as probe:  # a port that nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    result = CliRunner().invoke(download, ["--to", str(tmp_path), "--base-url", f"http://127.0.0.1:{port}/",
-                                           "--quiet", "--retries", "1"])
+    result = CliRunner().invoke(
+        download, ["--to", str(tmp_path), "--base-url", f"http://127.0.0.1:{port}/", "--quiet", "--retries", "1"]
+    )
     assert result.exit_code == 1
     assert result.output.startswith("Error: cannot download") and len(result.output.strip().splitlines()) == 1
 
@@ -361,6 +373,7 @@ def test_garbage_cases_csv_is_a_user_error(bucket, tmp_path):
 
 def test_expected_md5_reads_combined_and_repeated_headers():
     import httpx
+
     digest = hashlib.md5(b"x").digest()
     b64 = base64.b64encode(digest).decode()
     combined = httpx.Response(200, headers=[("x-goog-hash", f"crc32c=AAAAAA==,md5={b64}")])
@@ -375,6 +388,7 @@ def test_command_default_base_url_matches_the_api():
 
 def test_prepare_after_a_limited_download_lists_only_that_subset(bucket, tmp_path):
     from scinsearch.prepare import prepare_metadata
+
     summary = fetch(bucket, tmp_path, limit=2)
     table = prepare_metadata(tmp_path, tmp_path / "meta.csv")
     images = {p for p in summary.downloaded if p.startswith("dataset/images/")}

@@ -25,20 +25,60 @@ def run(capsys, *args):
 def write_flat_csv(release: Path, path: Path, rows: int = 12) -> Path:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["image_id", "image_path", "case_id", "condition", "all_conditions", "weighted_labels",
-                         "age_group", "sex_at_birth", "fitzpatrick_skin_type", "condition_label", "split", "description"])
+        writer.writerow(
+            [
+                "image_id",
+                "image_path",
+                "case_id",
+                "condition",
+                "all_conditions",
+                "weighted_labels",
+                "age_group",
+                "sex_at_birth",
+                "fitzpatrick_skin_type",
+                "condition_label",
+                "split",
+                "description",
+            ]
+        )
         for record in read_release(release).records[:rows]:
             p = record.payload
-            writer.writerow([record.image_id, record.file.name, p["case_id"], p["condition"] or "",
-                             repr(p["all_conditions"]), repr(p["weighted_labels"]), p["age_group"], p["sex_at_birth"],
-                             p["fitzpatrick_skin_type"] or "", p["condition_label"] if p["condition_label"] is not None else "",
-                             p["split"], p["description"]])
+            writer.writerow(
+                [
+                    record.image_id,
+                    record.file.name,
+                    p["case_id"],
+                    p["condition"] or "",
+                    repr(p["all_conditions"]),
+                    repr(p["weighted_labels"]),
+                    p["age_group"],
+                    p["sex_at_birth"],
+                    p["fitzpatrick_skin_type"] or "",
+                    p["condition_label"] if p["condition_label"] is not None else "",
+                    p["split"],
+                    p["description"],
+                ]
+            )
     return path
 
 
 def test_embed_release_then_resume_then_info(capsys, tmp_path, clean_release, tiny_siglip_dir):
-    args = ["embed", "--scin-dir", clean_release, "--model", tiny_siglip_dir, "--qdrant-path", tmp_path / "q",
-            "--device", "cpu", "--workers", "0", "--quiet", "--limit", "10"]
+    args = [
+        "embed",
+        "--scin-dir",
+        clean_release,
+        "--model",
+        tiny_siglip_dir,
+        "--qdrant-path",
+        tmp_path / "q",
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        "--quiet",
+        "--limit",
+        "10",
+    ]
     code, out, err = run(capsys, *args)
     assert code == 0, err
     assert "embedded 10, already present 0, failed 0" in out and "on cpu in" in err
@@ -49,28 +89,88 @@ def test_embed_release_then_resume_then_info(capsys, tmp_path, clean_release, ti
 
 
 def test_embed_server_code_path_in_memory(capsys, clean_release, tiny_siglip_dir):
-    code, out, err = run(capsys, "embed", "--scin-dir", clean_release, "--model", tiny_siglip_dir,
-                         "--qdrant-url", ":memory:", "--workers", "0", "--quiet", "--limit", "4")
+    code, out, err = run(
+        capsys,
+        "embed",
+        "--scin-dir",
+        clean_release,
+        "--model",
+        tiny_siglip_dir,
+        "--qdrant-url",
+        ":memory:",
+        "--workers",
+        "0",
+        "--quiet",
+        "--limit",
+        "4",
+    )
     assert code == 0, err
     assert "embedded 4" in out and "qdrant-client :memory:" in out
 
 
+def test_batch_size_and_workers_reach_the_run_through_settings(monkeypatch, capsys, clean_release, tiny_siglip_dir):
+    """`--batch-size` and SCINSEARCH_WORKERS become `Settings`, which the run reads; no flag: the device default."""
+    from scinsearch import pipeline
+
+    real_run, seen = pipeline.run_embed, []
+
+    def recording_run(*args, **kwargs):
+        seen.append((kwargs["batch_size"], kwargs["workers"]))
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "run_embed", recording_run)
+    monkeypatch.setenv("SCINSEARCH_WORKERS", "0")
+    common = [
+        "embed",
+        "--scin-dir",
+        clean_release,
+        "--model",
+        tiny_siglip_dir,
+        "--qdrant-url",
+        ":memory:",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--limit",
+        "3",
+    ]
+    assert run(capsys, *common, "--batch-size", "2")[0] == 0
+    assert run(capsys, *common)[0] == 0
+    assert seen == [(2, 0), (pipeline.default_batch_size("cpu"), 0)]
+
+
 def test_siglip2_naflex_model_embeds(capsys, tmp_path, clean_release, tiny_siglip2_dir):
-    code, out, err = run(capsys, "embed", "--scin-dir", clean_release, "--model", tiny_siglip2_dir,
-                         "--qdrant-path", tmp_path / "q", "--workers", "0", "--quiet", "--limit", "5")
+    code, out, err = run(
+        capsys,
+        "embed",
+        "--scin-dir",
+        clean_release,
+        "--model",
+        tiny_siglip2_dir,
+        "--qdrant-path",
+        tmp_path / "q",
+        "--workers",
+        "0",
+        "--quiet",
+        "--limit",
+        "5",
+    )
     assert code == 0, err
     assert "embedded 5" in out
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--scin-dir", "/nonexistent/scin"], "no scin_cases.csv"),
-    (["--metadata", "/nonexistent/meta.csv", "--images-dir", "/tmp"], "file not found"),
-    (["--metadata", "{csv}", "--images-dir", "/nonexistent/images"], "images folder not found"),
-    (["--scin-dir", "{release}", "--model", "/nonexistent/model"], "cannot load model"),
-    (["--scin-dir", "{release}", "--model", "{model}", "--device", "cuda:7"], "CUDA is not available"),
-    (["--scin-dir", "{release}", "--model", "{model}", "--device", "tpu"], "device"),
-    ([], "no data given"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--scin-dir", "/nonexistent/scin"], "no scin_cases.csv"),
+        (["--metadata", "/nonexistent/meta.csv", "--images-dir", "/tmp"], "file not found"),
+        (["--metadata", "{csv}", "--images-dir", "/nonexistent/images"], "images folder not found"),
+        (["--scin-dir", "{release}", "--model", "/nonexistent/model"], "cannot load model"),
+        (["--scin-dir", "{release}", "--model", "{model}", "--device", "cuda:7"], "CUDA is not available"),
+        (["--scin-dir", "{release}", "--model", "{model}", "--device", "tpu"], "device"),
+        ([], "no data given"),
+    ],
+)
 def test_bad_input_is_one_line_and_non_zero(capsys, tmp_path, clean_release, tiny_siglip_dir, extra, message):
     bad_csv = tmp_path / "bad.csv"
     bad_csv.write_text("image_id,image_path\n1,a.png\n")
@@ -107,10 +207,30 @@ def script_env():
 def test_seed_embed_script_keeps_its_command_line(tmp_path, scin_release, tiny_siglip_dir):
     flat = write_flat_csv(scin_release, tmp_path / "real_labeled_metadata.csv")
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "embed_scin_siglip.py"), "--metadata", str(flat), "--images-dir",
-         str(scin_release / "dataset" / "images"), "--collection", "scin_dermatology", "--batch-size", "4",
-         "--limit", "8", "--model", str(tiny_siglip_dir), "--qdrant-path", str(tmp_path / "q"), "--quiet"],
-        capture_output=True, text=True, timeout=300, env=script_env())
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "embed_scin_siglip.py"),
+            "--metadata",
+            str(flat),
+            "--images-dir",
+            str(scin_release / "dataset" / "images"),
+            "--collection",
+            "scin_dermatology",
+            "--batch-size",
+            "4",
+            "--limit",
+            "8",
+            "--model",
+            str(tiny_siglip_dir),
+            "--qdrant-path",
+            str(tmp_path / "q"),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=script_env(),
+    )
     assert result.returncode == 0, result.stderr
     assert "of 8 images" in result.stdout
 
@@ -118,17 +238,34 @@ def test_seed_embed_script_keeps_its_command_line(tmp_path, scin_release, tiny_s
 def test_seed_check_script_passes_on_ten_images(tmp_path, clean_release, tiny_siglip_dir):
     flat = write_flat_csv(clean_release, tmp_path / "real_labeled_metadata.csv", rows=15)
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "test_siglip_embedding.py"), "--metadata", str(flat),
-         "--images-dir", str(clean_release / "dataset" / "images"), "--model", str(tiny_siglip_dir)],
-        capture_output=True, text=True, timeout=300, env=script_env())
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "test_siglip_embedding.py"),
+            "--metadata",
+            str(flat),
+            "--images-dir",
+            str(clean_release / "dataset" / "images"),
+            "--model",
+            str(tiny_siglip_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=script_env(),
+    )
     assert result.returncode == 0, result.stderr
     assert "check passed: 10 images embedded" in result.stdout
 
 
 def test_seed_check_script_fails_cleanly_without_data(tmp_path):
     env = dict(script_env(), HOME=str(tmp_path))
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "test_siglip_embedding.py")],
-                            capture_output=True, text=True, timeout=300, env=env)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "test_siglip_embedding.py")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert result.returncode == 1
     assert "real_labeled_metadata.csv" in result.stderr and "Traceback" not in result.stderr
 
@@ -137,6 +274,7 @@ def test_seed_scripts_apply_the_original_defaults(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "scripts"))
     import embed_scin_siglip
     from _wrapper import with_defaults
+
     argv = with_defaults(["--limit", "5"], embed_scin_siglip.SEED_DEFAULTS)
     pairs = dict(zip(argv[::2], argv[1::2]))
     assert pairs["--batch-size"] == "32" and pairs["--collection"] == "scin_dermatology"

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from scinsearch import embedding, synthetic
+from scinsearch import embedding, testing
 from scinsearch.embedding import Embedder, Preprocessor, collate
 from scinsearch.errors import ScinSearchError
 
@@ -20,7 +20,7 @@ FAST_MAX_LIMIT = 5 / 127.5
 
 
 def photo(size=(200, 260), seed=0) -> Image.Image:
-    return synthetic.condition_image(synthetic.CONDITIONS[seed % 8], size, random.Random(seed))
+    return testing.condition_image(testing.CONDITIONS[seed % 8], size, random.Random(seed))
 
 
 def png(image: Image.Image) -> bytes:
@@ -100,6 +100,7 @@ def test_compile_failure_falls_back_to_eager(tiny_siglip_dir, monkeypatch):
 
     def broken_compile(*args, **kwargs):
         raise RuntimeError("no working C++ compiler\nmore detail")
+
     monkeypatch.setattr(torch, "compile", broken_compile)
     note = embedder.prepare(batch_size=4, images=10)
     assert "failed" in note and "no working C++ compiler" in note and not embedder.compiled
@@ -117,6 +118,7 @@ def test_compiled_tower_pads_short_batches_and_splits_long_ones(tiny_siglip_dir)
     def fixed_size_tower(pixel_values):
         shapes.append(tuple(pixel_values.shape))
         return embedder._image_tower(pixel_values)
+
     embedder._compiled, embedder._compiled_batch = fixed_size_tower, 4
     assert embedder.compiled
     np.testing.assert_allclose(embedder.embed_batch({"pixels": pixels}), expected, atol=1e-5)
@@ -124,8 +126,10 @@ def test_compiled_tower_pads_short_batches_and_splits_long_ones(tiny_siglip_dir)
     np.testing.assert_allclose(embedder.embed_batch({"pixels": pixels[:1]}), expected[:1], atol=1e-5)
 
 
-@pytest.mark.skipif(not os.environ.get("SCINSEARCH_SLOW_TESTS"),
-                    reason="compiling takes 20-90 s on 2 cores: set SCINSEARCH_SLOW_TESTS=1")
+@pytest.mark.skipif(
+    not os.environ.get("SCINSEARCH_SLOW_TESTS"),
+    reason="compiling takes 20-90 s on 2 cores: set SCINSEARCH_SLOW_TESTS=1",
+)
 def test_real_compile_matches_eager(tiny_siglip_dir):
     """torch.compile (inductor, frozen weights) on the tiny model: same vectors as eager."""
     if not embedding.compiler_available():
@@ -143,7 +147,7 @@ def test_real_compile_matches_eager(tiny_siglip_dir):
 def test_a_vision_only_model_embeds_images_but_not_text():
     from transformers import SiglipVisionConfig, SiglipVisionModel
 
-    config = SiglipVisionConfig(**synthetic.TINY_TOWER, image_size=32, patch_size=8)
+    config = SiglipVisionConfig(**testing.TINY_TOWER, image_size=32, patch_size=8)
     torch.manual_seed(0)
     model = SiglipVisionModel(config).eval()
     preprocessor = Preprocessor("fixed", 32, 3, 1 / 255, (0.5,) * 3, (0.5,) * 3)
@@ -160,3 +164,12 @@ def test_preprocessor_cache_key_names_what_the_pixels_depend_on(tiny_embedder, e
     assert exact_embedder.preprocessor.cache_key == "square32-resample3-exact"
     naflex = Embedder(str(tiny_siglip2_dir), device="cpu", precision="fp32")
     assert naflex.preprocessor.cache_key is None and not naflex.should_compile(100_000)
+
+
+def test_a_collection_recording_unknown_preprocessing_is_a_clear_error():
+    """The store's metadata is untrusted: an unknown mode is refused before the model is loaded."""
+    from scinsearch.settings import Settings
+    from scinsearch.store import CollectionInfo
+
+    with pytest.raises(ScinSearchError, match="unknown preprocessing 'weird'"):
+        Embedder.from_settings(Settings(model="never-loaded"), CollectionInfo("never-loaded", 8, preprocessing="weird"))

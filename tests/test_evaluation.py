@@ -12,12 +12,13 @@ import json
 import numpy as np
 import pytest
 
-from scinsearch import fields
+from scinsearch import cells
 from scinsearch.cli import main
-from scinsearch.dataset import point_id_for, read_release
+from scinsearch.dataset import read_release
 from scinsearch.evaluation import evaluate_collection, evaluate_table
 from scinsearch.evaluation.neighbours import table_from_points
 from scinsearch.pipeline import run_embed
+from scinsearch.schema import point_id_for
 from scinsearch.settings import Settings
 from scinsearch.store import CollectionInfo, StoredPoint, open_store
 
@@ -29,16 +30,35 @@ def payload(case: int, view: int, condition: str, split: str, derm_group: str = 
     """A payload shaped like `dataset.case_payload` makes (only the fields evaluation reads, and some more)."""
     case_id, image_id = f"case{case}", f"img{case}-{view}"
     self_fst = f"FST{(case // 3) % 6 + 1}"
-    return {"image_id": image_id, "image_path": f"dataset/images/{image_id}.png", "case_id": case_id,
-            "case_ids": [case_id], "condition": condition, "conditions": [condition],
-            "all_conditions": [condition, condition], "weighted_labels": {condition: 1.0}, "labelled": True,
-            "gradable": True, "split": split, "fitzpatrick_skin_type": self_fst,
-            "skin_type_group": fields.skin_type_group(self_fst), "dermatologist_skin_type_group": derm_group,
-            "monk_tone_group_us": ["1-3", "4-6", "7-10"][(case // 3) % 3], "image_index": view + 1}
+    return {
+        "image_id": image_id,
+        "image_path": f"dataset/images/{image_id}.png",
+        "case_id": case_id,
+        "case_ids": [case_id],
+        "condition": condition,
+        "conditions": [condition],
+        "all_conditions": [condition, condition],
+        "weighted_labels": {condition: 1.0},
+        "labelled": True,
+        "gradable": True,
+        "split": split,
+        "fitzpatrick_skin_type": self_fst,
+        "skin_type_group": cells.skin_type_group(self_fst),
+        "dermatologist_skin_type_group": derm_group,
+        "monk_tone_group_us": ["1-3", "4-6", "7-10"][(case // 3) % 3],
+        "image_index": view + 1,
+    }
 
 
-def planted(cases: int, seed: int, flip=lambda case, rng: False, split=lambda case: "train",
-            derm_group=lambda case: DERM_GROUPS[case % 4], dim: int = 16, noise: float = 0.08):
+def planted(
+    cases: int,
+    seed: int,
+    flip=lambda case, rng: False,
+    split=lambda case: "train",
+    derm_group=lambda case: DERM_GROUPS[case % 4],
+    dim: int = 16,
+    noise: float = 0.08,
+):
     """Clustered points; `flip(case)` True gives the case the next condition's label while its vectors stay
     in the true cluster. Returns the points and, per point, whether its label was flipped."""
     rng = np.random.default_rng(seed)
@@ -73,7 +93,9 @@ def value(result, system: str, metric: str) -> float:
 
 
 def test_split_accuracy_matches_the_planted_label_noise(tmp_path):
-    split = lambda case: "test" if case % 4 == 0 else "train"
+    def split(case):
+        return "test" if case % 4 == 0 else "train"
+
     points, flipped = planted(120, seed=3, split=split, flip=lambda case, rng: case % 4 == 0 and rng.random() < 0.3)
     queries = np.array([p.payload["split"] == "test" for p in points])
     expected = 1 - flipped[queries].mean()  # a flipped query is wrong, every other query right
@@ -87,8 +109,9 @@ def test_split_accuracy_matches_the_planted_label_noise(tmp_path):
     assert value(result, "retrieval", "recall@1") == pytest.approx(expected)
     assert value(result, "knn_majority", "macro_auc") < 1.0
     # every train case is labelled correctly and clustered: the classes separate perfectly without flips
-    clean = evaluate_table(table_from_points(planted(120, seed=3, split=split)[0]), model="m", collection="c",
-                           k=5, bootstrap=0)
+    clean = evaluate_table(
+        table_from_points(planted(120, seed=3, split=split)[0]), model="m", collection="c", k=5, bootstrap=0
+    )
     assert value(clean, "knn_majority", "top1_accuracy") == 1.0
     assert value(clean, "suggestions", "macro_auc") == 1.0
 
@@ -98,8 +121,12 @@ def test_case_bootstrap_intervals_cover_the_true_accuracy():
     planted data sets the 95% interval must contain 0.7 about 95% of the time."""
     covered = 0
     for seed in range(20):
-        points, _ = planted(90, seed=seed, split=lambda case: "test" if case % 3 == 0 else "train",
-                            flip=lambda case, rng: case % 3 == 0 and rng.random() < 0.3)
+        points, _ = planted(
+            90,
+            seed=seed,
+            split=lambda case: "test" if case % 3 == 0 else "train",
+            flip=lambda case, rng: case % 3 == 0 and rng.random() < 0.3,
+        )
         result = evaluate_table(table_from_points(points), model="m", collection="c", k=5, bootstrap=300, seed=seed)
         low, high = result.metrics["metrics"]["knn_majority"]["top1_accuracy"]["ci95"]
         covered += low <= 0.7 <= high
@@ -118,8 +145,9 @@ def test_leaking_the_own_case_changes_the_number():
             points.append(StoredPoint(point_id_for(body["image_id"]), body, vector + 1e-4 * view))
     table = table_from_points(points)
     honest = evaluate_table(table, model="m", collection="c", protocol="leave-case-out", k=1, bootstrap=0)
-    leaky = evaluate_table(table, model="m", collection="c", protocol="leave-case-out", k=1, bootstrap=0,
-                           exclude_own_case=False)
+    leaky = evaluate_table(
+        table, model="m", collection="c", protocol="leave-case-out", k=1, bootstrap=0, exclude_own_case=False
+    )
     assert value(honest, "knn_majority", "top1_accuracy") == 0.0
     assert value(honest, "retrieval", "recall@1") == 0.0
     assert value(leaky, "knn_majority", "top1_accuracy") == 1.0
@@ -150,16 +178,25 @@ def test_baselines_match_the_construction():
 
 def test_breakdowns_measure_each_group_on_its_own_queries():
     """Mislabel exactly the V-VI cases: that group must score 0 and the others 1, with honest counts."""
-    test_case = lambda case: case % 3 == 0  # independent of the group (case % 4) and condition (case % 5)
-    points, _ = planted(160, seed=1, split=lambda case: "test" if test_case(case) else "train",
-                        flip=lambda case, rng: test_case(case) and DERM_GROUPS[case % 4] == "V-VI")
+
+    def test_case(case):
+        return case % 3 == 0  # independent of the group (case % 4) and condition (case % 5)
+
+    points, _ = planted(
+        160,
+        seed=1,
+        split=lambda case: "test" if test_case(case) else "train",
+        flip=lambda case, rng: test_case(case) and DERM_GROUPS[case % 4] == "V-VI",
+    )
     result = evaluate_table(table_from_points(points), model="m", collection="c", k=3, bootstrap=100)
     groups = result.metrics["breakdowns"]["dermatologist_skin_type_group"]
     assert list(groups) == ["I-II", "III-IV", "V-VI", "unknown"]
     for group, block in groups.items():
         expected = 0.0 if group == "V-VI" else 1.0
         assert block["metrics"]["knn_majority"]["top1_accuracy"]["value"] == expected
-        mine = [p for p in points if p.payload["dermatologist_skin_type_group"] == group and p.payload["split"] == "test"]
+        mine = [
+            p for p in points if p.payload["dermatologist_skin_type_group"] == group and p.payload["split"] == "test"
+        ]
         assert block["queries"] == len(mine) and block["cases"] == len({p.payload["case_id"] for p in mine}) >= 13
         assert block["metrics"]["knn_majority"]["top1_accuracy"]["ci95"] is not None
     assert sum(b["queries"] for b in groups.values()) == result.metrics["counts"]["queries"]
@@ -183,25 +220,35 @@ class PromptEmbedder:
 
 def test_zero_shot_scores_the_text_tower():
     points, _ = planted(40, seed=2, split=lambda case: "test" if case % 2 else "train")
-    result = evaluate_table(table_from_points(points), model="m", collection="c", text_embedder=PromptEmbedder(),
-                            bootstrap=50)
+    result = evaluate_table(
+        table_from_points(points), model="m", collection="c", text_embedder=PromptEmbedder(), bootstrap=50
+    )
     assert value(result, "zero_shot", "top1_accuracy") == 1.0
     assert result.metrics["zero_shot"]["template"] == "a photo of {condition}"
 
 
 def test_report_files_are_written(tmp_path):
-    points, _ = planted(60, seed=4, split=lambda case: "test" if case % 3 == 0 else "train",
-                        flip=lambda case, rng: rng.random() < 0.2)
+    points, _ = planted(
+        60, seed=4, split=lambda case: "test" if case % 3 == 0 else "train", flip=lambda case, rng: rng.random() < 0.2
+    )
     out = tmp_path / "reports" / "planted"
     result = evaluate_collection(write_store(tmp_path, points), k=5, bootstrap=50, out_dir=out)
     names = sorted(f.name for f in result.files)
-    assert names == ["accuracy_by_skin_type.png", "confusion_knn_majority.png", "confusion_suggestions.png",
-                     "metrics.json", "report.md"]
+    assert names == [
+        "accuracy_by_skin_type.png",
+        "confusion_knn_majority.png",
+        "confusion_suggestions.png",
+        "metrics.json",
+        "report.md",
+    ]
     metrics = json.loads((out / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
     assert metrics["schema_version"] == 1 and metrics["model"] == "planted-model" and metrics["protocol"] == "split"
     assert metrics["k"] == 5 and metrics["bootstrap"]["unit"] == "case" and metrics["created"]
-    assert set(metrics["breakdowns"]) == {"self_reported_fitzpatrick", "dermatologist_skin_type_group",
-                                          "monk_tone_group_us"}
+    assert set(metrics["breakdowns"]) == {
+        "self_reported_fitzpatrick",
+        "dermatologist_skin_type_group",
+        "monk_tone_group_us",
+    }
     assert metrics["confusion"]["conditions"] and metrics["confusion"]["columns"][-1] == "other"
     for png in out.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
@@ -223,8 +270,23 @@ def embedded_release(tmp_path, clean_release, tiny_embedder) -> Settings:
 
 def test_cli_evaluates_an_embedded_release(embedded_release, tmp_path, capsys):
     out = tmp_path / "report"
-    code = main(["evaluate", "--qdrant-path", str(embedded_release.qdrant_path), "--collection", "scin_test",
-                 "--out", str(out), "--leave-case-out", "--k", "3", "--bootstrap", "50", "--zero-shot"])
+    code = main(
+        [
+            "evaluate",
+            "--qdrant-path",
+            str(embedded_release.qdrant_path),
+            "--collection",
+            "scin_test",
+            "--out",
+            str(out),
+            "--leave-case-out",
+            "--k",
+            "3",
+            "--bootstrap",
+            "50",
+            "--zero-shot",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "top-1 accuracy" in captured.out and "recall@3" in captured.out and "zero_shot" in captured.out
@@ -235,13 +297,31 @@ def test_cli_evaluates_an_embedded_release(embedded_release, tmp_path, capsys):
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
-    code = main(["evaluate", "--qdrant-path", str(tmp_path / "empty"), "--collection", "nothing",
-                 "--out", str(tmp_path / "out")])
+    code = main(
+        [
+            "evaluate",
+            "--qdrant-path",
+            str(tmp_path / "empty"),
+            "--collection",
+            "nothing",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("Error: collection 'nothing' does not exist") and err.count("\n") == 1
     points, _ = planted(10, seed=0)  # every case in train: no test queries
     settings = write_store(tmp_path, points, name="all_train")
-    code = main(["evaluate", "--qdrant-path", str(settings.qdrant_path), "--collection", "all_train",
-                 "--out", str(tmp_path / "out")])
+    code = main(
+        [
+            "evaluate",
+            "--qdrant-path",
+            str(settings.qdrant_path),
+            "--collection",
+            "all_train",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and "no labelled images of gradable cases in the test split" in err and err.count("\n") == 1

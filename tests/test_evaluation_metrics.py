@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from scinsearch import rules
 from scinsearch.errors import ScinSearchError
 from scinsearch.evaluation import metrics as m
-from scinsearch.evaluation.neighbours import (case_clusters, exclusions, nearest, select, table_from_points)
+from scinsearch.evaluation.neighbours import case_clusters, exclusions, nearest, select, table_from_points
 from scinsearch.store import StoredPoint
 
 
@@ -84,21 +85,40 @@ def test_frequency_and_most_common():
     assert m.most_common_conditions([{"A", "B"}, {"B"}, {"C", "B"}, {"A"}], 2) == ["B", "A"]
 
 
-def point(pid: str, cases: list[str], condition: str | None, vector, split: str = "train",
-          image_id: str | None = None, gradable=True) -> StoredPoint:
-    return StoredPoint(pid, {"image_id": image_id or pid, "case_id": cases[0], "case_ids": cases,
-                             "condition": condition, "weighted_labels": {condition: 1.0} if condition else {},
-                             "gradable": gradable, "split": split}, np.asarray(vector, dtype=np.float32))
+def point(
+    pid: str,
+    cases: list[str],
+    condition: str | None,
+    vector,
+    split: str = "train",
+    image_id: str | None = None,
+    gradable=True,
+) -> StoredPoint:
+    return StoredPoint(
+        pid,
+        {
+            "image_id": image_id or pid,
+            "case_id": cases[0],
+            "case_ids": cases,
+            "condition": condition,
+            "weighted_labels": {condition: 1.0} if condition else {},
+            "gradable": gradable,
+            "split": split,
+        },
+        np.asarray(vector, dtype=np.float32),
+    )
 
 
 def test_own_case_and_shared_image_and_same_image_are_never_neighbours():
-    table = table_from_points([
-        point("q", ["c2"], "A", [1, 0]),
-        point("shared", ["c1", "c2"], "A", [1, 0.01]),  # the same photo filed under c1 and the query's c2
-        point("twin", ["c9"], "A", [1, 0.02], image_id="q"),  # the query's image under another case
-        point("c1-other", ["c1"], "B", [1, 0.1]),  # another view of c1: a different case, allowed
-        point("far", ["c3"], "A", [0, 1]),
-    ])
+    table = table_from_points(
+        [
+            point("q", ["c2"], "A", [1, 0]),
+            point("shared", ["c1", "c2"], "A", [1, 0.01]),  # the same photo filed under c1 and the query's c2
+            point("twin", ["c9"], "A", [1, 0.02], image_id="q"),  # the query's image under another case
+            point("c1-other", ["c1"], "B", [1, 0.1]),  # another view of c1: a different case, allowed
+            point("far", ["c3"], "A", [0, 1]),
+        ]
+    )
     selection = select(table, "leave-case-out")
     hidden = exclusions(table, selection)
     query = list(selection.queries).index(0)
@@ -111,19 +131,44 @@ def test_own_case_and_shared_image_and_same_image_are_never_neighbours():
 
 
 def test_one_neighbour_per_case_keeps_the_closest_view():
-    table = table_from_points([
-        point("q", ["c0"], "A", [1, 0], split="test"),
-        point("a1", ["c1"], "B", [1, 0.05]), point("a2", ["c1"], "B", [1, 0.06]),
-        point("b1", ["c2"], "A", [1, 0.5]),
-    ])
+    table = table_from_points(
+        [
+            point("q", ["c0"], "A", [1, 0], split="test"),
+            point("a1", ["c1"], "B", [1, 0.05]),
+            point("a2", ["c1"], "B", [1, 0.06]),
+            point("b1", ["c2"], "A", [1, 0.5]),
+        ]
+    )
     selection = select(table, "split")
     hidden = exclusions(table, selection)
     per_image = nearest(table, selection, hidden, k=2, per_case=False)
     per_case = nearest(table, selection, hidden, k=2, per_case=True)
-    names = lambda found: [table.image_ids[selection.reference[p]] for p in found.indices[0]]
+
+    def names(found):
+        return [table.image_ids[selection.reference[p]] for p in found.indices[0]]
+
     assert names(per_image) == ["a1", "a2"]
     assert names(per_case) == ["a1", "b1"]
-    assert per_case.similarities[0, 0] == pytest.approx(1 / np.sqrt(1 + 0.05 ** 2), abs=1e-6)
+    assert per_case.similarities[0, 0] == pytest.approx(1 / np.sqrt(1 + 0.05**2), abs=1e-6)
+
+
+def test_one_neighbour_per_case_is_the_search_rule_for_shared_images():
+    """Image s is filed under c1 and c2, image y under c2 and c3: after x (c3) and s (c1, c2), y would show
+    c2 and c3 again, but z (c4) is a new case. Evaluation keeps what a search shows: x, s, z."""
+    table = table_from_points(
+        [
+            point("q", ["c0"], "A", [1, 0], split="test"),
+            point("x", ["c3"], "A", [1, 0.01]),
+            point("s", ["c1", "c2"], "B", [1, 0.02]),
+            point("y", ["c2", "c3"], "B", [1, 0.03]),
+            point("z", ["c4"], "A", [1, 0.5]),
+        ]
+    )
+    selection = select(table, "split")
+    found = nearest(table, selection, exclusions(table, selection), k=3, per_case=True)
+    assert [table.image_ids[selection.reference[p]] for p in found.indices[0]] == ["x", "s", "z"]
+    ranked = [table.case_ids[selection.reference[p]] for p in (0, 1, 2, 3)]  # x, s, y, z: most similar first
+    assert rules.one_per_case(ranked) == [0, 1, 3]
 
 
 def test_too_few_neighbours_are_padded():
@@ -138,10 +183,13 @@ def test_case_clusters_join_cases_that_share_an_image():
 
 
 def test_selection_rules_and_errors():
-    points = [point("t1", ["c1"], "A", [1, 0], split="test"),
-              point("t2", ["c2"], "A", [1, 0], split="test", gradable=False),
-              point("t3", ["c3"], None, [1, 0], split="test"),
-              point("r1", ["c4"], "A", [0, 1]), point("r2", ["c5"], None, [0, 1])]
+    points = [
+        point("t1", ["c1"], "A", [1, 0], split="test"),
+        point("t2", ["c2"], "A", [1, 0], split="test", gradable=False),
+        point("t3", ["c3"], None, [1, 0], split="test"),
+        point("r1", ["c4"], "A", [0, 1]),
+        point("r2", ["c5"], None, [0, 1]),
+    ]
     table = table_from_points(points)
     selection = select(table, "split")
     assert [table.image_ids[r] for r in selection.queries] == ["t1"]  # gradable and labelled only

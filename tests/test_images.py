@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scinsearch import synthetic
+from scinsearch import testing
 from scinsearch.images import ImageError, load_square, open_rgb, resize_square
 
 BICUBIC = Image.Resampling.BICUBIC
@@ -32,12 +32,13 @@ def encoded(image: Image.Image, format: str = "PNG", **options) -> bytes:
 
 
 def photo(size=(240, 320), seed=0) -> Image.Image:
-    return synthetic.condition_image(synthetic.CONDITIONS[seed % 8], size, random.Random(seed))
+    return testing.condition_image(testing.CONDITIONS[seed % 8], size, random.Random(seed))
 
 
 def processor_pixels(image: Image.Image, side: int) -> np.ndarray:
     """What SigLIP's own (PIL-backend) processor produces, as HxWx3 in [-1, 1]."""
     from transformers.models.siglip import SiglipImageProcessorPil
+
     processor = SiglipImageProcessorPil(size={"height": side, "width": side})
     values = processor(images=[image], return_tensors="np")["pixel_values"][0]
     return np.transpose(values, (1, 2, 0))
@@ -48,6 +49,7 @@ def as_unit(pixels: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------ modes, EXIF, bombs
+
 
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "LA", "L", "1", "P", "I;16", "I", "F", "CMYK", "YCbCr", "HSV"])
 def test_every_mode_becomes_rgb(mode):
@@ -60,11 +62,24 @@ def test_every_mode_becomes_rgb(mode):
     assert result.mode == "RGB" and result.size == (20, 16)
 
 
-@pytest.mark.parametrize("mode,format", [("RGBA", "PNG"), ("LA", "PNG"), ("P", "PNG"), ("I;16", "PNG"),
-                                         ("CMYK", "JPEG"), ("L", "JPEG"), ("L", "PNG"), ("1", "PNG")])
+@pytest.mark.parametrize(
+    "mode,format",
+    [
+        ("RGBA", "PNG"),
+        ("LA", "PNG"),
+        ("P", "PNG"),
+        ("I;16", "PNG"),
+        ("CMYK", "JPEG"),
+        ("L", "JPEG"),
+        ("L", "PNG"),
+        ("1", "PNG"),
+    ],
+)
 def test_every_mode_in_a_file_becomes_rgb(mode, format):
     base = photo((20, 16))
-    image = Image.fromarray(np.asarray(base.convert("L"), dtype=np.uint16) * 257) if mode == "I;16" else base.convert(mode)
+    image = (
+        Image.fromarray(np.asarray(base.convert("L"), dtype=np.uint16) * 257) if mode == "I;16" else base.convert(mode)
+    )
     data = encoded(image, format)
     assert Image.open(io.BytesIO(data)).mode.startswith(mode[:1])
     for fast in (False, True):
@@ -109,11 +124,14 @@ def test_a_passed_in_image_is_turned_upright_without_changing_it():
 
 def png_claiming(width: int, height: int) -> bytes:
     """A tiny PNG whose header claims a huge picture (a decompression bomb's first line)."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 @pytest.mark.parametrize("width,height", [(30_000, 30_000), (10_000, 7_000)])
@@ -141,6 +159,7 @@ def test_truncated_file_is_a_clear_error():
 
 # ------------------------------------------------------------------ against the processor's output
 
+
 def test_exact_path_is_the_processor_bit_for_bit():
     image = photo((240, 320), seed=3)
     ours = load_square(encoded(image), 32, BICUBIC, fast=False)
@@ -156,7 +175,7 @@ def deviation(ours: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
 
 @pytest.fixture(scope="module")
 def scin_sized() -> bytes:
-    return synthetic.scin_sized_png(seed=5)
+    return testing.scin_sized_png(seed=5)
 
 
 def test_fast_path_on_a_scin_sized_png_is_within_tolerance_of_the_processor(scin_sized):
@@ -180,8 +199,9 @@ def test_fast_path_on_a_big_jpeg_uses_draft_and_stays_within_tolerance():
 def test_fast_path_on_a_small_image_is_exact():
     """No shortcut applies when the image is less than twice the target: identical to the processor."""
     image = photo((300, 400), seed=1)
-    assert np.array_equal(load_square(encoded(image), 224, BICUBIC, fast=True),
-                          load_square(encoded(image), 224, BICUBIC, fast=False))
+    assert np.array_equal(
+        load_square(encoded(image), 224, BICUBIC, fast=True), load_square(encoded(image), 224, BICUBIC, fast=False)
+    )
 
 
 def test_resize_square_leaves_a_right_sized_image_alone():

@@ -23,13 +23,24 @@ from scinsearch.store import open_store
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", "--disable-dev-shm-usage", "--window-size=1280,1000"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+    "--window-size=1280,1000",
+]
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 if not CHROMIUM or not Path(CHROMEDRIVER).exists():
-    pytest.skip("chromium and chromedriver are not installed (apt-get install chromium chromium-driver)",
-                allow_module_level=True)
+    pytest.skip(
+        "chromium and chromedriver are not installed (apt-get install chromium chromium-driver)",
+        allow_module_level=True,
+    )
 
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -46,15 +57,26 @@ def server(tmp_path_factory, clean_release, tiny_embedder):
     """The app over a small real store, served by uvicorn in a background thread on loopback."""
     import uvicorn
 
-    settings = Settings(qdrant_path=tmp_path_factory.mktemp("browser-store"), collection="browser",
-                        model=tiny_embedder.model_name)
+    settings = Settings(
+        qdrant_path=tmp_path_factory.mktemp("browser-store"), collection="browser", model=tiny_embedder.model_name
+    )
     store = open_store(settings)
-    run_embed(read_release(clean_release), tiny_embedder, store, batch_size=16, workers=0, progress=False,
-              warn=lambda message: None)
+    run_embed(
+        read_release(clean_release),
+        tiny_embedder,
+        store,
+        batch_size=16,
+        workers=0,
+        progress=False,
+        warn=lambda message: None,
+    )
     searcher = Searcher(settings, embedder=tiny_embedder, store=store)
     port = free_port()
-    uv = uvicorn.Server(uvicorn.Config(create_app(ServiceSettings(), searcher=searcher), host="127.0.0.1",
-                                       port=port, log_level="warning"))
+    uv = uvicorn.Server(
+        uvicorn.Config(
+            create_app(ServiceSettings(), searcher=searcher), host="127.0.0.1", port=port, log_level="warning"
+        )
+    )
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
@@ -86,7 +108,8 @@ def loaded_cards(driver) -> list:
     """Result cards whose thumbnail has actually been decoded by the browser."""
     return driver.execute_script(
         "return [...document.querySelectorAll('#results .card img')]"
-        ".filter(img => img.complete && img.naturalWidth > 0).map(img => img.currentSrc);")
+        ".filter(img => img.complete && img.naturalWidth > 0).map(img => img.currentSrc);"
+    )
 
 
 def save_full_page(driver, name: str) -> Path:
@@ -103,8 +126,7 @@ def save_full_page(driver, name: str) -> Path:
 
 def test_upload_a_photo_and_see_cases_with_pictures(server, browser, clean_release):
     browser.get(server + "/")
-    WebDriverWait(browser, 30).until(
-        lambda d: len(d.find_elements(By.CSS_SELECTOR, "#filter-body_parts option")) > 1)
+    WebDriverWait(browser, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#filter-body_parts option")) > 1)
     assert browser.find_element(By.ID, "disclaimer").is_displayed()
     photo = next((clean_release / "dataset" / "images").glob("*.png"))
     browser.find_element(By.ID, "file").send_keys(str(photo))
@@ -122,8 +144,7 @@ def test_upload_a_photo_and_see_cases_with_pictures(server, browser, clean_relea
 def test_filter_and_text_search_on_a_phone_sized_screen(server, browser):
     browser.set_window_size(412, 915)
     browser.get(server + "/")
-    WebDriverWait(browser, 30).until(
-        lambda d: len(d.find_elements(By.CSS_SELECTOR, "#filter-body_parts option")) > 1)
+    WebDriverWait(browser, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#filter-body_parts option")) > 1)
     browser.find_element(By.CSS_SELECTOR, "#filters summary").click()
     browser.execute_script("const s = document.getElementById('filter-body_parts'); s.value = 'arm';")
     browser.find_element(By.ID, "text").send_keys("itchy red ring")

@@ -14,8 +14,16 @@ BROKEN = {"file not found", "empty file", "not an image file"}
 
 
 def embed(data, embedder, store, **options):
-    return run_embed(data, embedder, store, batch_size=options.pop("batch_size", 4), workers=options.pop("workers", 0),
-                     progress=False, warn=lambda message: None, **options)
+    return run_embed(
+        data,
+        embedder,
+        store,
+        batch_size=options.pop("batch_size", 4),
+        workers=options.pop("workers", 0),
+        progress=False,
+        warn=lambda message: None,
+        **options,
+    )
 
 
 def test_embeds_each_distinct_image_once_and_names_broken_files(scin_release, spy_embedder, store):
@@ -56,14 +64,16 @@ def test_run_killed_half_way_ends_with_exactly_the_right_points(scin_release, sp
     spy_embedder.fail_after = None
     summary = embed(data, spy_embedder, store, batch_size=3)
     ids = {p.id for p in store.scroll()}
-    expected = {r.point_id for r in data.records} - {r.point_id for r in data.records
-                                                     if any(str(r.file) == path for path, _ in summary.failed)}
+    expected = {r.point_id for r in data.records} - {
+        r.point_id for r in data.records if any(str(r.file) == path for path, _ in summary.failed)
+    }
     assert ids == expected
     store.close()
 
 
 def test_parallel_workers_give_the_same_vectors(scin_release, spy_embedder, tmp_path):
     from scinsearch.settings import Settings
+
     data = read_release(scin_release)
     stores = [open_store(Settings(qdrant_path=tmp_path / name, collection="c")) for name in ("serial", "parallel")]
     embed(data, spy_embedder, stores[0], workers=0)
@@ -107,8 +117,20 @@ def test_payload_is_typed_and_complete(clean_release, spy_embedder, store):
     embed(read_release(clean_release), spy_embedder, store)
     for point in store.scroll():
         payload = point.payload
-        for field in ("image_id", "image_path", "case_id", "condition", "all_conditions", "weighted_labels",
-                      "age_group", "sex_at_birth", "fitzpatrick_skin_type", "description", "split", "body_parts"):
+        for field in (
+            "image_id",
+            "image_path",
+            "case_id",
+            "condition",
+            "all_conditions",
+            "weighted_labels",
+            "age_group",
+            "sex_at_birth",
+            "fitzpatrick_skin_type",
+            "description",
+            "split",
+            "body_parts",
+        ):
             assert field in payload
         assert isinstance(payload["weighted_labels"], dict) and isinstance(payload["body_parts"], list)
         assert payload["split"] in {"train", "val", "test"}
@@ -117,15 +139,18 @@ def test_payload_is_typed_and_complete(clean_release, spy_embedder, store):
 
 # ------------------------------------------------------------------ throughput plumbing (issue 7)
 
+
 def count_decodes(monkeypatch) -> list:
     """Count real decodes in this process (workers=0): every call of the decode-and-resize function."""
     from scinsearch import embedding
+
     calls = []
     real = embedding.load_square
 
     def counting(*args, **kwargs):
         calls.append(args[0])
         return real(*args, **kwargs)
+
     monkeypatch.setattr(embedding, "load_square", counting)
     return calls
 
@@ -133,6 +158,7 @@ def count_decodes(monkeypatch) -> list:
 def test_pixel_cache_second_model_decodes_nothing(clean_release, spy_embedder, tmp_path, monkeypatch):
     from scinsearch.pixel_cache import PixelCache
     from scinsearch.settings import Settings
+
     data = read_release(clean_release)
     cache = PixelCache(tmp_path / "pixels")
     decodes = count_decodes(monkeypatch)
@@ -154,6 +180,7 @@ def test_pixel_cache_second_model_decodes_nothing(clean_release, spy_embedder, t
 def test_pixel_cache_in_worker_processes_and_with_broken_files(scin_release, spy_embedder, tmp_path):
     from scinsearch.pixel_cache import PixelCache
     from scinsearch.settings import Settings
+
     data = read_release(scin_release)
     cache = PixelCache(tmp_path / "pixels")
     stores = [open_store(Settings(qdrant_path=tmp_path / name, collection="c")) for name in ("first", "second")]
@@ -168,7 +195,9 @@ def test_pixel_cache_in_worker_processes_and_with_broken_files(scin_release, spy
 
 def test_pixel_cache_survives_corrupt_and_stale_entries(tmp_path):
     import os
+
     from scinsearch.pixel_cache import PixelCache
+
     image = tmp_path / "a.png"
     image.write_bytes(b"pretend image")
     cache = PixelCache(tmp_path / "pixels")
@@ -206,6 +235,7 @@ def test_embedder_prepare_is_called_with_the_run_size(clean_release, spy_embedde
 
 def test_decode_workers_run_at_low_priority_on_the_cpu(monkeypatch):
     from scinsearch import pipeline
+
     seen = []
     monkeypatch.setattr(pipeline.os, "nice", lambda increment: seen.append(increment))
     pipeline.lower_priority(0)
@@ -216,7 +246,9 @@ def test_decode_workers_run_at_low_priority_on_the_cpu(monkeypatch):
 
 def test_batcher_regroups_chunks_in_order_and_stages_into_alternating_pinned_buffers(monkeypatch):
     import torch
+
     from scinsearch.pipeline import Batcher, DecodedChunk
+
     monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: self)  # no CUDA here: stand-in for page-locking
 
     def chunk(start, count):
@@ -239,9 +271,27 @@ def test_batcher_regroups_chunks_in_order_and_stages_into_alternating_pinned_buf
 
 def test_embed_command_cache_dir_compile_and_exact_flags(capsys, tmp_path, clean_release, tiny_siglip_dir):
     from scinsearch.cli import main
-    common = ["embed", "--scin-dir", clean_release, "--model", tiny_siglip_dir, "--qdrant-path", tmp_path / "q",
-              "--device", "cpu", "--workers", "0", "--quiet", "--limit", "6", "--cache-dir", tmp_path / "pixels",
-              "--compile", "off"]
+
+    common = [
+        "embed",
+        "--scin-dir",
+        clean_release,
+        "--model",
+        tiny_siglip_dir,
+        "--qdrant-path",
+        tmp_path / "q",
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        "--quiet",
+        "--limit",
+        "6",
+        "--cache-dir",
+        tmp_path / "pixels",
+        "--compile",
+        "off",
+    ]
     assert main([str(a) for a in common + ["--collection", "first"]]) == 0
     first = capsys.readouterr()
     assert "embedded 6" in first.out and "from the cache" not in first.out

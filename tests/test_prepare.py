@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from scinsearch import dataset, fields, synthetic
+from scinsearch import cells, dataset, schema, testing
 from scinsearch.commands.download_cmds import prepare
 from scinsearch.errors import ScinSearchError
 from scinsearch.prepare import prepare_metadata
@@ -31,7 +31,7 @@ def prepared(scin_release, tmp_path_factory):
 def test_columns_and_one_row_per_distinct_image_on_disk(prepared, scin_release):
     out, summary, records = prepared
     columns, rows = read_rows(out)
-    assert columns == list(dataset.FLAT_COLUMNS)
+    assert columns == list(schema.FLAT_COLUMNS)
     ids = [row["image_id"] for row in rows]
     assert len(ids) == len(set(ids)) == summary.rows
     assert set(ids) == {image_id for image_id, r in records.items() if r.file.is_file()}
@@ -45,18 +45,18 @@ def test_values_parse_back_to_the_embedding_payloads(prepared):
     _, rows = read_rows(out)
     for row in rows:
         payload = records[row["image_id"]].payload
-        assert fields.parse_weighted_labels(row["weighted_labels"]) == payload["weighted_labels"]
-        assert fields.parse_string_list(row["all_conditions"]) == payload["all_conditions"]
-        assert row["split"] == fields.split_for_case(row["case_id"]) == payload["split"]
+        assert cells.parse_weighted_labels(row["weighted_labels"]) == payload["weighted_labels"]
+        assert cells.parse_string_list(row["all_conditions"]) == payload["all_conditions"]
+        assert row["split"] == cells.split_for_case(row["case_id"]) == payload["split"]
         assert row["case_id"] == payload["case_id"] and (row["condition"] or None) == payload["condition"]
-        assert fields.parse_int(row["condition_label"]) == payload["condition_label"]
+        assert cells.parse_int(row["condition_label"]) == payload["condition_label"]
         assert row["description"] == payload["description"]
         assert (row["age_group"] or None) == payload["age_group"]
 
 
 def test_labels_keep_commas_and_descriptions_are_factual(prepared):
     _, rows = read_rows(prepared[0])
-    names = {name for row in rows for name in fields.parse_string_list(row["all_conditions"])}
+    names = {name for row in rows for name in cells.parse_string_list(row["all_conditions"])}
     assert "Acute dermatitis, NOS" in names or "Abrasion, scrape, or scab" in names
     for row in rows:
         if row["condition"]:
@@ -79,11 +79,11 @@ def test_the_table_reads_back_as_the_flat_source(prepared, scin_release):
 def test_options_labelled_only_and_include_missing(scin_release, tmp_path):
     labelled = prepare_metadata(scin_release, tmp_path / "labelled.csv", labelled_only=True)
     _, rows = read_rows(tmp_path / "labelled.csv")
-    assert rows and labelled.unlabelled_skipped and all(fields.parse_weighted_labels(r["weighted_labels"]) for r in rows)
+    assert rows and labelled.unlabelled_skipped and all(cells.parse_weighted_labels(r["weighted_labels"]) for r in rows)
     everything = prepare_metadata(scin_release, tmp_path / "all.csv", include_missing=True)
     _, rows = read_rows(tmp_path / "all.csv")
     assert everything.missing_images == 0 and everything.rows == everything.images_total
-    assert Path(synthetic.MISSING_IMAGE).name in {row["image_path"] for row in rows}
+    assert Path(testing.MISSING_IMAGE).name in {row["image_path"] for row in rows}
 
 
 def test_same_output_every_time(scin_release, tmp_path):

@@ -1,8 +1,9 @@
 """Searcher: queries by photo, stored image and text; filters on both backends; per-case grouping;
-abstaining suggestions; zero-shot kept apart; the README's qdrant-client snippet."""
+abstaining suggestions; zero-shot kept apart; the qdrant-client snippet of docs/storage.md."""
 
 from __future__ import annotations
 
+import ast
 import inspect
 import io
 import json
@@ -22,7 +23,7 @@ from scinsearch.search_filters import SearchFilters
 from scinsearch.settings import Settings
 from scinsearch.store import CollectionInfo, Filter, open_store
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+STORAGE_DOC = Path(__file__).resolve().parents[1] / "docs" / "storage.md"  # holds the qdrant-client snippet
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +59,9 @@ def trap_searcher(tiny_embedder, scin_release):
     """The release with its traps: one image shared by two cases."""
     settings = Settings(qdrant_location=":memory:", collection="traps")
     store = open_store(settings)
-    pipeline.run_embed(dataset.read_release(scin_release), tiny_embedder, store, workers=0, progress=False,
-                       warn=lambda message: None)
+    pipeline.run_embed(
+        dataset.read_release(scin_release), tiny_embedder, store, workers=0, progress=False, warn=lambda message: None
+    )
     with Searcher(settings, embedder=tiny_embedder, store=store) as opened:
         yield opened
     store.close()
@@ -78,19 +80,22 @@ def points_of(indexed):
 
 # Text -----------------------------------------------------------------------------------------------
 
+
 def test_text_is_tokenised_as_siglip_was_trained(tiny_embedder):
     """Padded to the model's 64 positions, no attention mask: the pooler reads the last position."""
     texts = ["itchy red ring on the arm", "a photo of eczema"]
     ids = tiny_embedder.tokenize(texts)
     assert ids.shape == (2, 64)
     assert "attention_mask" not in tiny_embedder.processor.tokenizer(texts, padding="max_length")
-    padded = tiny_embedder.processor.tokenizer(texts, padding="max_length", max_length=64,
-                                               return_tensors="pt")["input_ids"]
+    padded = tiny_embedder.processor.tokenizer(texts, padding="max_length", max_length=64, return_tensors="pt")[
+        "input_ids"
+    ]
     with torch.inference_mode():
         expected = tiny_embedder.model.get_text_features(input_ids=padded)
         expected = getattr(expected, "pooler_output", expected)
         unpadded = tiny_embedder.model.get_text_features(
-            input_ids=tiny_embedder.processor.tokenizer(texts, padding="longest", return_tensors="pt")["input_ids"])
+            input_ids=tiny_embedder.processor.tokenizer(texts, padding="longest", return_tensors="pt")["input_ids"]
+        )
         unpadded = getattr(unpadded, "pooler_output", unpadded)
     expected = torch.nn.functional.normalize(expected.float(), dim=-1).numpy()
     unpadded = torch.nn.functional.normalize(unpadded.float(), dim=-1).numpy()
@@ -110,6 +115,7 @@ def test_text_search_uses_the_text_tower_vector(searcher, indexed):
 
 
 # Images ---------------------------------------------------------------------------------------------
+
 
 def test_a_stored_photo_finds_itself_as_path_bytes_or_pil(searcher, clean_release, indexed):
     point = points_of(indexed)[0]
@@ -145,8 +151,12 @@ class NoEmbedding:
 
 
 def test_like_reuses_the_stored_vector_and_excludes_its_own_case(searcher, indexed):
-    source = next(p for p in points_of(indexed) if len(p.payload["case_ids"]) == 1
-                  and sum(q.payload["case_id"] == p.payload["case_id"] for q in points_of(indexed)) >= 2)
+    source = next(
+        p
+        for p in points_of(indexed)
+        if len(p.payload["case_ids"]) == 1
+        and sum(q.payload["case_id"] == p.payload["case_id"] for q in points_of(indexed)) >= 2
+    )
     no_embedding = Searcher(searcher.settings, embedder=NoEmbedding(searcher.embedder), store=searcher.store)
     result = no_embedding.search_like(source.payload["image_id"], top_k=10)
     assert all(source.payload["case_id"] not in n.case_ids for n in result.results)
@@ -190,17 +200,24 @@ def test_one_per_case_keeps_the_best_image_of_each_case(trap_searcher):
 FILTER_CASES = [
     (dict(fitzpatrick="FST5,6"), lambda p: p["fitzpatrick_skin_type"] in ("FST5", "FST6")),
     (dict(dermatologist_fitzpatrick=["fst2"]), lambda p: p["dermatologist_fitzpatrick_skin_type"] == "FST2"),
-    (dict(monk_min=3, monk_max=6), lambda p: p["monk_skin_tone_label_us"] is not None
-     and 3 <= p["monk_skin_tone_label_us"] <= 6),
+    (
+        dict(monk_min=3, monk_max=6),
+        lambda p: p["monk_skin_tone_label_us"] is not None and 3 <= p["monk_skin_tone_label_us"] <= 6,
+    ),
     (dict(age_groups="30-39"), lambda p: p["age_group"] == "AGE_30_TO_39"),
     (dict(sexes=("female",)), lambda p: p["sex_at_birth"] == "FEMALE"),
     (dict(body_parts="Head or neck"), lambda p: "head_or_neck" in p["body_parts"]),
     (dict(conditions=("Acute dermatitis, NOS",)), lambda p: "Acute dermatitis, NOS" in p["conditions"]),
     (dict(splits="train"), lambda p: p["split"] == "train"),
     (dict(gradable_only=True), lambda p: p["gradable"] is True),
-    (dict(fitzpatrick="FST1,FST2,FST3,FST4", sexes="MALE", gradable_only=True),
-     lambda p: p["fitzpatrick_skin_type"] in ("FST1", "FST2", "FST3", "FST4") and p["sex_at_birth"] == "MALE"
-     and p["gradable"]),
+    (
+        dict(fitzpatrick="FST1,FST2,FST3,FST4", sexes="MALE", gradable_only=True),
+        lambda p: (
+            p["fitzpatrick_skin_type"] in ("FST1", "FST2", "FST3", "FST4")
+            and p["sex_at_birth"] == "MALE"
+            and p["gradable"]
+        ),
+    ),
 ]
 
 
@@ -251,17 +268,20 @@ def test_enumerated_filter_values_are_validated():
 
 # Bad input -----------------------------------------------------------------------------------------
 
+
 def test_bad_queries_raise_one_line_errors(searcher, tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_text("not a picture")
-    cases = [(lambda: searcher.search_image(b"\x89PNG\r\n\x1a\n broken"), "cannot use the query image"),
-             (lambda: searcher.search_image(broken), "not an image file"),
-             (lambda: searcher.search_image(tmp_path / "missing.jpg"), "file not found"),
-             (lambda: searcher.search_like("123456"), "unknown image id '123456'"),
-             (lambda: searcher.search_like(""), "empty image id"),
-             (lambda: searcher.search_text("   "), "empty text"),
-             (lambda: searcher.search_text("rash", top_k=0), "top-k"),
-             (lambda: searcher.search_text("rash", min_score=2.0), "min-score")]
+    cases = [
+        (lambda: searcher.search_image(b"\x89PNG\r\n\x1a\n broken"), "cannot use the query image"),
+        (lambda: searcher.search_image(broken), "not an image file"),
+        (lambda: searcher.search_image(tmp_path / "missing.jpg"), "file not found"),
+        (lambda: searcher.search_like("123456"), "unknown image id '123456'"),
+        (lambda: searcher.search_like(""), "empty image id"),
+        (lambda: searcher.search_text("   "), "empty text"),
+        (lambda: searcher.search_text("rash", top_k=0), "top-k"),
+        (lambda: searcher.search_text("rash", min_score=2.0), "min-score"),
+    ]
     for call, message in cases:
         with pytest.raises(ScinSearchError, match=message) as caught:
             call()
@@ -281,6 +301,7 @@ def test_a_collection_of_another_model_is_refused(tiny_embedder):
 
 # Output -----------------------------------------------------------------------------------------------
 
+
 def test_result_json_schema(searcher, indexed):
     image_id = points_of(indexed)[3].payload["image_id"]
     output = json.loads(json.dumps(searcher.search_like(image_id, SearchFilters(splits="train,val")).to_dict()))
@@ -288,9 +309,24 @@ def test_result_json_schema(searcher, indexed):
     assert output["query"]["filters"] == {"splits": ["train", "val"]} and output["query"]["top_k"] == 5
     assert "zero_shot" not in output
     first = output["results"][0]
-    for key in ("score", "image_id", "case_id", "case_ids", "image_path", "condition", "weighted_labels",
-                "fitzpatrick_skin_type", "dermatologist_fitzpatrick_skin_type", "monk_skin_tone_label_us",
-                "age_group", "sex_at_birth", "body_parts", "gradable", "split", "description"):
+    for key in (
+        "score",
+        "image_id",
+        "case_id",
+        "case_ids",
+        "image_path",
+        "condition",
+        "weighted_labels",
+        "fitzpatrick_skin_type",
+        "dermatologist_fitzpatrick_skin_type",
+        "monk_skin_tone_label_us",
+        "age_group",
+        "sex_at_birth",
+        "body_parts",
+        "gradable",
+        "split",
+        "description",
+    ):
         assert key in first
     suggestions = output["suggestions"]
     assert set(suggestions) >= {"confident", "reason", "conditions", "neighbours", "thresholds"}
@@ -309,8 +345,9 @@ def test_zero_shot_is_labelled_and_uses_sigmoid_of_siglip_logits(searcher, index
     assert name in searcher.known_conditions()
     output = result.to_dict()["zero_shot"]
     assert "zero-shot" in output["method"] and "sigmoid" in output["method"]
-    assert [s["probability"] for s in output["scores"]] == sorted((s["probability"] for s in output["scores"]),
-                                                                   reverse=True)
+    assert [s["probability"] for s in output["scores"]] == sorted(
+        (s["probability"] for s in output["scores"]), reverse=True
+    )
 
 
 def test_get_image_and_get_case(searcher, indexed):
@@ -322,31 +359,89 @@ def test_get_image_and_get_case(searcher, indexed):
     assert searcher.get_case("no-such-case") == []
 
 
-# The README's qdrant-client snippet -------------------------------------------------------------------
+# Preprocessing recorded with the collection ---------------------------------------------------------
 
-from qdrant_client import QdrantClient  # noqa: E402  (the README snippet's imports)
+
+def test_queries_are_preprocessed_as_the_collection_was_embedded(capsys, tmp_path, tiny_siglip_dir, tiny_embedder):
+    """`embed --exact-preprocessing` records it; a Searcher opened with default settings follows the record,
+    so a stored image's photo finds its own stored vector, which the default fast path would not."""
+    from scinsearch import testing
+    from scinsearch.cli import main
+
+    release = testing.write_release(tmp_path / "scin", cases=3, image_size=(200, 260), broken_files=False)
+    embed = [
+        "embed",
+        "--scin-dir",
+        release,
+        "--model",
+        tiny_siglip_dir,
+        "--qdrant-path",
+        tmp_path / "q",
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+        "--workers",
+        "0",
+        "--quiet",
+        "--compile",
+        "off",
+    ]
+    assert main([str(a) for a in embed + ["--exact-preprocessing"]]) == 0
+    settings = Settings(model=str(tiny_siglip_dir), qdrant_path=tmp_path / "q", device="cpu", precision="fp32")
+    with Searcher.open(settings) as searcher:
+        assert searcher.info.preprocessing == "exact"
+        stored = next(searcher.store.scroll(with_vectors=True))
+        photo = release / stored.payload["image_path"]
+        np.testing.assert_allclose(searcher.embed_query_image(photo), stored.vector, atol=1e-5)
+    fast = tiny_embedder.embed_images([photo])[0]
+    assert not np.allclose(fast, stored.vector, atol=1e-5), "the fast path must differ, or the test proves nothing"
+    capsys.readouterr()
+    assert main([str(a) for a in embed]) == 1  # resuming it with the other preprocessing would mix the two
+    assert "embedded with exact preprocessing" in capsys.readouterr().err
+    assert main(["info", "--qdrant-path", str(tmp_path / "q")]) == 0
+    assert "preprocessing: exact" in capsys.readouterr().out
+
+
+# The qdrant-client snippet of docs/storage.md ------------------------------------------------------------
+
+
+def same_function(page: Path, function) -> bool:
+    """The page's Python block defines `function` exactly as here (compared as syntax trees, so a reformat of
+    either copy does not matter, a changed line does)."""
+    wanted = ast.dump(ast.parse(inspect.getsource(function)).body[0])
+    for block in re.findall(r"^```python\n(.*?)^```", page.read_text(), flags=re.S | re.M):
+        for node in ast.parse(block).body:
+            if isinstance(node, ast.FunctionDef) and node.name == function.__name__:
+                return ast.dump(node) == wanted
+    return False
+
+
+from qdrant_client import QdrantClient  # noqa: E402  (the snippet's imports)
+
 from scinsearch.embedding import Embedder  # noqa: E402
 
 
-def print_similar_cases(client: QdrantClient, embedder: Embedder, photo: Path,
-                        collection: str = "scin_dermatology", limit: int = 5) -> None:
+def print_similar_cases(
+    client: QdrantClient, embedder: Embedder, photo: Path, collection: str = "scin_dermatology", limit: int = 5
+) -> None:
     query = embedder.embed_images([photo])[0]  # same preprocessing as indexing, EXIF included
-    response = client.query_points(collection_name=collection, query=query.tolist(), limit=limit,
-                                   with_payload=True)
+    response = client.query_points(collection_name=collection, query=query.tolist(), limit=limit, with_payload=True)
     for point in response.points:
         print(f"{point.payload['condition']}  score={point.score:.3f}  {point.payload['image_path']}")
 
 
-def test_readme_query_snippet_runs_against_a_collection_made_by_scinsearch(indexed, tiny_embedder, clean_release,
-                                                                           capsys):
-    readme = README.read_text()
-    assert inspect.getsource(print_similar_cases) in readme, "the README snippet and this test must be identical"
+def test_docs_query_snippet_runs_against_a_collection_made_by_scinsearch(indexed, tiny_embedder, clean_release, capsys):
+    assert same_function(STORAGE_DOC, print_similar_cases), "docs/storage.md's snippet and this test must be the same"
     store = open_store(Settings(qdrant_location=":memory:", collection="scin_dermatology"))
     fill(store, indexed)
     point = points_of(indexed)[2]
     print_similar_cases(store.client, tiny_embedder, clean_release / point.payload["image_path"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 5
-    assert re.fullmatch(rf"{re.escape(str(point.payload['condition']))}  score=1\.000  "
-                        rf"{re.escape(point.payload['image_path'])}", lines[0])
+    assert re.fullmatch(
+        rf"{re.escape(str(point.payload['condition']))}  score=1\.000  "
+        rf"{re.escape(point.payload['image_path'])}",
+        lines[0],
+    )
     store.close()

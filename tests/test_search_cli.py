@@ -33,10 +33,25 @@ def search(edge_store, tiny_siglip_dir, capsys):
     folder, _ = edge_store
 
     def run(*arguments: str, collection: str = "cli"):
-        code = main(["search", *arguments, "--qdrant-path", str(folder), "--collection", collection,
-                     "--model", str(tiny_siglip_dir), "--device", "cpu", "--precision", "fp32"])
+        code = main(
+            [
+                "search",
+                *arguments,
+                "--qdrant-path",
+                str(folder),
+                "--collection",
+                collection,
+                "--model",
+                str(tiny_siglip_dir),
+                "--device",
+                "cpu",
+                "--precision",
+                "fp32",
+            ]
+        )
         captured = capsys.readouterr()
         return code, captured.out, captured.err
+
     return run
 
 
@@ -64,8 +79,9 @@ def test_json_output_follows_the_schema(search, edge_store, clean_release):
 
 
 def test_text_search_with_fitzpatrick_filter(search):
-    code, out, _ = search("--text", "itchy red ring on the arm", "--fitzpatrick", "FST5,FST6", "--top-k", "10",
-                          "--json")
+    code, out, _ = search(
+        "--text", "itchy red ring on the arm", "--fitzpatrick", "FST5,FST6", "--top-k", "10", "--json"
+    )
     assert code == 0
     result = json.loads(out)
     assert result["query"] == {**result["query"], "kind": "text", "text": "itchy red ring on the arm"}
@@ -79,18 +95,40 @@ def test_like_excludes_the_same_case_unless_asked(search, edge_store):
     code, out, _ = search("--like", source.payload["image_id"], "--exclude-same-case", "--top-k", "20", "--json")
     assert code == 0
     assert all(source.payload["case_id"] not in r["case_ids"] for r in json.loads(out)["results"])
-    code, out, _ = search("--like", source.payload["image_id"], "--include-same-case", "--all-images",
-                          "--top-k", "20", "--json")
+    code, out, _ = search(
+        "--like", source.payload["image_id"], "--include-same-case", "--all-images", "--top-k", "20", "--json"
+    )
     results = json.loads(out)["results"]
     assert any(source.payload["case_id"] in r["case_ids"] for r in results)
     assert all(r["image_id"] != source.payload["image_id"] for r in results)
 
 
 def test_filters_and_min_score_from_the_command_line(search):
-    code, out, _ = search("--text", "red patch", "--monk-min", "3", "--monk-max", "6", "--sex", "female",
-                          "--age-group", "30-39,AGE_18_TO_29", "--body-part", "arm", "--gradable-only",
-                          "--split", "train,val,test", "--condition", "Eczema", "--condition", "Acute dermatitis, NOS",
-                          "--top-k", "50", "--all-images", "--json")
+    code, out, _ = search(
+        "--text",
+        "red patch",
+        "--monk-min",
+        "3",
+        "--monk-max",
+        "6",
+        "--sex",
+        "female",
+        "--age-group",
+        "30-39,AGE_18_TO_29",
+        "--body-part",
+        "arm",
+        "--gradable-only",
+        "--split",
+        "train,val,test",
+        "--condition",
+        "Eczema",
+        "--condition",
+        "Acute dermatitis, NOS",
+        "--top-k",
+        "50",
+        "--all-images",
+        "--json",
+    )
     assert code == 0
     for r in json.loads(out)["results"]:
         assert 3 <= r["monk_skin_tone_label_us"] <= 6 and r["sex_at_birth"] == "FEMALE" and r["gradable"]
@@ -108,18 +146,24 @@ def test_zero_shot_is_shown_apart_and_labelled(search, edge_store):
     assert "zero-shot" in json.loads(out)["zero_shot"]["method"]
 
 
-@pytest.mark.parametrize("arguments, message", [
-    ((), "give exactly one of --image PATH, --text TEXT or --like IMAGE_ID"),
-    (("--text", "rash", "--like", "123"), "(got --text, --like)"),
-    (("--text", "   "), "empty text"),
-    (("--like", "no-such-image"), "unknown image id 'no-such-image'"),
-    (("--image", "__missing__.jpg"), "cannot use the query image: file not found"),
-    (("--text", "rash", "--fitzpatrick", "FST9"), "unknown Fitzpatrick skin type 'FST9': use one of FST1"),
-    (("--text", "rash", "--sex", "unknown"), "unknown sex at birth"),
-    (("--text", "rash", "--condition", "Eczemma"), "no stored case has the condition 'Eczemma'; did you mean 'Eczema'"),
-    (("--text", "rash", "--monk-min", "12"), "not a Monk skin tone"),
-    (("--text", "rash", "--zero-shot"), "--zero-shot scores an image"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ((), "give exactly one of --image PATH, --text TEXT or --like IMAGE_ID"),
+        (("--text", "rash", "--like", "123"), "(got --text, --like)"),
+        (("--text", "   "), "empty text"),
+        (("--like", "no-such-image"), "unknown image id 'no-such-image'"),
+        (("--image", "__missing__.jpg"), "cannot use the query image: file not found"),
+        (("--text", "rash", "--fitzpatrick", "FST9"), "unknown Fitzpatrick skin type 'FST9': use one of FST1"),
+        (("--text", "rash", "--sex", "unknown"), "unknown sex at birth"),
+        (
+            ("--text", "rash", "--condition", "Eczemma"),
+            "no stored case has the condition 'Eczemma'; did you mean 'Eczema'",
+        ),
+        (("--text", "rash", "--monk-min", "12"), "not a Monk skin tone"),
+        (("--text", "rash", "--zero-shot"), "--zero-shot scores an image"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_code_1(search, arguments, message):
     code, out, err = search(*arguments)
     assert code == 1 and out == ""

@@ -19,15 +19,15 @@ from fastapi import HTTPException
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from scinsearch import synthetic
+from scinsearch import rules, testing
 from scinsearch.dataset import read_release
 from scinsearch.pipeline import run_embed
+from scinsearch.schema import point_id_for
 from scinsearch.search import Searcher
 from scinsearch.service import ServiceSettings, create_app
 from scinsearch.service.image_files import ImageFiles
 from scinsearch.settings import Settings
 from scinsearch.store import StoredPoint, open_store
-from scinsearch.dataset import point_id_for
 
 LICENCE_WORDS = "SCIN Data Use License"
 
@@ -35,14 +35,33 @@ LICENCE_WORDS = "SCIN Data Use License"
 @pytest.fixture(scope="module")
 def searcher(tmp_path_factory, clean_release, tiny_embedder):
     """A real Searcher over the clean synthetic release, embedded with the tiny SigLIP."""
-    settings = Settings(qdrant_path=tmp_path_factory.mktemp("service-store"), collection="service",
-                        model=tiny_embedder.model_name)
+    settings = Settings(
+        qdrant_path=tmp_path_factory.mktemp("service-store"), collection="service", model=tiny_embedder.model_name
+    )
     store = open_store(settings)
-    run_embed(read_release(clean_release), tiny_embedder, store, batch_size=16, workers=0, progress=False,
-              warn=lambda message: None)
-    store.upsert([StoredPoint(point_id_for("evil"), {"image_id": "evil", "image_path": "../../../etc/passwd",
-                                                     "case_id": "evil-case", "case_ids": ["evil-case"]},
-                              tiny_embedder.embed_texts(["evil"])[0] * -1)])
+    run_embed(
+        read_release(clean_release),
+        tiny_embedder,
+        store,
+        batch_size=16,
+        workers=0,
+        progress=False,
+        warn=lambda message: None,
+    )
+    store.upsert(
+        [
+            StoredPoint(
+                point_id_for("evil"),
+                {
+                    "image_id": "evil",
+                    "image_path": "../../../etc/passwd",
+                    "case_id": "evil-case",
+                    "case_ids": ["evil-case"],
+                },
+                tiny_embedder.embed_texts(["evil"])[0] * -1,
+            )
+        ]
+    )
     opened = Searcher(settings, embedder=tiny_embedder, store=store)
     yield opened
     opened.close()
@@ -68,8 +87,10 @@ def png(color=(200, 80, 60), size=(64, 48)) -> bytes:
 
 def bomb_png(width=30_000, height=30_000) -> bytes:
     """A valid PNG header claiming 900 megapixels, a few bytes long."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
 
@@ -85,6 +106,7 @@ def assert_notices(body: dict) -> None:
 
 
 # Answers ----------------------------------------------------------------------------------------
+
 
 def test_health_ready_and_filters(client, searcher):
     assert client.get("/health").json() == {"status": "alive"}
@@ -154,37 +176,63 @@ def test_case_endpoint(client):
 
 # Bad input: a 4xx with one line, never a 500 -----------------------------------------------------
 
-@pytest.mark.parametrize("send, status, words", [
-    (lambda c: c.post("/search"), 400, "no photo"),
-    (lambda c: c.post("/search", data={"top_k": "3"}), 400, "no photo"),
-    (lambda c: c.post("/search", files={"other": ("x.png", png(), "image/png")}), 400, "photo"),
-    (lambda c: search(c, b""), 400, "empty"),
-    (lambda c: search(c, b"this is not a picture at all"), 400, "not an image"),
-    (lambda c: search(c, png()[:60]), 400, "broken image"),
-    (lambda c: search(c, bomb_png()), 413, "pixels"),
-    (lambda c: search(c, png(), params={"fitzpatrick": "FST9"}), 400, "fitzpatrick"),
-    (lambda c: search(c, png(), age_groups="teen"), 400, "age group"),
-    (lambda c: search(c, png(), params={"monk_min": "dark"}), 400, "whole number"),
-    (lambda c: search(c, png(), params={"top_k": "0"}), 400, "top_k"),
-    (lambda c: search(c, png(), params={"min_score": "2"}), 400, "min_score"),
-    (lambda c: search(c, png(), params={"conditions": "Dragon pox"}), 400, "no stored case"),
-    (lambda c: c.post("/search", content=b"{}", headers={"Content-Type": "application/json"}), 415, "content type"),
-    (lambda c: c.post("/search", content=b"--x\r\nbroken", headers={"Content-Type": "multipart/form-data"}), 400,
-     "boundary"),
-    (lambda c: c.post("/search/text", json={}), 422, "text"),
-    (lambda c: c.post("/search/text", json={"text": "   "}), 400, "empty text"),
-    (lambda c: c.post("/search/text", content=b"{not json", headers={"Content-Type": "application/json"}), 422, ""),
-    (lambda c: c.get("/images/123456"), 404, "unknown image"),
-    (lambda c: c.get("/images/123456/similar"), 404, "unknown image"),
-    (lambda c: c.get("/cases/987654"), 404, "unknown case"),
-    (lambda c: c.get("/images/evil?size=huge"), 422, "size"),
-])
+
+@pytest.mark.parametrize(
+    "send, status, words",
+    [
+        (lambda c: c.post("/search"), 400, "no photo"),
+        (lambda c: c.post("/search", data={"top_k": "3"}), 400, "no photo"),
+        (lambda c: c.post("/search", files={"other": ("x.png", png(), "image/png")}), 400, "photo"),
+        (lambda c: search(c, b""), 400, "empty"),
+        (lambda c: search(c, b"this is not a picture at all"), 400, "not an image"),
+        (lambda c: search(c, png()[:60]), 400, "broken image"),
+        (lambda c: search(c, bomb_png()), 413, "pixels"),
+        (lambda c: search(c, png(), params={"fitzpatrick": "FST9"}), 400, "fitzpatrick"),
+        (lambda c: search(c, png(), age_groups="teen"), 400, "age group"),
+        (lambda c: search(c, png(), params={"monk_min": "dark"}), 400, "whole number"),
+        (lambda c: search(c, png(), params={"top_k": "0"}), 400, "top_k"),
+        (lambda c: search(c, png(), params={"min_score": "2"}), 400, "min_score"),
+        (lambda c: search(c, png(), params={"conditions": "Dragon pox"}), 400, "no stored case"),
+        (lambda c: c.post("/search", content=b"{}", headers={"Content-Type": "application/json"}), 415, "content type"),
+        (
+            lambda c: c.post("/search", content=b"--x\r\nbroken", headers={"Content-Type": "multipart/form-data"}),
+            400,
+            "boundary",
+        ),
+        (lambda c: c.post("/search/text", json={}), 422, "text"),
+        (lambda c: c.post("/search/text", json={"text": "   "}), 400, "empty text"),
+        (lambda c: c.post("/search/text", content=b"{not json", headers={"Content-Type": "application/json"}), 422, ""),
+        (lambda c: c.get("/images/123456"), 404, "unknown image"),
+        (lambda c: c.get("/images/123456/similar"), 404, "unknown image"),
+        (lambda c: c.get("/cases/987654"), 404, "unknown case"),
+        (lambda c: c.get("/images/evil?size=huge"), 422, "size"),
+    ],
+)
 def test_bad_input_gets_a_one_line_4xx(client, send, status, words):
     response = send(client)
     assert response.status_code == status, response.text
     detail = response.json()["detail"]
     assert isinstance(detail, str) and "\n" not in detail and "Traceback" not in detail
     assert words.lower() in detail.lower()
+
+
+def test_every_route_applies_the_same_limits(client, searcher):
+    """One top-k cap for the photo, text and stored-image routes; the page learns the limits from /filters."""
+    limits = client.get("/filters").json()
+    assert (limits["max_top_k"], limits["max_text_chars"]) == (rules.HTTP_MAX_TOP_K, rules.MAX_TEXT_CHARS)
+    over = str(rules.HTTP_MAX_TOP_K + 1)
+    image_id = next(searcher.store.scroll()).payload["image_id"]
+    answers = [
+        search(client, png(), params={"top_k": over}),
+        client.post("/search/text", json={"text": "a rash", "top_k": int(over)}),
+        client.get(f"/images/{image_id}/similar", params={"top_k": over}),
+    ]
+    assert [(a.status_code, a.json()["detail"]) for a in answers] == [
+        (400, f"top_k must be from 1 to {rules.HTTP_MAX_TOP_K}, not {over}")
+    ] * 3
+    long_text = client.post("/search/text", json={"text": "x" * (rules.MAX_TEXT_CHARS + 1)})
+    assert long_text.status_code == 422
+    assert client.post("/search/text", json={"text": "x" * rules.MAX_TEXT_CHARS}).status_code == 200
 
 
 def test_upload_over_the_limit_is_413_whatever_the_content_length(searcher):
@@ -205,11 +253,22 @@ def test_unexpected_error_is_a_500_without_traceback(searcher, monkeypatch):
 
 # Path safety ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("path", [
-    "/images/..%2F..%2Fetc%2Fpasswd", "/images/..%2F..%2Fetc%2Fpasswd?size=thumb", "/images/../../etc/passwd",
-    "/images/%2Fetc%2Fpasswd", "/images/a%2Fb", "/images/a/b",
-    "/images/evil", "/images/evil?size=thumb", "/cases/..%2F..%2Fetc", "/images/%00",
-])
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/images/..%2F..%2Fetc%2Fpasswd",
+        "/images/..%2F..%2Fetc%2Fpasswd?size=thumb",
+        "/images/../../etc/passwd",
+        "/images/%2Fetc%2Fpasswd",
+        "/images/a%2Fb",
+        "/images/a/b",
+        "/images/evil",
+        "/images/evil?size=thumb",
+        "/cases/..%2F..%2Fetc",
+        "/images/%00",
+    ],
+)
 def test_image_paths_never_leave_the_images_folder(client, path):
     response = client.get(path)
     assert response.status_code == 404, (path, response.status_code)
@@ -218,9 +277,19 @@ def test_image_paths_never_leave_the_images_folder(client, path):
 
 async def raw_get(app, path: str) -> tuple[int, bytes]:
     """A request with its path exactly as given: no client-side normalisation of '..'."""
-    scope = {"type": "http", "http_version": "1.1", "method": "GET", "scheme": "http", "path": path,
-             "raw_path": path.encode(), "query_string": b"", "headers": [], "root_path": "",
-             "server": ("testserver", 80), "client": ("127.0.0.1", 1)}
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [],
+        "root_path": "",
+        "server": ("testserver", 80),
+        "client": ("127.0.0.1", 1),
+    }
     sent = []
 
     async def receive():
@@ -228,13 +297,23 @@ async def raw_get(app, path: str) -> tuple[int, bytes]:
 
     async def send(message):
         sent.append(message)
+
     await app(scope, receive, send)
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     return sent[0]["status"], body
 
 
-@pytest.mark.parametrize("path", ["/images/../../etc/passwd", "/images/..", "/images/../../../etc/passwd/similar",
-                                  "/images/..\\..\\etc\\passwd", "/cases/../../etc", "/images/./evil"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/images/../../etc/passwd",
+        "/images/..",
+        "/images/../../../etc/passwd/similar",
+        "/images/..\\..\\etc\\passwd",
+        "/cases/../../etc",
+        "/images/./evil",
+    ],
+)
 def test_raw_dot_paths_are_refused(client, path):
     status, body = client.portal.call(raw_get, client.app, path)
     assert status == 404 and b"root:" not in body
@@ -259,15 +338,19 @@ def test_image_files_refuse_escapes_and_symlinks(tmp_path):
 
 # Security options -------------------------------------------------------------------------------
 
+
 def test_api_key_off_by_default_and_required_when_set(client, searcher):
     assert search(client, png()).status_code == 200
     with make_client(searcher, api_key="s3cret", warm_up=False) as locked:
         assert search(locked, png()).status_code == 401
-        assert locked.post("/search", files={"photo": ("p.png", png())}, headers={"X-API-Key": "nope"}).status_code \
-            == 401
+        assert (
+            locked.post("/search", files={"photo": ("p.png", png())}, headers={"X-API-Key": "nope"}).status_code == 401
+        )
         assert "X-API-Key" in locked.get("/images/123").json()["detail"]
-        assert locked.post("/search", files={"photo": ("p.png", png())},
-                           headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert (
+            locked.post("/search", files={"photo": ("p.png", png())}, headers={"X-API-Key": "s3cret"}).status_code
+            == 200
+        )
         assert locked.get("/health").status_code == 200 and locked.get("/").status_code == 200
 
 
@@ -282,6 +365,7 @@ def test_cors_off_by_default_and_limited_to_the_given_origins(client, searcher):
 
 
 # Privacy ----------------------------------------------------------------------------------------
+
 
 class WriteRecorder:
     """Records every file opened for writing through Python (os.open and open), anonymous
@@ -302,6 +386,7 @@ class WriteRecorder:
             if any(letter in mode for letter in "wax+"):
                 self.opened.append(str(file))
             return real_open(file, mode, *args, **kwargs)
+
         monkeypatch.setattr(os, "open", os_open)
         monkeypatch.setattr(builtins, "open", open_)
         monkeypatch.setattr(io, "open", open_)
@@ -313,7 +398,7 @@ def test_upload_writes_no_file_and_logs_no_image_bytes(client, tmp_path, monkeyp
     monkeypatch.setattr(tempfile, "tempdir", str(spool))
     store_folder = Path(searcher.settings.qdrant_path)
     before = snapshot(store_folder)
-    photo = synthetic.scin_sized_png(seed=3)  # ~2 MB: over Starlette's 1 MB spool-to-disk threshold
+    photo = testing.scin_sized_png(seed=3)  # ~2 MB: over Starlette's 1 MB spool-to-disk threshold
     assert len(photo) > 1024 * 1024
     caplog.set_level(logging.DEBUG)
     recorder = WriteRecorder(monkeypatch)
@@ -337,17 +422,22 @@ def test_upload_writes_no_file_and_logs_no_image_bytes(client, tmp_path, monkeyp
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()
-            and ".lock" not in p.name}
+    return {
+        str(p): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in folder.rglob("*")
+        if p.is_file() and ".lock" not in p.name
+    }
 
 
 def test_starlette_spooled_file_is_never_used(client, monkeypatch):
     import starlette.formparsers as formparsers
+
     monkeypatch.setattr(formparsers, "SpooledTemporaryFile", lambda *a, **k: pytest.fail("a temporary file was made"))
-    assert search(client, synthetic.scin_sized_png(seed=4)).status_code == 200
+    assert search(client, testing.scin_sized_png(seed=4)).status_code == 200
 
 
 # Start-up and threading -------------------------------------------------------------------------
+
 
 def has_running_loop() -> bool:
     try:
@@ -374,6 +464,7 @@ class FakeSearcher:
     def search_image(self, image, filters=None, **options):
         from scinsearch.results import SearchResult
         from scinsearch.suggest import suggest_conditions
+
         self.loop_in_inference.append(has_running_loop())
         self.calls += 1
         return SearchResult({"kind": "image"}, [], suggest_conditions([]))
@@ -384,6 +475,7 @@ class FakeSearcher:
 
 def test_searcher_opened_once_at_start_up_and_inference_off_the_event_loop(monkeypatch):
     import scinsearch.search
+
     FakeSearcher.opened = 0
     monkeypatch.setattr(scinsearch.search, "Searcher", FakeSearcher)
     app = create_app(ServiceSettings())

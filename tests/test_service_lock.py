@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from scinsearch.cli import main
-from scinsearch.store_edge import EdgeStore
+from scinsearch.store.edge import EdgeStore
 
 COLLECTION = "lock_test"
 
@@ -28,8 +28,26 @@ def free_port() -> int:
 def built_store(tmp_path_factory, clean_release, tiny_siglip_dir):
     """A small embedded store made by `scinsearch embed`, then closed."""
     path = tmp_path_factory.mktemp("lock-store")
-    code = main(["embed", "--scin-dir", str(clean_release), "--qdrant-path", str(path), "--collection", COLLECTION,
-                 "--model", str(tiny_siglip_dir), "--device", "cpu", "--workers", "0", "--quiet", "--limit", "12"])
+    code = main(
+        [
+            "embed",
+            "--scin-dir",
+            str(clean_release),
+            "--qdrant-path",
+            str(path),
+            "--collection",
+            COLLECTION,
+            "--model",
+            str(tiny_siglip_dir),
+            "--device",
+            "cpu",
+            "--workers",
+            "0",
+            "--quiet",
+            "--limit",
+            "12",
+        ]
+    )
     assert code == 0
     return path
 
@@ -59,26 +77,57 @@ def wait_ready(port: int, process: subprocess.Popen, seconds: float = 120) -> No
     raise AssertionError("serve did not become ready")
 
 
-def test_embed_and_a_second_serve_get_a_clear_message_while_serve_runs(built_store, clean_release, tiny_siglip_dir,
-                                                                       capsys):
+def test_embed_and_a_second_serve_get_a_clear_message_while_serve_runs(
+    built_store, clean_release, tiny_siglip_dir, capsys
+):
     port = free_port()
-    command = [sys.executable, "-c", "import sys; from scinsearch.cli import main; sys.exit(main())", "serve",
-               *store_args(built_store, tiny_siglip_dir), "--port", str(port), "--log-level", "warning"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from scinsearch.cli import main; sys.exit(main())",
+        "serve",
+        *store_args(built_store, tiny_siglip_dir),
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
     try:
         wait_ready(port, process)
         capsys.readouterr()
-        code = main(["embed", "--scin-dir", str(clean_release), *store_args(built_store, tiny_siglip_dir),
-                     "--workers", "0", "--quiet"])
+        code = main(
+            [
+                "embed",
+                "--scin-dir",
+                str(clean_release),
+                *store_args(built_store, tiny_siglip_dir),
+                "--workers",
+                "0",
+                "--quiet",
+            ]
+        )
         assert_clear_lock_message(code, capsys.readouterr().err)
         code = main(["serve", *store_args(built_store, tiny_siglip_dir), "--port", str(free_port())])
         assert_clear_lock_message(code, capsys.readouterr().err)
     finally:
         process.terminate()
         process.wait(timeout=30)
-    code = main(["embed", "--scin-dir", str(clean_release), *store_args(built_store, tiny_siglip_dir),
-                 "--workers", "0", "--quiet", "--limit", "12"])
+    code = main(
+        [
+            "embed",
+            "--scin-dir",
+            str(clean_release),
+            *store_args(built_store, tiny_siglip_dir),
+            "--workers",
+            "0",
+            "--quiet",
+            "--limit",
+            "12",
+        ]
+    )
     assert code == 0, capsys.readouterr().err  # the lock went with the stopped service
 
 

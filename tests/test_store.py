@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from scinsearch.dataset import point_id_for
 from scinsearch.errors import ScinSearchError, StoreLockedError
+from scinsearch.schema import point_id_for
 from scinsearch.settings import Settings
-from scinsearch.store import CollectionInfo, Filter, Match, Range, StoredPoint, check_model, open_store
+from scinsearch.store import CollectionInfo, Filter, Match, Range, StoredPoint, VectorStore, check_model, open_store
+from scinsearch.store.client import ClientStore
+from scinsearch.store.edge import EdgeStore
 
 
 def points(n: int = 12, dim: int = 4) -> list[StoredPoint]:
@@ -20,11 +25,24 @@ def points(n: int = 12, dim: int = 4) -> list[StoredPoint]:
     result = []
     for i in range(n):
         vector = rng.normal(size=dim).astype(np.float32)
-        result.append(StoredPoint(point_id_for(f"img{i}"), {
-            "image_id": f"img{i}", "case_id": f"case{i // 2}", "case_ids": [f"case{i // 2}"],
-            "fitzpatrick_skin_type": f"FST{i % 6 + 1}", "body_parts": ["arm", "leg"] if i % 2 else ["arm"],
-            "monk_skin_tone_label_us": i % 10 + 1, "gradable": i % 3 != 0, "split": "train",
-            "weighted_labels": {"Eczema": 1.0}, "optional": None}, vector / np.linalg.norm(vector)))
+        result.append(
+            StoredPoint(
+                point_id_for(f"img{i}"),
+                {
+                    "image_id": f"img{i}",
+                    "case_id": f"case{i // 2}",
+                    "case_ids": [f"case{i // 2}"],
+                    "fitzpatrick_skin_type": f"FST{i % 6 + 1}",
+                    "body_parts": ["arm", "leg"] if i % 2 else ["arm"],
+                    "monk_skin_tone_label_us": i % 10 + 1,
+                    "gradable": i % 3 != 0,
+                    "split": "train",
+                    "weighted_labels": {"Eczema": 1.0},
+                    "optional": None,
+                },
+                vector / np.linalg.norm(vector),
+            )
+        )
     return result
 
 
@@ -65,12 +83,18 @@ def test_query_returns_nearest_with_payload_and_scores(filled):
     assert [h.score for h in hits] == sorted([h.score for h in hits], reverse=True)
 
 
-@pytest.mark.parametrize("filter, expected", [
-    (Filter(must=(Match("fitzpatrick_skin_type", ("FST5", "FST6")),)), {4, 5, 10, 11}),
-    (Filter(must=(Match("body_parts", ("leg",)),)), {1, 3, 5, 7, 9, 11}),
-    (Filter(must=(Range("monk_skin_tone_label_us", gte=3, lte=4),)), {2, 3}),
-    (Filter(must=(Match("gradable", (True,)),), must_not=(Match("case_ids", ("case1",)),)), {1, 4, 5, 7, 8, 10, 11}),
-])
+@pytest.mark.parametrize(
+    "filter, expected",
+    [
+        (Filter(must=(Match("fitzpatrick_skin_type", ("FST5", "FST6")),)), {4, 5, 10, 11}),
+        (Filter(must=(Match("body_parts", ("leg",)),)), {1, 3, 5, 7, 9, 11}),
+        (Filter(must=(Range("monk_skin_tone_label_us", gte=3, lte=4),)), {2, 3}),
+        (
+            Filter(must=(Match("gradable", (True,)),), must_not=(Match("case_ids", ("case1",)),)),
+            {1, 4, 5, 7, 8, 10, 11},
+        ),
+    ],
+)
 def test_filters_mean_the_same_on_both_backends(filled, filter, expected):
     hits = filled.query(points()[0].vector, limit=20, filter=filter)
     assert {int(h.payload["image_id"][3:]) for h in hits} == expected
@@ -99,7 +123,7 @@ def test_embedded_store_persists_and_allows_one_process(tmp_path):
     script = textwrap.dedent(f"""
         from pathlib import Path
         from scinsearch.cli import main
-        raise SystemExit(main(["info", "--qdrant-path", {str(tmp_path / 'q')!r}, "--collection", "c"]))
+        raise SystemExit(main(["info", "--qdrant-path", {str(tmp_path / "q")!r}, "--collection", "c"]))
     """)
     blocked = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert blocked.returncode == 1
@@ -124,3 +148,47 @@ def test_same_process_second_open_is_refused_too(tmp_path):
 def test_bad_collection_names(tmp_path, name):
     with pytest.raises(ScinSearchError, match="invalid collection name"):
         open_store(Settings(qdrant_path=tmp_path, collection=name))
+
+
+# The interface and its two implementations ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", [EdgeStore, ClientStore])
+def test_backends_implement_the_whole_interface(backend):
+    assert issubclass(backend, VectorStore) and not backend.__abstractmethods__
+    methods = [name for name, value in vars(VectorStore).items() if inspect.isfunction(value)]
+    assert {"info", "create", "upsert", "query", "retrieve", "scroll", "count", "existing_ids"} <= set(methods)
+    for name in methods:
+        assert inspect.signature(getattr(backend, name)) == inspect.signature(getattr(VectorStore, name)), name
+
+
+def test_backends_do_not_import_each_other():
+    """base <- edge, base <- client; neither backend imports the other or the package's factory."""
+    folder = Path(__file__).parent.parent / "src" / "scinsearch" / "store"
+    for module, other in (("edge", "client"), ("client", "edge"), ("base", "edge"), ("base", "client")):
+        tree = ast.parse((folder / f"{module}.py").read_text())
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        assert f"scinsearch.store.{other}" not in imported and "scinsearch.store" not in imported, module
+
+
+def test_collection_records_its_preprocessing(store):
+    store.create(CollectionInfo("model-a", 4, {"image_root": "/data"}, preprocessing="exact"))
+    info = store.info()
+    assert (info.preprocessing, info.extra) == ("exact", {"image_root": "/data"})
+    older = CollectionInfo.from_metadata({"scinsearch_model": "model-a", "scinsearch_dim": 4, "image_root": "/x"})
+    assert (older.preprocessing, older.extra) == ("fast", {"image_root": "/x"})
+
+
+def test_edge_approximate_search_past_the_threshold_finds_what_exact_search_finds(tmp_path):
+    exact, approximate = EdgeStore(tmp_path / "a", "c"), EdgeStore(tmp_path / "b", "c", exact_search_below=5)
+    for store in (exact, approximate):
+        store.create(CollectionInfo("model-a", 4))
+        store.upsert(points())
+        store.finish_writes()
+    query = points()[7].vector
+    found = [[h.id for h in store.query(query, limit=5)] for store in (exact, approximate)]
+    assert approximate._exact_search is False and exact._exact_search is True  # the two paths were taken
+    assert found[0] == found[1] and found[0][0] == points()[7].id
+    for store in (exact, approximate):
+        store.close()

@@ -6,8 +6,15 @@ import json
 
 import pytest
 
-from scinsearch.suggest import (DISAGREE, NO_LABELS, NO_NEIGHBOURS, NOT_SIMILAR, ConditionSuggestion,
-                                normalised_labels, suggest_conditions)
+from scinsearch.suggest import (
+    DISAGREE,
+    NO_LABELS,
+    NO_NEIGHBOURS,
+    NOT_SIMILAR,
+    ConditionSuggestion,
+    normalised_labels,
+    suggest_conditions,
+)
 
 
 def test_agreeing_similar_neighbours_give_a_confident_ranked_suggestion():
@@ -71,8 +78,9 @@ def test_thresholds_are_parameters_and_reported():
 
 
 def test_negative_similarity_gives_no_weight_and_bad_weights_are_ignored():
-    result = suggest_conditions([(-0.2, {"Tinea": 1.0}), (0.9, {"Eczema": 1.0, "Bad": float("nan")}),
-                                 (0.9, {"Eczema": 2.0, "": 1.0})])
+    result = suggest_conditions(
+        [(-0.2, {"Tinea": 1.0}), (0.9, {"Eczema": 1.0, "Bad": float("nan")}), (0.9, {"Eczema": 2.0, "": 1.0})]
+    )
     assert result.items[0] == ConditionSuggestion("Eczema", 1.0, 2, 0.9)
     assert result.items[1].condition == "Tinea" and result.items[1].score == 0.0
     assert normalised_labels({"A": 3.0, "B": 1.0, "C": -1, "D": True}) == {"A": 0.75, "B": 0.25}

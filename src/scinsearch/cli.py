@@ -29,15 +29,10 @@ def cli():
 
 
 def register_commands() -> None:
-    """Each stage keeps its commands in its own module; a missing optional stage is skipped."""
-    import importlib
-    for module_name in ("embed_cmds", "search_cmds", "service_cmds", "download_cmds", "evaluate_cmds"):
-        try:
-            module = importlib.import_module(f"scinsearch.commands.{module_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"scinsearch.commands.{module_name}":
-                raise
-            continue
+    """Each stage keeps its commands in its own module (their heavy imports wait until a command runs)."""
+    from scinsearch.commands import download_cmds, embed_cmds, evaluate_cmds, search_cmds, service_cmds
+
+    for module in (embed_cmds, search_cmds, service_cmds, download_cmds, evaluate_cmds):
         for command in module.COMMANDS:
             cli.add_command(command)
 
@@ -66,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug, not bad input: still one line, with a way to see more
         if os.environ.get("SCINSEARCH_DEBUG"):
             raise
-        click.echo(f"Error: unexpected {type(exc).__name__}: {exc} (set SCINSEARCH_DEBUG=1 for the traceback)",
-                   err=True)
+        click.echo(
+            f"Error: unexpected {type(exc).__name__}: {exc} (set SCINSEARCH_DEBUG=1 for the traceback)", err=True
+        )
         return 2
     return 0
 

@@ -12,24 +12,22 @@ file (missing, unreadable, wrong columns) raise `ScinSearchError` with one line.
 from __future__ import annotations
 
 import dataclasses
-import uuid
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 
-from scinsearch import fields
+from scinsearch import cells
 from scinsearch.errors import ScinSearchError
+from scinsearch.paths import resolve_image
+from scinsearch.schema import CHECKBOX_FIELDS, FLAT_COLUMNS, SPLITS, point_id_for
 
 CASES_CSV = "scin_cases.csv"
 LABELS_CSV = "scin_labels.csv"
 LABEL_NAMES = "dermatologist_skin_condition_on_label_name"
 LABEL_CONFIDENCES = "dermatologist_skin_condition_confidence"
 WEIGHTED_LABELS = "weighted_skin_condition_label"
-FLAT_COLUMNS = ("image_id", "image_path", "case_id", "condition", "all_conditions", "weighted_labels",
-                "age_group", "sex_at_birth", "fitzpatrick_skin_type", "condition_label", "split", "description")
-POINT_NAMESPACE = uuid.UUID("5f1c6a52-7d0e-4a8e-9b3e-5c1e2a9d0b11")
-SPLITS = {"train", "val", "test"}
 
 
 @dataclasses.dataclass
@@ -52,11 +50,6 @@ class Dataset:
     records: list[ImageRecord]
     image_root: Path
     warnings: list[str] = dataclasses.field(default_factory=list)
-
-
-def point_id_for(image_id: str) -> str:
-    """A deterministic Qdrant point id for an image (uuid5, not Python's per-process `hash()`)."""
-    return str(uuid.uuid5(POINT_NAMESPACE, image_id))
 
 
 def read_csv(path: Path) -> pd.DataFrame:
@@ -88,19 +81,6 @@ def find_release_root(scin_dir: Path) -> tuple[Path, Path]:
     raise ScinSearchError(f"no {CASES_CSV} in {scin_dir} or {scin_dir / 'dataset'}: is this the SCIN release?")
 
 
-def resolve_image(root: Path, relative: str) -> Path | None:
-    """Join an untrusted relative image path onto `root`; None when it would leave the folder.
-
-    Falls back to the file name alone, for folders that hold the images flat."""
-    pure = PurePosixPath(relative.replace("\\", "/"))
-    if pure.is_absolute() or ".." in pure.parts or not pure.name:
-        return None
-    candidates = [root.joinpath(*pure.parts), root / pure.name]
-    if pure.parts[:1] == ("dataset",):
-        candidates.insert(1, root.joinpath(*pure.parts[1:]))
-    return next((c for c in candidates if c.is_file()), candidates[0])
-
-
 def read_release(scin_dir: Path) -> Dataset:
     """The official release: one record per distinct image path, no case lost."""
     csv_dir, root = find_release_root(Path(scin_dir))
@@ -111,8 +91,9 @@ def read_release(scin_dir: Path) -> Dataset:
     merged = cases.merge(labels, on="case_id", how="left", suffixes=("", "_labels"))
     warnings: list[str] = []
     case_payloads = [case_payload(row, warnings) for row in merged.to_dict("records")]
-    condition_index = {name: i for i, name in enumerate(sorted(
-        {p["condition"] for p in case_payloads if p["condition"]}))}
+    condition_index = {
+        name: i for i, name in enumerate(sorted({p["condition"] for p in case_payloads if p["condition"]}))
+    }
     by_path: dict[str, ImageRecord] = {}
     for row, payload in zip(merged.to_dict("records"), case_payloads):
         payload["condition_label"] = condition_index.get(payload["condition"])
@@ -121,9 +102,10 @@ def read_release(scin_dir: Path) -> Dataset:
     return Dataset(list(by_path.values()), root, warnings)
 
 
-def add_release_image(by_path: dict[str, ImageRecord], row: dict, case: dict, number: int,
-                      root: Path, warnings: list[str]) -> None:
-    relative = fields.text(row.get(f"image_{number}_path"))
+def add_release_image(
+    by_path: dict[str, ImageRecord], row: dict, case: dict, number: int, root: Path, warnings: list[str]
+) -> None:
+    relative = cells.text(row.get(f"image_{number}_path"))
     if relative is None:
         return
     if relative in by_path:  # an image shared by several cases: one point, every case listed
@@ -136,8 +118,14 @@ def add_release_image(by_path: dict[str, ImageRecord], row: dict, case: dict, nu
         warnings.append(f"case {case['case_id']}: unsafe image path {relative!r} skipped")
         return
     image_id = PurePosixPath(relative).stem
-    payload = {"image_id": image_id, "image_path": relative, **case, "case_ids": [case["case_id"]],
-               "image_index": number, "shot_type": fields.text(row.get(f"image_{number}_shot_type"))}
+    payload = {
+        "image_id": image_id,
+        "image_path": relative,
+        **case,
+        "case_ids": [case["case_id"]],
+        "image_index": number,
+        "shot_type": cells.text(row.get(f"image_{number}_shot_type")),
+    }
     by_path[relative] = ImageRecord(image_id, file, payload)
 
 
@@ -145,48 +133,53 @@ def cell(row: dict, column: str, parse, warnings: list[str], default=None):
     """Parse one cell; a malformed value becomes a warning and `default`."""
     try:
         return parse(row.get(column))
-    except fields.CellError as exc:
+    except cells.CellError as exc:
         warnings.append(f"case {row.get('case_id')}: column {column}: {exc}")
         return default() if callable(default) else default
 
 
 def case_payload(row: dict, warnings: list[str]) -> dict[str, Any]:
-    """Every case and label column of one case, typed: lists for check boxes, numbers, booleans."""
-    case_id = fields.text(row.get("case_id")) or ""
-    weighted = cell(row, WEIGHTED_LABELS, fields.parse_weighted_labels, warnings, dict)
-    names = cell(row, LABEL_NAMES, fields.parse_string_list, warnings, list)
-    derm_fst_labels = [label for n in (1, 2, 3)
-                       if (label := fields.text(row.get(f"dermatologist_fitzpatrick_skin_type_label_{n}")))]
-    derm_fst = fields.dermatologist_skin_type(derm_fst_labels)
-    gradable_values = [v for n in (1, 2, 3)
-                       if (v := fields.text(row.get(f"dermatologist_gradable_for_skin_condition_{n}")))]
+    """Every case and label column of one case, typed: lists for check boxes, numbers, booleans.
+    The fields are declared in `scinsearch.schema` (a test keeps the two in step)."""
+    case_id = cells.text(row.get("case_id")) or ""
+    weighted = cell(row, WEIGHTED_LABELS, cells.parse_weighted_labels, warnings, dict)
+    names = cell(row, LABEL_NAMES, cells.parse_string_list, warnings, list)
+    derm_fst_labels = [
+        label for n in (1, 2, 3) if (label := cells.text(row.get(f"dermatologist_fitzpatrick_skin_type_label_{n}")))
+    ]
+    derm_fst = cells.dermatologist_skin_type(derm_fst_labels)
+    gradable_values = [
+        v for n in (1, 2, 3) if (v := cells.text(row.get(f"dermatologist_gradable_for_skin_condition_{n}")))
+    ]
     payload: dict[str, Any] = {
         "case_id": case_id,
-        "condition": fields.primary_condition(weighted, names),
+        "condition": cells.primary_condition(weighted, names),
         "conditions": list(weighted),
         "all_conditions": names,
-        "condition_confidences": cell(row, LABEL_CONFIDENCES, fields.parse_int_list, warnings, list),
+        "condition_confidences": cell(row, LABEL_CONFIDENCES, cells.parse_int_list, warnings, list),
         "weighted_labels": weighted,
         "labelled": bool(weighted),
-        "age_group": fields.text(row.get("age_group")),
-        "sex_at_birth": fields.text(row.get("sex_at_birth")),
-        "fitzpatrick_skin_type": fields.text(row.get("fitzpatrick_skin_type")),
-        "skin_type_group": fields.skin_type_group(fields.text(row.get("fitzpatrick_skin_type"))),
+        "age_group": cells.text(row.get("age_group")),
+        "sex_at_birth": cells.text(row.get("sex_at_birth")),
+        "fitzpatrick_skin_type": cells.text(row.get("fitzpatrick_skin_type")),
+        "skin_type_group": cells.skin_type_group(cells.text(row.get("fitzpatrick_skin_type"))),
         "dermatologist_fitzpatrick_skin_type_labels": derm_fst_labels,
         "dermatologist_fitzpatrick_skin_type": derm_fst,
-        "dermatologist_skin_type_group": fields.skin_type_group(derm_fst),
+        "dermatologist_skin_type_group": cells.skin_type_group(derm_fst),
         "dermatologist_gradable_for_fitzpatrick_skin_type": [
-            v for n in (1, 2, 3) if (v := fields.text(row.get(f"dermatologist_gradable_for_fitzpatrick_skin_type_{n}")))],
+            v for n in (1, 2, 3) if (v := cells.text(row.get(f"dermatologist_gradable_for_fitzpatrick_skin_type_{n}")))
+        ],
         "dermatologist_gradable_for_skin_condition": gradable_values,
-        "gradable": bool(gradable_values) and gradable_values[0] == fields.GRADABLE_FOR_CONDITION,
-        "split": fields.split_for_case(case_id),
+        "gradable": bool(gradable_values) and gradable_values[0] == cells.GRADABLE_FOR_CONDITION,
+        "split": cells.split_for_case(case_id),
     }
     for region in ("us", "india"):
-        tone = cell(row, f"monk_skin_tone_label_{region}", fields.parse_int, warnings)
+        tone = cell(row, f"monk_skin_tone_label_{region}", cells.parse_int, warnings)
         payload[f"monk_skin_tone_label_{region}"] = tone
-        payload[f"monk_tone_group_{region}"] = fields.monk_tone_group(tone)
+        payload[f"monk_tone_group_{region}"] = cells.monk_tone_group(tone)
         payload[f"gradable_for_monk_skin_tone_{region}"] = cell(
-            row, f"gradable_for_monk_skin_tone_{region}", fields.parse_bool, warnings)
+            row, f"gradable_for_monk_skin_tone_{region}", cells.parse_bool, warnings
+        )
     add_checkbox_lists(row, payload)
     add_remaining_columns(row, payload)
     payload["description"] = describe(payload)
@@ -199,9 +192,12 @@ HANDLED_COLUMNS = {"case_id", WEIGHTED_LABELS, "age_group", "sex_at_birth", "fit
 
 def add_checkbox_lists(row: dict, payload: dict) -> None:
     """`body_parts_arm = YES` -> payload['body_parts'] = ['arm', ...]: one filterable list per family."""
-    for prefix in fields.CHECKBOX_PREFIXES:
-        payload[prefix] = [column[len(prefix) + 1:] for column, value in row.items()
-                           if column.startswith(prefix + "_") and fields.text(value) == "YES"]
+    for prefix in CHECKBOX_FIELDS:
+        payload[prefix] = [
+            column[len(prefix) + 1 :]
+            for column, value in row.items()
+            if column.startswith(prefix + "_") and cells.text(value) == "YES"
+        ]
 
 
 def add_remaining_columns(row: dict, payload: dict) -> None:
@@ -209,9 +205,9 @@ def add_remaining_columns(row: dict, payload: dict) -> None:
     for column, value in row.items():
         if column in HANDLED_COLUMNS or column.startswith(HANDLED_PREFIXES) or column in payload:
             continue
-        if column.startswith(fields.CHECKBOX_PREFIXES) and fields.text(value) in (None, "YES"):
+        if column.startswith(CHECKBOX_FIELDS) and cells.text(value) in (None, "YES"):
             continue
-        typed = fields.generic_value(value)
+        typed = cells.generic_value(value)
         if typed is not None:
             payload[column] = typed
 
@@ -226,7 +222,7 @@ def describe(payload: dict) -> str:
         parts.append(f"dermatologist labels: {labels}")
     else:
         parts.append("no dermatologist condition label")
-    who = [fields.humanize(payload.get("sex_at_birth")), fields.humanize(payload.get("age_group"))]
+    who = [cells.humanize(payload.get("sex_at_birth")), cells.humanize(payload.get("age_group"))]
     if payload.get("fitzpatrick_skin_type"):
         who.append(f"self-reported skin type {payload['fitzpatrick_skin_type']}")
     who = [w for w in who if w]
@@ -236,7 +232,7 @@ def describe(payload: dict) -> str:
         if payload.get(key):
             parts.append(f"{label}: " + ", ".join(v.replace("_", " ") for v in payload[key]))
     if payload.get("condition_duration"):
-        parts.append(f"duration: {fields.humanize(payload['condition_duration'])}")
+        parts.append(f"duration: {cells.humanize(payload['condition_duration'])}")
     return "; ".join(parts) + "."
 
 
@@ -263,8 +259,8 @@ def read_flat_csv(metadata_csv: Path, images_dir: Path) -> Dataset:
 
 
 def flat_record(row: dict, images_dir: Path, warnings: list[str], where: str) -> ImageRecord | None:
-    relative = fields.text(row.get("image_path"))
-    image_id = fields.text(row.get("image_id")) or (PurePosixPath(relative).stem if relative else None)
+    relative = cells.text(row.get("image_path"))
+    image_id = cells.text(row.get("image_id")) or (PurePosixPath(relative).stem if relative else None)
     if not relative or not image_id:
         warnings.append(f"{where}: no image_path/image_id, skipped")
         return None
@@ -272,29 +268,39 @@ def flat_record(row: dict, images_dir: Path, warnings: list[str], where: str) ->
     if file is None:
         warnings.append(f"{where}: unsafe image path {relative!r} skipped")
         return None
-    case_id = fields.text(row.get("case_id")) or image_id
-    weighted = cell(row, "weighted_labels", fields.parse_weighted_labels, warnings, dict)
-    names = cell(row, "all_conditions", fields.parse_string_list, warnings, list)
-    split = fields.text(row.get("split"))
-    payload = {column: fields.generic_value(value) for column, value in row.items()
-               if column not in FLAT_COLUMNS and fields.text(value) is not None}
-    payload.update({
-        "image_id": image_id, "image_path": relative, "case_id": case_id, "case_ids": [case_id],
-        "condition": fields.text(row.get("condition")) or fields.primary_condition(weighted, names),
-        "conditions": list(weighted), "all_conditions": names, "weighted_labels": weighted,
-        "labelled": bool(weighted),
-        "age_group": fields.text(row.get("age_group")), "sex_at_birth": fields.text(row.get("sex_at_birth")),
-        "fitzpatrick_skin_type": fields.text(row.get("fitzpatrick_skin_type")),
-        "skin_type_group": fields.skin_type_group(fields.text(row.get("fitzpatrick_skin_type"))),
-        "condition_label": cell(row, "condition_label", fields.parse_int, warnings),
-        "split": split if split in SPLITS else fields.split_for_case(case_id),
-    })
-    payload["description"] = fields.text(row.get("description")) or describe(payload)
+    case_id = cells.text(row.get("case_id")) or image_id
+    weighted = cell(row, "weighted_labels", cells.parse_weighted_labels, warnings, dict)
+    names = cell(row, "all_conditions", cells.parse_string_list, warnings, list)
+    split = cells.text(row.get("split"))
+    payload = {
+        column: cells.generic_value(value)
+        for column, value in row.items()
+        if column not in FLAT_COLUMNS and cells.text(value) is not None
+    }
+    payload.update(
+        {
+            "image_id": image_id,
+            "image_path": relative,
+            "case_id": case_id,
+            "case_ids": [case_id],
+            "condition": cells.text(row.get("condition")) or cells.primary_condition(weighted, names),
+            "conditions": list(weighted),
+            "all_conditions": names,
+            "weighted_labels": weighted,
+            "labelled": bool(weighted),
+            "age_group": cells.text(row.get("age_group")),
+            "sex_at_birth": cells.text(row.get("sex_at_birth")),
+            "fitzpatrick_skin_type": cells.text(row.get("fitzpatrick_skin_type")),
+            "skin_type_group": cells.skin_type_group(cells.text(row.get("fitzpatrick_skin_type"))),
+            "condition_label": cell(row, "condition_label", cells.parse_int, warnings),
+            "split": split if split in SPLITS else cells.split_for_case(case_id),
+        }
+    )
+    payload["description"] = cells.text(row.get("description")) or describe(payload)
     return ImageRecord(image_id, file, payload)
 
 
-def load_dataset(scin_dir: Path | None = None, metadata: Path | None = None,
-                 images_dir: Path | None = None) -> Dataset:
+def load_dataset(scin_dir: Path | None = None, metadata: Path | None = None, images_dir: Path | None = None) -> Dataset:
     """Pick the source from the arguments given: the release folder, or the flat CSV + images folder."""
     if scin_dir and metadata:
         raise ScinSearchError("give either --scin-dir (the official release) or --metadata, not both")

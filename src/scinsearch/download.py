@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 
 import httpx
 
-from scinsearch import dataset, fields
+from scinsearch import cells, dataset
 from scinsearch.errors import ScinSearchError
 from scinsearch.fetch import LocalWriteError, PermanentError, RetryPolicy, fetch_object
 
@@ -66,9 +66,11 @@ class DownloadSummary:
 
     def lines(self) -> list[str]:
         total = len(self.downloaded) + len(self.skipped) + len(self.failed)
-        lines = [f"{self.cases_selected} of {self.cases_total} cases, {total} objects, under {self.to}",
-                 f"downloaded {len(self.downloaded)} ({human_bytes(self.bytes_downloaded)}), "
-                 f"already complete {len(self.skipped)}, not had {len(self.failed)}"]
+        lines = [
+            f"{self.cases_selected} of {self.cases_total} cases, {total} objects, under {self.to}",
+            f"downloaded {len(self.downloaded)} ({human_bytes(self.bytes_downloaded)}), "
+            f"already complete {len(self.skipped)}, not had {len(self.failed)}",
+        ]
         for path, reason in sorted(self.known_gaps.items()):
             lines.append(f"  known gap of the release (not an error): {path}: {reason}")
         if self.missing:
@@ -82,6 +84,7 @@ class DownloadSummary:
 
 def human_bytes(count: int) -> str:
     from tqdm import tqdm
+
     return tqdm.format_sizeof(count, suffix="B", divisor=1024)
 
 
@@ -157,10 +160,18 @@ class Progress:
 
     def __init__(self, enabled: bool):
         from tqdm import tqdm
+
         self.lock = threading.Lock()
         self.files = tqdm(total=0, unit="file", desc="files", position=0, dynamic_ncols=True, disable=not enabled)
-        self.bytes = tqdm(unit="B", unit_scale=True, unit_divisor=1024, desc="bytes", position=1,
-                          dynamic_ncols=True, disable=not enabled)
+        self.bytes = tqdm(
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc="bytes",
+            position=1,
+            dynamic_ncols=True,
+            disable=not enabled,
+        )
 
     def add_total(self, count: int) -> None:
         self.files.total += count
@@ -189,8 +200,10 @@ class Downloader:
         self.progress = Progress(progress)
         self.stop = threading.Event()
         self.client = httpx.Client(
-            timeout=httpx.Timeout(policy.timeout, connect=min(policy.timeout, 15.0)), follow_redirects=True,
-            limits=httpx.Limits(max_connections=self.connections, max_keepalive_connections=self.connections))
+            timeout=httpx.Timeout(policy.timeout, connect=min(policy.timeout, 15.0)),
+            follow_redirects=True,
+            limits=httpx.Limits(max_connections=self.connections, max_keepalive_connections=self.connections),
+        )
 
     def close(self) -> None:
         self.client.close()
@@ -215,8 +228,14 @@ class Downloader:
                 raise
 
     def fetch_one(self, path: str) -> tuple[int, str]:
-        return fetch_object(self.client, object_url(self.base_url, path), self.to / path, self.policy,
-                            self.progress.add_bytes, self.stop)
+        return fetch_object(
+            self.client,
+            object_url(self.base_url, path),
+            self.to / path,
+            self.policy,
+            self.progress.add_bytes,
+            self.stop,
+        )
 
     def record(self, path: str, future: concurrent.futures.Future, summary: DownloadSummary) -> None:
         self.progress.files_done()
@@ -258,15 +277,15 @@ def image_objects(cases_csv: Path, limit: int | None, summary: DownloadSummary) 
     """The distinct, validated image paths of the selected cases, in file order."""
     cases = dataset.read_csv(cases_csv)
     dataset.require_columns(cases, ["case_id", "image_1_path"], cases_csv)
-    rows = [row for row in cases.to_dict("records") if fields.text(row["case_id"])]
-    case_ids = [fields.text(row["case_id"]) for row in rows]
+    rows = [row for row in cases.to_dict("records") if cells.text(row["case_id"])]
+    case_ids = [cells.text(row["case_id"]) for row in rows]
     chosen = select_cases(case_ids, limit)
     summary.cases_total, summary.cases_selected = len(set(case_ids)), len(chosen)
     paths: dict[str, None] = {}
     for case_id, row in zip(case_ids, rows):
         if case_id not in chosen:
             continue
-        for raw in filter(None, (fields.text(row.get(f"image_{n}_path")) for n in (1, 2, 3))):
+        for raw in filter(None, (cells.text(row.get(f"image_{n}_path")) for n in (1, 2, 3))):
             if safe_object_path(raw):
                 paths.setdefault(raw, None)
             else:
@@ -274,9 +293,14 @@ def image_objects(cases_csv: Path, limit: int | None, summary: DownloadSummary) 
     return list(paths)
 
 
-def download_release(to: Path, base_url: str = DEFAULT_BASE_URL, limit: int | None = None,
-                     connections: int = 8, progress: bool = True,
-                     retry: RetryPolicy = RetryPolicy()) -> DownloadSummary:
+def download_release(
+    to: Path,
+    base_url: str = DEFAULT_BASE_URL,
+    limit: int | None = None,
+    connections: int = 8,
+    progress: bool = True,
+    retry: RetryPolicy = RetryPolicy(),
+) -> DownloadSummary:
     """Fetch both CSVs whole, then the images of every case (or of `limit` cases, see `select_cases`).
 
     Raises ScinSearchError when nothing sensible can be done (bad URL, unwritable folder, cases CSV
@@ -290,8 +314,9 @@ def download_release(to: Path, base_url: str = DEFAULT_BASE_URL, limit: int | No
     try:
         downloader.fetch_all([CASES_OBJECT, LABELS_OBJECT], summary)
         if CASES_OBJECT in summary.failed:
-            raise ScinSearchError(f"cannot download {object_url(base_url, CASES_OBJECT)}: "
-                                  f"{summary.failed[CASES_OBJECT]}")
+            raise ScinSearchError(
+                f"cannot download {object_url(base_url, CASES_OBJECT)}: {summary.failed[CASES_OBJECT]}"
+            )
         downloader.fetch_all(image_objects(to / CASES_OBJECT, limit, summary), summary)
     finally:
         downloader.close()

@@ -12,8 +12,9 @@ import dataclasses
 import logging
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,10 +22,15 @@ from PIL import Image
 
 from scinsearch.errors import ScinSearchError
 from scinsearch.images import FAST_REDUCING_GAP, load_square, open_rgb, resize_square
+from scinsearch.settings import Settings
+
+if TYPE_CHECKING:
+    from scinsearch.store import CollectionInfo
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 COMPILE_MIN_IMAGES = 1000  # "auto" compiles on the CPU from this many images: compiling costs ~10-20 s once
 COMPILE_CHOICES = ("auto", "on", "off")
+PREPROCESSING_MODES = ("fast", "exact")  # recorded with each collection (`CollectionInfo.preprocessing`)
 log = logging.getLogger(__name__)
 
 
@@ -59,11 +65,16 @@ class Preprocessor:
         return self(open_rgb(source))
 
     @property
+    def mode(self) -> str:
+        """'fast' or 'exact' (NaFlex is always the processor's own, so 'exact'): recorded with a collection."""
+        return "fast" if self.fast else "exact"
+
+    @property
     def cache_key(self) -> str | None:
         """What the stored pixels depend on (not the model): same key = reusable pixels. None = not cacheable."""
         if self.kind != "fixed":
             return None
-        return f"square{self.image_size}-resample{self.resample}-{'fast' if self.fast else 'exact'}"
+        return f"square{self.image_size}-resample{self.resample}-{self.mode}"
 
 
 _NAFLEX_CACHE: dict[str, object] = {}
@@ -72,6 +83,7 @@ _NAFLEX_CACHE: dict[str, object] = {}
 def naflex_processor(source: str):
     if source not in _NAFLEX_CACHE:
         from transformers import AutoImageProcessor
+
         _NAFLEX_CACHE[source] = AutoImageProcessor.from_pretrained(source)
     return _NAFLEX_CACHE[source]
 
@@ -91,8 +103,10 @@ def resolve_device(requested: str) -> torch.device:
         raise ScinSearchError(f"unknown device {requested!r}: use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ScinSearchError(f"device {requested!r} was asked for, but CUDA is not available on this machine "
-                                  f"(torch {torch.__version__}); use --device cpu")
+            raise ScinSearchError(
+                f"device {requested!r} was asked for, but CUDA is not available on this machine "
+                f"(torch {torch.__version__}); use --device cpu"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ScinSearchError(f"device {requested!r} does not exist: {torch.cuda.device_count()} CUDA device(s)")
     elif device.type == "mps":
@@ -134,8 +148,10 @@ def load_pretrained(model_name: str, dtype: torch.dtype):
         processor = AutoProcessor.from_pretrained(source)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ScinSearchError(f"cannot load model {model_name!r}: not a local SigLIP folder, and not available "
-                              f"from the Hugging Face hub or its offline cache ({first_line})") from None
+        raise ScinSearchError(
+            f"cannot load model {model_name!r}: not a local SigLIP folder, and not available "
+            f"from the Hugging Face hub or its offline cache ({first_line})"
+        ) from None
     if not hasattr(model, "get_image_features") or not hasattr(model, "get_text_features"):
         raise ScinSearchError(f"model {model_name!r} is a {type(model).__name__}, not a SigLIP image-text model")
     return model, processor, source
@@ -157,6 +173,7 @@ def build_preprocessor(model, processor, source: str, fast: bool = False) -> Pre
 def compiler_available() -> bool:
     """torch.compile on the CPU (inductor) generates C++: it needs a compiler at run time."""
     import os
+
     return bool(shutil.which(os.environ.get("CXX", "g++")) or shutil.which("clang++"))
 
 
@@ -179,17 +196,62 @@ class Embedder:
     `prepare()` is told a CPU run is long enough to repay the compile time; "on" / "off" force it.
     `fast_preprocessing`: decode/resize shortcuts within a tested tolerance of the processor."""
 
-    def __init__(self, model_name: str, device: str = "auto", precision: str = "auto",
-                 compile: str | bool = "auto", fast_preprocessing: bool = True):
+    def __init__(
+        self,
+        model_name: str,
+        device: str = "auto",
+        precision: str = "auto",
+        compile: str | bool = "auto",
+        fast_preprocessing: bool = True,
+    ):
         device_ = resolve_device(device)
         dtype = resolve_precision(precision, device_)
         model, processor, source = load_pretrained(model_name, dtype)
-        self._setup(model, processor, build_preprocessor(model, processor, source, fast=fast_preprocessing),
-                    model_name, device_, dtype, compile)
+        self._setup(
+            model,
+            processor,
+            build_preprocessor(model, processor, source, fast=fast_preprocessing),
+            model_name,
+            device_,
+            dtype,
+            compile,
+        )
 
     @classmethod
-    def from_model(cls, model, preprocessor: Preprocessor, model_name: str, device: str = "auto",
-                   precision: str = "auto", compile: str | bool = "auto", processor=None) -> "Embedder":
+    def from_settings(cls, settings: Settings, collection: CollectionInfo | None = None) -> Embedder:
+        """The one way scinsearch loads `settings.model` (embed, search, serve, evaluate).
+
+        Embedding (no `collection`): preprocessing as `settings.exact_preprocessing` says. Querying a
+        collection: the preprocessing its images were embedded with, whatever the settings say, so a query
+        photo is prepared exactly as the stored photos were."""
+        if collection is None:
+            fast = not settings.exact_preprocessing
+        elif collection.preprocessing in PREPROCESSING_MODES:
+            fast = collection.preprocessing == "fast"
+        else:
+            raise ScinSearchError(
+                f"the collection records an unknown preprocessing {collection.preprocessing!r} "
+                f"(known: {', '.join(PREPROCESSING_MODES)}): embed it again with --recreate"
+            )
+        return cls(
+            settings.model,
+            device=settings.device,
+            precision=settings.precision,
+            compile=settings.compile,
+            fast_preprocessing=fast,
+        )
+
+    @classmethod
+    def from_model(
+        cls,
+        model,
+        preprocessor: Preprocessor,
+        model_name: str,
+        device: str = "auto",
+        precision: str = "auto",
+        compile: str | bool = "auto",
+        processor=None,
+    ) -> Embedder:
         """Wrap a model built in memory (e.g. `models.random_vision_model`, for benchmarks). A vision-only
         model (SiglipVisionModel) embeds images; texts need a full SiglipModel and its processor."""
         embedder = cls.__new__(cls)
@@ -198,8 +260,16 @@ class Embedder:
         embedder._setup(model.to(dtype), processor, preprocessor, model_name, device_, dtype, compile)
         return embedder
 
-    def _setup(self, model, processor, preprocessor: Preprocessor, model_name: str, device: torch.device,
-               dtype: torch.dtype, compile: str | bool) -> None:
+    def _setup(
+        self,
+        model,
+        processor,
+        preprocessor: Preprocessor,
+        model_name: str,
+        device: torch.device,
+        dtype: torch.dtype,
+        compile: str | bool,
+    ) -> None:
         self.device = device
         self.dtype = dtype
         self.model_name = model_name
@@ -261,7 +331,8 @@ class Embedder:
             log.warning(self.compile_note)
             return self.compile_note
         self._compiled, self._compiled_batch = compiled, batch_size
-        self.compile_note = f"compiled the image tower for batches of {batch_size} in {time.perf_counter() - started:.0f} s"
+        seconds = time.perf_counter() - started
+        self.compile_note = f"compiled the image tower for batches of {batch_size} in {seconds:.0f} s"
         return self.compile_note
 
     def model_inputs(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -301,11 +372,11 @@ class Embedder:
         """The compiled tower has one static batch shape: pad a short (last) batch, split a long one."""
         size, outputs = self._compiled_batch, []
         for start in range(0, len(pixel_values), size):
-            chunk = pixel_values[start:start + size]
+            chunk = pixel_values[start : start + size]
             short = size - len(chunk)
             if short:
                 chunk = torch.cat([chunk, chunk.new_zeros((short, *chunk.shape[1:]))])
-            outputs.append(self._compiled(chunk)[:size - short])
+            outputs.append(self._compiled(chunk)[: size - short])
         return torch.cat(outputs) if len(outputs) > 1 else outputs[0]
 
     def embed_images(self, images: Sequence[Image.Image | bytes | Path]) -> np.ndarray:
@@ -316,8 +387,13 @@ class Embedder:
         """SigLIP text as trained: lower-cased, padded to the full length (64), no attention mask."""
         if self.processor is None:
             raise ScinSearchError(f"{self.model_name} has no tokenizer: it embeds images only")
-        tokens = self.processor.tokenizer([t.lower() for t in texts], padding="max_length",
-                                          max_length=self.text_length, truncation=True, return_tensors="pt")
+        tokens = self.processor.tokenizer(
+            [t.lower() for t in texts],
+            padding="max_length",
+            max_length=self.text_length,
+            truncation=True,
+            return_tensors="pt",
+        )
         return tokens["input_ids"]
 
     @torch.inference_mode()

@@ -141,8 +141,9 @@ def describe_error(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def fetch_object(client: httpx.Client, url: str, dest: Path, policy: RetryPolicy, on_bytes,
-                 stop: threading.Event) -> tuple[int, str]:
+def fetch_object(
+    client: httpx.Client, url: str, dest: Path, policy: RetryPolicy, on_bytes, stop: threading.Event
+) -> tuple[int, str]:
     """Fetch with retries and backoff; raises PermanentError with the last reason when it gives up."""
     for attempt in range(1, policy.attempts + 1):
         try:

@@ -39,8 +39,9 @@ def read_bytes(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
         raise ImageError(f"cannot read file ({exc.strerror or exc})") from None
 
 
-def open_rgb(data: bytes | Path | Image.Image, max_pixels: int = MAX_PIXELS,
-             draft_size: int | None = None) -> Image.Image:
+def open_rgb(
+    data: bytes | Path | Image.Image, max_pixels: int = MAX_PIXELS, draft_size: int | None = None
+) -> Image.Image:
     """Decode to an upright RGB image: EXIF orientation applied, any mode converted, bombs refused.
 
     `draft_size`: a JPEG may be decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling) as long as
@@ -67,7 +68,9 @@ def open_rgb(data: bytes | Path | Image.Image, max_pixels: int = MAX_PIXELS,
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError("image is too large (decompression bomb guard)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(f"broken image data ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        raise ImageError(
+            f"broken image data ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        ) from None
     upright = ImageOps.exif_transpose(image, in_place=True)  # our own image: no copy when already upright
     return to_rgb(image if upright is None else upright)
 
@@ -90,8 +93,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def resize_square(image: Image.Image, size: int, resample: int = Image.Resampling.BICUBIC,
-                  reducing_gap: float | None = None) -> np.ndarray:
+def resize_square(
+    image: Image.Image, size: int, resample: int = Image.Resampling.BICUBIC, reducing_gap: float | None = None
+) -> np.ndarray:
     """Squash-resize to size x size (SigLIP's training preprocessing: no crop), as HxWx3 uint8.
 
     `reducing_gap`: Pillow first shrinks by whole factors with a box filter while the image stays
@@ -105,8 +109,13 @@ FAST_REDUCING_GAP = 2.0  # chosen by benchmarks/bench_decode.py; tests bound the
 FAST_DRAFT_FACTOR = 2  # JPEG: decode at reduced scale only down to twice the target size
 
 
-def load_square(data: bytes | Path | Image.Image, size: int, resample: int = Image.Resampling.BICUBIC,
-                fast: bool = False, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def load_square(
+    data: bytes | Path | Image.Image,
+    size: int,
+    resample: int = Image.Resampling.BICUBIC,
+    fast: bool = False,
+    max_pixels: int = MAX_PIXELS,
+) -> np.ndarray:
     """Decode (safely, upright, RGB) and squash-resize in one go: the indexing hot path.
 
     `fast=False` is bit-identical to the checkpoint's processor; `fast=True` lets JPEGs decode at a

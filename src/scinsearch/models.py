@@ -24,21 +24,38 @@ BASE = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_a
 LARGE = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16)
 SO400M = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16)
 
-KNOWN_MODELS = {info.model_id: info for info in [
-    ModelInfo("google/siglip-base-patch16-224", "siglip", 224, 16, 768, BASE, "default; 35 GFLOP per image"),
-    ModelInfo("google/siglip-base-patch16-256", "siglip", 256, 16, 768, BASE),
-    ModelInfo("google/siglip-base-patch16-384", "siglip", 384, 16, 768, BASE),
-    ModelInfo("google/siglip-large-patch16-384", "siglip", 384, 16, 1024, LARGE, "11x the base cost"),
-    ModelInfo("google/siglip-so400m-patch14-224", "siglip", 224, 14, 1152, SO400M),
-    ModelInfo("google/siglip-so400m-patch14-384", "siglip", 384, 14, 1152, SO400M, "19x the base cost"),
-    ModelInfo("google/siglip2-base-patch16-224", "siglip", 224, 16, 768, BASE, "SigLIP 2, Gemma tokenizer"),
-    ModelInfo("google/siglip2-base-patch32-256", "siglip", 256, 32, 768, BASE, "SigLIP 2, cheapest (11 GFLOP)"),
-    ModelInfo("google/siglip2-so400m-patch14-384", "siglip", 384, 14, 1152, SO400M, "SigLIP 2"),
-    ModelInfo("google/siglip2-base-patch16-naflex", "siglip2-naflex", 256, 16, 768, BASE,
-              "SigLIP 2 NaFlex: keeps the aspect ratio (256 patches)"),
-    ModelInfo("google/medsiglip-448", "siglip", 448, 14, 1152, SO400M,
-              "gated (HAI-DEF terms); trained on SCIN, so not a clean SCIN evaluation"),
-]}
+KNOWN_MODELS = {
+    info.model_id: info
+    for info in [
+        ModelInfo("google/siglip-base-patch16-224", "siglip", 224, 16, 768, BASE, "default; 35 GFLOP per image"),
+        ModelInfo("google/siglip-base-patch16-256", "siglip", 256, 16, 768, BASE),
+        ModelInfo("google/siglip-base-patch16-384", "siglip", 384, 16, 768, BASE),
+        ModelInfo("google/siglip-large-patch16-384", "siglip", 384, 16, 1024, LARGE, "11x the base cost"),
+        ModelInfo("google/siglip-so400m-patch14-224", "siglip", 224, 14, 1152, SO400M),
+        ModelInfo("google/siglip-so400m-patch14-384", "siglip", 384, 14, 1152, SO400M, "19x the base cost"),
+        ModelInfo("google/siglip2-base-patch16-224", "siglip", 224, 16, 768, BASE, "SigLIP 2, Gemma tokenizer"),
+        ModelInfo("google/siglip2-base-patch32-256", "siglip", 256, 32, 768, BASE, "SigLIP 2, cheapest (11 GFLOP)"),
+        ModelInfo("google/siglip2-so400m-patch14-384", "siglip", 384, 14, 1152, SO400M, "SigLIP 2"),
+        ModelInfo(
+            "google/siglip2-base-patch16-naflex",
+            "siglip2-naflex",
+            256,
+            16,
+            768,
+            BASE,
+            "SigLIP 2 NaFlex: keeps the aspect ratio (256 patches)",
+        ),
+        ModelInfo(
+            "google/medsiglip-448",
+            "siglip",
+            448,
+            14,
+            1152,
+            SO400M,
+            "gated (HAI-DEF terms); trained on SCIN, so not a clean SCIN evaluation",
+        ),
+    ]
+}
 
 
 def random_vision_model(model_id: str):

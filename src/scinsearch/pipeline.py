@@ -16,11 +16,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, NamedTuple, Sequence
+from typing import NamedTuple
 
 import torch
-from torch.utils.data import DataLoader, Dataset as TorchDataset
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
 from tqdm import tqdm
 
 from scinsearch.dataset import Dataset, ImageRecord
@@ -55,11 +57,13 @@ class EmbedSummary:
         return self.embedded / self.seconds if self.seconds > 0 else 0.0
 
     def lines(self) -> list[str]:
-        lines = [f"embedded {self.embedded}, already present {self.already_present}, failed {len(self.failed)} "
-                 f"(of {self.total} images)",
-                 f"model {self.model} on {self.device} in {self.precision}; "
-                 f"{self.images_per_second:.1f} images/s over {self.seconds:.1f} s",
-                 f"store: {self.store}"]
+        lines = [
+            f"embedded {self.embedded}, already present {self.already_present}, failed {len(self.failed)} "
+            f"(of {self.total} images)",
+            f"model {self.model} on {self.device} in {self.precision}; "
+            f"{self.images_per_second:.1f} images/s over {self.seconds:.1f} s",
+            f"store: {self.store}",
+        ]
         if self.from_cache:
             lines.append(f"pixels: {self.from_cache} from the cache, {self.decoded} decoded")
         lines += [f"  failed: {path}: {reason}" for path, reason in self.failed]
@@ -145,8 +149,10 @@ class Batcher:
             yield self.take(len(self.indices))
 
     def take(self, count: int) -> tuple[list[int], dict[str, torch.Tensor]]:
-        merged = {key: torch.cat([part[key] for part in self.parts]) if len(self.parts) > 1 else self.parts[0][key]
-                  for key in self.parts[0]}
+        merged = {
+            key: torch.cat([part[key] for part in self.parts]) if len(self.parts) > 1 else self.parts[0][key]
+            for key in self.parts[0]
+        }
         batch = {key: self.staged(key, value[:count]) for key, value in merged.items()}
         rest = {key: value[count:] for key, value in merged.items()}
         indices, self.indices = self.indices[:count], self.indices[count:]
@@ -160,10 +166,15 @@ class Batcher:
         slots = self.buffers.setdefault((key, shape, tensor.dtype), [])
         if len(slots) < 2:
             slots.append(torch.empty(shape, dtype=tensor.dtype).pin_memory())
-        buffer = slots[self.turn % 2][:len(tensor)]
+        buffer = slots[self.turn % 2][: len(tensor)]
         self.turn += 1
         buffer.copy_(tensor)
         return buffer
+
+
+def default_batch_size(device_type: str = "cpu") -> int:
+    """Images per model call when `--batch-size` is not given: a GPU wants large batches, a CPU small ones."""
+    return 256 if device_type == "cuda" else 16
 
 
 def default_workers(device_type: str = "cpu") -> int:
@@ -182,31 +193,63 @@ def lower_priority(_worker_id: int) -> None:
         pass
 
 
-def prepare_collection(store: VectorStore, model: str, dim: int, recreate: bool, extra: dict) -> None:
-    """Create the collection when missing; refuse a model mismatch unless asked to recreate."""
+def prepare_collection(
+    store: VectorStore, model: str, dim: int, recreate: bool, extra: dict, preprocessing: str = "fast"
+) -> None:
+    """Create the collection when missing, recording how its images are preprocessed (queries follow it);
+    refuse a model or preprocessing mismatch unless asked to recreate."""
     info = store.info()
     if info is not None and not recreate and (info.model != model or info.dim != dim):
-        raise ScinSearchError(f"collection {store.name!r} holds {info.dim}-d vectors of {info.model!r}; "
-                              f"embedding with {model!r} ({dim}-d) would mix models: use another --collection, "
-                              f"or --recreate to start it over")
-    store.create(CollectionInfo(model, dim, extra), recreate=recreate)
+        raise ScinSearchError(
+            f"collection {store.name!r} holds {info.dim}-d vectors of {info.model!r}; "
+            f"embedding with {model!r} ({dim}-d) would mix models: use another --collection, "
+            f"or --recreate to start it over"
+        )
+    if info is not None and not recreate and info.preprocessing != preprocessing:
+        flag = "add --exact-preprocessing" if info.preprocessing == "exact" else "drop --exact-preprocessing"
+        raise ScinSearchError(
+            f"collection {store.name!r} was embedded with {info.preprocessing} preprocessing, "
+            f"this run uses {preprocessing}: {flag} to resume it, or --recreate to start it over"
+        )
+    store.create(CollectionInfo(model, dim, extra, preprocessing=preprocessing), recreate=recreate)
 
 
-def run_embed(dataset: Dataset, embedder, store: VectorStore, batch_size: int = 32, workers: int | None = None,
-              limit: int | None = None, recreate: bool = False, progress: bool = True,
-              warn: Callable[[str], None] = tqdm.write, cache: PixelCache | None = None) -> EmbedSummary:
+def run_embed(
+    dataset: Dataset,
+    embedder,
+    store: VectorStore,
+    batch_size: int = 32,
+    workers: int | None = None,
+    limit: int | None = None,
+    recreate: bool = False,
+    progress: bool = True,
+    warn: Callable[[str], None] = tqdm.write,
+    cache: PixelCache | None = None,
+) -> EmbedSummary:
     """Embed every record not yet in the store; return what happened.
 
     `cache`: a `PixelCache` to read preprocessed pixels from and write them to (None = decode every image)."""
     if batch_size < 1:
         raise ScinSearchError("--batch-size must be at least 1")
     records = dataset.records[:limit] if limit is not None else dataset.records
-    prepare_collection(store, embedder.model_name, embedder.dim, recreate, {"image_root": str(dataset.image_root)})
+    prepare_collection(
+        store,
+        embedder.model_name,
+        embedder.dim,
+        recreate,
+        {"image_root": str(dataset.image_root)},
+        preprocessing=embedder.preprocessor.mode,
+    )
     present = store.existing_ids([r.point_id for r in records])
     todo = [r for r in records if r.point_id not in present]
-    summary = EmbedSummary(total=len(records), already_present=len(records) - len(todo), model=embedder.model_name,
-                           device=str(embedder.device), precision=embedder.precision_name,
-                           store=getattr(store, "folder", None) and str(store.folder) or store.name)
+    summary = EmbedSummary(
+        total=len(records),
+        already_present=len(records) - len(todo),
+        model=embedder.model_name,
+        device=str(embedder.device),
+        precision=embedder.precision_name,
+        store=getattr(store, "folder", None) and str(store.folder) or store.name,
+    )
     started = time.perf_counter()
     if todo:
         prepare = getattr(embedder, "prepare", None)  # compile (or not) before the decode workers start
@@ -219,19 +262,34 @@ def run_embed(dataset: Dataset, embedder, store: VectorStore, batch_size: int = 
     return summary
 
 
-def make_loader(todo: Sequence[ImageRecord], embedder, workers: int | None, cache: PixelCache | None,
-                chunk: int) -> DataLoader:
+def make_loader(
+    todo: Sequence[ImageRecord], embedder, workers: int | None, cache: PixelCache | None, chunk: int
+) -> DataLoader:
     """Decode workers: chunks of `chunk` images, at most PREFETCH chunks queued per worker (bounded memory)."""
     on_cpu = embedder.device.type == "cpu"
     workers = default_workers(embedder.device.type) if workers is None else workers
-    return DataLoader(DecodeImages(todo, embedder.preprocessor, cache), batch_size=chunk, num_workers=workers,
-                      collate_fn=collate_decoded, prefetch_factor=PREFETCH if workers else None,
-                      worker_init_fn=lower_priority if workers and on_cpu else None, persistent_workers=False)
+    return DataLoader(
+        DecodeImages(todo, embedder.preprocessor, cache),
+        batch_size=chunk,
+        num_workers=workers,
+        collate_fn=collate_decoded,
+        prefetch_factor=PREFETCH if workers else None,
+        worker_init_fn=lower_priority if workers and on_cpu else None,
+        persistent_workers=False,
+    )
 
 
-def embed_records(todo: list[ImageRecord], embedder, store: VectorStore, batch_size: int, workers: int | None,
-                  progress: bool, warn: Callable[[str], None], summary: EmbedSummary,
-                  cache: PixelCache | None = None) -> None:
+def embed_records(
+    todo: list[ImageRecord],
+    embedder,
+    store: VectorStore,
+    batch_size: int,
+    workers: int | None,
+    progress: bool,
+    warn: Callable[[str], None],
+    summary: EmbedSummary,
+    cache: PixelCache | None = None,
+) -> None:
     loader = make_loader(todo, embedder, workers, cache, chunk=min(batch_size, CHUNK))
     batcher = Batcher(batch_size, pin=embedder.device.type == "cuda")
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scinsearch-store")
@@ -272,6 +330,8 @@ def wait_for_writes(pending: list[Future], keep: int) -> list[Future]:
         except ScinSearchError as exc:
             raise ScinSearchError(f"{exc} (points written before this batch are kept: run again to resume)") from None
         except Exception as exc:
-            raise ScinSearchError(f"writing to the store failed: {str(exc).splitlines()[0] if str(exc) else exc!r} "
-                                  f"(points written before this batch are kept: run again to resume)") from None
+            raise ScinSearchError(
+                f"writing to the store failed: {str(exc).splitlines()[0] if str(exc) else exc!r} "
+                f"(points written before this batch are kept: run again to resume)"
+            ) from None
     return pending

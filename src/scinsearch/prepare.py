@@ -2,7 +2,7 @@
 
 Every value comes from `dataset.read_release`, the same reader `embed --scin-dir` uses: the same
 parsing of the release's Python-literal cells, the same primary condition, the same `condition_label`
-index and the same case-grouped split (`fields.split_for_case`). Nothing is parsed twice, so the table
+index and the same case-grouped split (`cells.split_for_case`). Nothing is parsed twice, so the table
 and the vector database cannot disagree.
 
 Column formats follow the scripts that read this file: `image_path` is relative to
@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 
 from scinsearch import dataset
 from scinsearch.errors import ScinSearchError
+from scinsearch.schema import BY_NAME, FLAT_COLUMNS
 
 
 @dataclasses.dataclass
@@ -62,25 +63,22 @@ def images_relative_path(record: dataset.ImageRecord, images_dir: Path) -> str |
 
 def flat_row(record: dataset.ImageRecord, image_path: str) -> dict[str, str]:
     """One CSV row from one record's payload (an image shared by several cases: its first case)."""
-    payload = record.payload
-    return {
-        "image_id": record.image_id,
-        "image_path": image_path,
-        "case_id": plain_text(payload.get("case_id")),
-        "condition": plain_text(payload.get("condition")),
-        "all_conditions": literal_text(payload.get("all_conditions") or []),
-        "weighted_labels": literal_text(payload.get("weighted_labels") or {}),
-        "age_group": plain_text(payload.get("age_group")),
-        "sex_at_birth": plain_text(payload.get("sex_at_birth")),
-        "fitzpatrick_skin_type": plain_text(payload.get("fitzpatrick_skin_type")),
-        "condition_label": plain_text(payload.get("condition_label")),
-        "split": plain_text(payload.get("split")),
-        "description": plain_text(payload.get("description")),
-    }
+    payload = {**record.payload, "image_id": record.image_id, "image_path": image_path}
+    return {name: flat_cell(BY_NAME[name].type, payload.get(name)) for name in FLAT_COLUMNS}
 
 
-def select_rows(data: dataset.Dataset, images_dir: Path, summary: PrepareSummary,
-                labelled_only: bool, include_missing: bool) -> list[dict[str, str]]:
+def flat_cell(kind: str, value) -> str:
+    """Lists and dicts as Python literals (empty ones too, as the release writes them); the rest as text."""
+    if kind == "dict":
+        return literal_text(value or {})
+    if kind.endswith("[]"):
+        return literal_text(value or [])
+    return plain_text(value)
+
+
+def select_rows(
+    data: dataset.Dataset, images_dir: Path, summary: PrepareSummary, labelled_only: bool, include_missing: bool
+) -> list[dict[str, str]]:
     rows = []
     for record in data.records:
         if labelled_only and not record.payload.get("labelled"):
@@ -103,7 +101,7 @@ def write_csv_atomically(out: Path, rows: list[dict[str, str]]) -> None:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with part.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(dataset.FLAT_COLUMNS))
+            writer = csv.DictWriter(handle, fieldnames=list(FLAT_COLUMNS))
             writer.writeheader()
             writer.writerows(rows)
         os.replace(part, out)
@@ -113,8 +111,9 @@ def write_csv_atomically(out: Path, rows: list[dict[str, str]]) -> None:
         raise ScinSearchError(f"cannot write {out}: {exc.strerror or exc}") from None
 
 
-def prepare_metadata(scin_dir: Path, out: Path, labelled_only: bool = False,
-                     include_missing: bool = False) -> PrepareSummary:
+def prepare_metadata(
+    scin_dir: Path, out: Path, labelled_only: bool = False, include_missing: bool = False
+) -> PrepareSummary:
     """Read the release under `scin_dir` and write one row per distinct image to `out`.
 
     By default only images present on disk are written (so a `download --limit` subset gives a table

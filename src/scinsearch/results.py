@@ -1,7 +1,7 @@
 """What a search returns: neighbour cases with what a clinician needs to judge them, and the JSON form.
 
 The JSON schema (`SearchResult.to_dict`, version SCHEMA) is the contract for scripts and the service;
-The README ("JSON output") documents it field by field. Nothing about the query photo is ever included:
+docs/search.md ("JSON output") documents it field by field. Nothing about the query photo is ever included:
 patient photos stay in memory.
 """
 
@@ -10,20 +10,20 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from scinsearch.schema import SHOWN_FIELDS
 from scinsearch.store import Hit
 from scinsearch.suggest import Suggestions
 
 SCHEMA = "scinsearch.search/1"
-DISCLAIMER = ("Decision support, not a diagnosis: these are similar SCIN cases and their dermatologists' labels. "
-              "A trained health worker must examine the patient and decide; refer when in doubt.")
-ZERO_SHOT_METHOD = ("SigLIP zero-shot: sigmoid(cosine x exp(logit_scale) + logit_bias) between the query image and "
-                    "the prompt {prompt!r}; each condition scored independently (no sum to 1), not trained on "
-                    "SCIN labels and not calibrated for diagnosis")
-
-# Payload fields shown with each neighbour (see dataset.case_payload); absent ones come back as null.
-METADATA_FIELDS = ("age_group", "sex_at_birth", "fitzpatrick_skin_type", "dermatologist_fitzpatrick_skin_type",
-                   "monk_skin_tone_label_us", "monk_skin_tone_label_india", "body_parts", "textures",
-                   "condition_symptoms", "condition_duration", "shot_type", "gradable", "split", "description")
+DISCLAIMER = (
+    "Decision support, not a diagnosis: these are similar SCIN cases and their dermatologists' labels. "
+    "A trained health worker must examine the patient and decide; refer when in doubt."
+)
+ZERO_SHOT_METHOD = (
+    "SigLIP zero-shot: sigmoid(cosine x exp(logit_scale) + logit_bias) between the query image and "
+    "the prompt {prompt!r}; each condition scored independently (no sum to 1), not trained on "
+    "SCIN labels and not calibrated for diagnosis"
+)
 
 
 @dataclasses.dataclass
@@ -37,22 +37,35 @@ class Neighbour:
     image_path: str | None
     condition: str | None  # the heaviest dermatologist label
     weighted_labels: dict[str, float]
-    metadata: dict[str, Any]
+    metadata: dict[str, Any]  # the payload's `schema.SHOWN_FIELDS`; absent ones are None
 
     @classmethod
-    def from_hit(cls, hit: Hit) -> "Neighbour":
+    def from_hit(cls, hit: Hit) -> Neighbour:
         payload = hit.payload
         case_id = str(payload.get("case_id") or "")
         case_ids = [str(c) for c in payload.get("case_ids") or [case_id] if c]
-        return cls(score=float(hit.score), image_id=str(payload.get("image_id") or hit.id), case_id=case_id,
-                   case_ids=case_ids, image_path=payload.get("image_path"), condition=payload.get("condition"),
-                   weighted_labels=dict(payload.get("weighted_labels") or {}),
-                   metadata={name: payload.get(name) for name in METADATA_FIELDS})
+        return cls(
+            score=float(hit.score),
+            image_id=str(payload.get("image_id") or hit.id),
+            case_id=case_id,
+            case_ids=case_ids,
+            image_path=payload.get("image_path"),
+            condition=payload.get("condition"),
+            weighted_labels=dict(payload.get("weighted_labels") or {}),
+            metadata={name: payload.get(name) for name in SHOWN_FIELDS},
+        )
 
     def to_dict(self) -> dict:
-        return {"score": round(self.score, 6), "image_id": self.image_id, "case_id": self.case_id,
-                "case_ids": self.case_ids, "image_path": self.image_path, "condition": self.condition,
-                "weighted_labels": self.weighted_labels, **self.metadata}
+        return {
+            "score": round(self.score, 6),
+            "image_id": self.image_id,
+            "case_id": self.case_id,
+            "case_ids": self.case_ids,
+            "image_path": self.image_path,
+            "condition": self.condition,
+            "weighted_labels": self.weighted_labels,
+            **self.metadata,
+        }
 
 
 @dataclasses.dataclass
@@ -63,8 +76,11 @@ class ZeroShot:
     scores: list[tuple[str, float]]  # (condition, probability), highest first
 
     def to_dict(self) -> dict:
-        return {"method": ZERO_SHOT_METHOD.format(prompt=self.prompt), "prompt": self.prompt,
-                "scores": [{"condition": name, "probability": round(p, 6)} for name, p in self.scores]}
+        return {
+            "method": ZERO_SHOT_METHOD.format(prompt=self.prompt),
+            "prompt": self.prompt,
+            "scores": [{"condition": name, "probability": round(p, 6)} for name, p in self.scores],
+        }
 
 
 @dataclasses.dataclass
@@ -80,9 +96,15 @@ class SearchResult:
     disclaimer: str = DISCLAIMER
 
     def to_dict(self) -> dict:
-        output = {"schema": SCHEMA, "query": self.query, "model": self.model, "collection": self.collection,
-                  "results": [neighbour.to_dict() for neighbour in self.results],
-                  "suggestions": self.suggestions.to_dict(), "disclaimer": self.disclaimer}
+        output = {
+            "schema": SCHEMA,
+            "query": self.query,
+            "model": self.model,
+            "collection": self.collection,
+            "results": [neighbour.to_dict() for neighbour in self.results],
+            "suggestions": self.suggestions.to_dict(),
+            "disclaimer": self.disclaimer,
+        }
         if self.zero_shot is not None:
             output["zero_shot"] = self.zero_shot.to_dict()
         return output

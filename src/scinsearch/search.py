@@ -13,27 +13,25 @@ the SigLIP text tower, padded to 64 tokens as the model was trained.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from scinsearch import suggest
-from scinsearch.dataset import point_id_for
+from scinsearch import rules, suggest
 from scinsearch.errors import ScinSearchError
 from scinsearch.images import ImageError
 from scinsearch.results import Neighbour, SearchResult, ZeroShot
-from scinsearch.search_filters import BODY_PARTS, SearchFilters
+from scinsearch.schema import BODY_PARTS, point_id_for
+from scinsearch.search_filters import SearchFilters
 from scinsearch.settings import Settings
 from scinsearch.store import Filter, Match, check_model, open_store, require_collection
 
-MAX_TOP_K = 200
 OVERFETCH = 4  # images fetched per wanted case before grouping (a case has up to 3 images)
 MAX_FETCH = 4096
-MAX_TEXT_CHARS = 2000
-ZERO_SHOT_PROMPT = "a photo of {condition}"
 ZERO_SHOT_SHOWN = 5
 ImageInput = Path | str | bytes | Image.Image
 
@@ -42,18 +40,20 @@ class Searcher:
     """One loaded model and one open store, answering queries until `close()`.
 
     `embedder` and `store` may be injected (tests, the service); otherwise they are built from
-    `settings`. Either way the collection must have been made with the same model."""
+    `settings`, the embedder with the preprocessing the collection records. Either way the collection
+    must have been made with the same model."""
 
     def __init__(self, settings: Settings, embedder=None, store=None, suggestion_options: dict | None = None):
         self.settings = settings
         self._owns_store = store is None
         self.store = store if store is not None else open_store(settings)
         try:
-            require_collection(self.store)  # a missing collection or another model fails before the slow load
+            collection = require_collection(self.store)  # missing, or another model: fails before the slow load
             if embedder is None:
                 from scinsearch.embedding import Embedder
+
                 check_model(self.store, settings.model)
-                embedder = Embedder(settings.model, device=settings.device, precision=settings.precision)
+                embedder = Embedder.from_settings(settings, collection)
             self.embedder = embedder
             self.info = check_model(self.store, embedder.model_name, embedder.dim)
         except BaseException:
@@ -64,10 +64,10 @@ class Searcher:
         self._condition_vectors: np.ndarray | None = None
 
     @classmethod
-    def open(cls, settings: Settings) -> "Searcher":
+    def open(cls, settings: Settings) -> Searcher:
         return cls(settings)
 
-    def __enter__(self) -> "Searcher":
+    def __enter__(self) -> Searcher:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -81,8 +81,15 @@ class Searcher:
 
     # Queries -----------------------------------------------------------------------------------
 
-    def search_image(self, image: ImageInput, filters: SearchFilters | None = None, top_k: int = 5,
-                     min_score: float | None = None, per_case: bool = True, zero_shot: bool = False) -> SearchResult:
+    def search_image(
+        self,
+        image: ImageInput,
+        filters: SearchFilters | None = None,
+        top_k: int = rules.DEFAULT_TOP_K,
+        min_score: float | None = None,
+        per_case: bool = True,
+        zero_shot: bool = False,
+    ) -> SearchResult:
         """Cases like a photo (a path, encoded bytes or a PIL image), decoded in memory only."""
         vector = self.embed_query_image(image)
         result = self.search_vector(vector, {"kind": "image"}, filters, top_k, min_score, per_case)
@@ -90,20 +97,40 @@ class Searcher:
             result.zero_shot = self.zero_shot(vector)
         return result
 
-    def search_text(self, text: str, filters: SearchFilters | None = None, top_k: int = 5,
-                    min_score: float | None = None, per_case: bool = True) -> SearchResult:
+    def search_text(
+        self,
+        text: str,
+        filters: SearchFilters | None = None,
+        top_k: int = rules.DEFAULT_TOP_K,
+        min_score: float | None = None,
+        per_case: bool = True,
+    ) -> SearchResult:
         """Cases whose photos match a description, through the SigLIP text tower."""
         if not isinstance(text, str) or not text.strip():
             raise ScinSearchError("empty text query: describe what the skin looks like")
-        if len(text) > MAX_TEXT_CHARS:
-            raise ScinSearchError(f"text query is {len(text)} characters long (limit {MAX_TEXT_CHARS})")
+        if len(text) > rules.MAX_TEXT_CHARS:
+            raise ScinSearchError(f"text query is {len(text)} characters long (limit {rules.MAX_TEXT_CHARS})")
         vector = self.embedder.embed_texts([text.strip()])[0]
-        return self.search_vector(vector, {"kind": "text", "text": text.strip()}, filters, top_k, min_score,
-                                  per_case, min_similarity=suggest.TEXT_MIN_SIMILARITY)
+        return self.search_vector(
+            vector,
+            {"kind": "text", "text": text.strip()},
+            filters,
+            top_k,
+            min_score,
+            per_case,
+            min_similarity=suggest.TEXT_MIN_SIMILARITY,
+        )
 
-    def search_like(self, image_id: str, filters: SearchFilters | None = None, top_k: int = 5,
-                    min_score: float | None = None, per_case: bool = True, exclude_same_case: bool = True,
-                    zero_shot: bool = False) -> SearchResult:
+    def search_like(
+        self,
+        image_id: str,
+        filters: SearchFilters | None = None,
+        top_k: int = rules.DEFAULT_TOP_K,
+        min_score: float | None = None,
+        per_case: bool = True,
+        exclude_same_case: bool = True,
+        zero_shot: bool = False,
+    ) -> SearchResult:
         """Cases like a stored image, reusing its stored vector (nothing is re-embedded). The image
         itself is never a result; with `exclude_same_case`, neither are the other photos of its case(s)."""
         point = self.stored_point(image_id)
@@ -129,9 +156,17 @@ class Searcher:
 
     # The shared path ------------------------------------------------------------------------------
 
-    def search_vector(self, vector: np.ndarray, query: dict, filters: SearchFilters | None, top_k: int,
-                      min_score: float | None, per_case: bool, extra: Filter | None = None,
-                      min_similarity: float = suggest.MIN_SIMILARITY) -> SearchResult:
+    def search_vector(
+        self,
+        vector: np.ndarray,
+        query: dict,
+        filters: SearchFilters | None,
+        top_k: int,
+        min_score: float | None,
+        per_case: bool,
+        extra: Filter | None = None,
+        min_similarity: float = suggest.MIN_SIMILARITY,
+    ) -> SearchResult:
         """Nearest stored images to a query vector, grouped per case, with suggestions from them."""
         check_limits(top_k, min_score)
         filters = filters or SearchFilters()
@@ -142,11 +177,13 @@ class Searcher:
         query = {**query, "top_k": top_k, "min_score": min_score, "per_case": per_case, "filters": filters.to_dict()}
         options = {"min_similarity": min_similarity, **self.suggestion_options}
         suggestions = suggest.suggest_conditions(
-            [(n.score, n.weighted_labels) for n in one_per_case(neighbours)], **options)
+            [(n.score, n.weighted_labels) for n in one_per_case(neighbours)], **options
+        )
         return SearchResult(query, neighbours, suggestions, model=self.info.model, collection=self.store.name)
 
-    def nearest(self, vector: np.ndarray, store_filter: Filter, top_k: int, min_score: float | None,
-                per_case: bool) -> list[Neighbour]:
+    def nearest(
+        self, vector: np.ndarray, store_filter: Filter, top_k: int, min_score: float | None, per_case: bool
+    ) -> list[Neighbour]:
         """The top_k images, or with `per_case` the best image of each of the top_k cases: over-fetch,
         group, and fetch more only when the cases are not filled yet and more images exist."""
         limit = top_k * OVERFETCH if per_case else top_k
@@ -184,7 +221,8 @@ class Searcher:
             if self.store.count(Filter(must=(Match(field, (value,)),))) == 0:
                 known = self.known_conditions() if what == "condition" else list(BODY_PARTS)
                 close = difflib.get_close_matches(value, known, n=3, cutoff=0.5) or [
-                    k for k in known if k.lower() == value.lower()]
+                    k for k in known if k.lower() == value.lower()
+                ]
                 hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
                 raise ScinSearchError(f"no stored case has the {what} {value!r}{hint}")
 
@@ -202,36 +240,29 @@ class Searcher:
         return self._conditions
 
     def zero_shot(self, image_vector: np.ndarray, shown: int = ZERO_SHOT_SHOWN) -> ZeroShot | None:
-        """SigLIP's sigmoid scores of 'a photo of {condition}' for the collection's conditions."""
+        """SigLIP's sigmoid scores of `rules.ZERO_SHOT_PROMPT` for each of the collection's conditions."""
         conditions = self.known_conditions()
         if not conditions or not hasattr(self.embedder, "zero_shot_logits"):
             return None
         if self._condition_vectors is None:
-            prompts = [ZERO_SHOT_PROMPT.format(condition=name) for name in conditions]
+            prompts = [rules.ZERO_SHOT_PROMPT.format(condition=name) for name in conditions]
             self._condition_vectors = self.embedder.embed_texts(prompts)
         with torch.no_grad():  # reading logit_scale/bias off a trainable parameter must not track gradients
             logits = self.embedder.zero_shot_logits(np.asarray(image_vector)[None, :], self._condition_vectors)[0]
         probabilities = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
         order = np.argsort(-probabilities)[:shown]
-        return ZeroShot(ZERO_SHOT_PROMPT, [(conditions[i], float(probabilities[i])) for i in order])
+        return ZeroShot(rules.ZERO_SHOT_PROMPT, [(conditions[i], float(probabilities[i])) for i in order])
 
 
 def check_limits(top_k: int, min_score: float | None) -> None:
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
-        raise ScinSearchError(f"top-k must be a whole number from 1 to {MAX_TOP_K}, not {top_k!r}")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= rules.MAX_TOP_K:
+        raise ScinSearchError(f"top-k must be a whole number from 1 to {rules.MAX_TOP_K}, not {top_k!r}")
     if min_score is not None and not -1.0 <= float(min_score) <= 1.0:
         raise ScinSearchError(f"min-score {min_score} is not a cosine similarity: use a value from -1 to 1")
 
 
 def one_per_case(neighbours: Sequence[Neighbour]) -> list[Neighbour]:
-    """Keep the best image of each case, in score order. An image shared by several cases stands for
-    all of them, so a case is never shown twice, even through a shared image."""
-    seen: set[str] = set()
-    kept = []
-    for neighbour in neighbours:
-        cases = set(neighbour.case_ids or [neighbour.case_id or neighbour.image_id])
-        if cases & seen:
-            continue
-        seen |= cases
-        kept.append(neighbour)
-    return kept
+    """The best image of each case, in score order (`rules.one_per_case`: a shared image stands for all
+    its cases, so a case is never shown twice)."""
+    cases = [n.case_ids or [n.case_id or n.image_id] for n in neighbours]
+    return [neighbours[i] for i in rules.one_per_case(cases)]

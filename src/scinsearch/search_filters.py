@@ -1,5 +1,6 @@
 """Search filters on the payload, validated against SCIN's own vocabularies before they reach Qdrant.
 
+The vocabularies and the payload field of each filter are declared in `scinsearch.schema`.
 A typo in a filter must not silently return nothing: enumerated fields (skin type, age group, sex,
 split) are checked here against the release's values, with the valid ones listed in the error. Free
 text fields (condition, body part) cannot be listed up front, so the searcher checks them against the
@@ -9,26 +10,13 @@ store when a search comes back empty (see `Searcher`).
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable
+from collections.abc import Iterable
 
 from scinsearch.errors import ScinSearchError
+from scinsearch.schema import AGE_GROUPS, DERM_FITZPATRICK, FILTER_FIELDS, MONK_RANGE, SELF_FITZPATRICK, SEXES, SPLITS
 from scinsearch.store import Filter, Match, Range
 
-SELF_FITZPATRICK = ("FST1", "FST2", "FST3", "FST4", "FST5", "FST6", "NONE_IDENTIFIED")
-DERM_FITZPATRICK = ("FST1", "FST2", "FST3", "FST4", "FST5", "FST6")
-AGE_GROUPS = ("AGE_18_TO_29", "AGE_30_TO_39", "AGE_40_TO_49", "AGE_50_TO_59", "AGE_60_TO_69", "AGE_70_TO_79",
-              "AGE_80_OR_ABOVE", "AGE_UNKNOWN")
-SEXES = ("FEMALE", "MALE", "OTHER_OR_UNSPECIFIED")
-SPLITS = ("train", "val", "test")
-BODY_PARTS = ("head_or_neck", "arm", "palm", "back_of_hand", "torso_front", "torso_back", "genitalia_or_groin",
-              "buttocks", "leg", "foot_top_or_side", "foot_sole", "other")  # the release's body_parts_* columns
-MONK_RANGE = (1, 10)
 ROMAN = {"I": 1, "II": 2, "III": 3, "IV": 4, "V": 5, "VI": 6}
-
-# Payload field each filter applies to (see dataset.case_payload).
-FIELDS = {"fitzpatrick": "fitzpatrick_skin_type", "dermatologist_fitzpatrick": "dermatologist_fitzpatrick_skin_type",
-          "age_groups": "age_group", "sexes": "sex_at_birth", "body_parts": "body_parts", "conditions": "conditions",
-          "splits": "split", "monk": "monk_skin_tone_label_us", "gradable": "gradable"}
 
 
 def as_tuple(values: Iterable[str] | str | None) -> tuple[str, ...]:
@@ -71,9 +59,15 @@ def age_spellings() -> dict[str, str]:
     return spellings
 
 
-SEX_SPELLINGS = {"FEMALE": "FEMALE", "F": "FEMALE", "MALE": "MALE", "M": "MALE",
-                 "OTHER_OR_UNSPECIFIED": "OTHER_OR_UNSPECIFIED", "OTHER": "OTHER_OR_UNSPECIFIED",
-                 "UNSPECIFIED": "OTHER_OR_UNSPECIFIED"}
+SEX_SPELLINGS = {
+    "FEMALE": "FEMALE",
+    "F": "FEMALE",
+    "MALE": "MALE",
+    "M": "MALE",
+    "OTHER_OR_UNSPECIFIED": "OTHER_OR_UNSPECIFIED",
+    "OTHER": "OTHER_OR_UNSPECIFIED",
+    "UNSPECIFIED": "OTHER_OR_UNSPECIFIED",
+}
 SPLIT_SPELLINGS = {label.upper(): label for label in SPLITS} | {"VALIDATION": "val"}
 
 
@@ -102,11 +96,16 @@ class SearchFilters:
 
     def __post_init__(self):
         normalised = {
-            "fitzpatrick": tuple(pick(v, SELF_FITZPATRICK, "Fitzpatrick skin type",
-                                      fitzpatrick_spellings(SELF_FITZPATRICK)) for v in as_tuple(self.fitzpatrick)),
-            "dermatologist_fitzpatrick": tuple(pick(v, DERM_FITZPATRICK, "dermatologist Fitzpatrick skin type",
-                                                    fitzpatrick_spellings(DERM_FITZPATRICK))
-                                               for v in as_tuple(self.dermatologist_fitzpatrick)),
+            "fitzpatrick": tuple(
+                pick(v, SELF_FITZPATRICK, "Fitzpatrick skin type", fitzpatrick_spellings(SELF_FITZPATRICK))
+                for v in as_tuple(self.fitzpatrick)
+            ),
+            "dermatologist_fitzpatrick": tuple(
+                pick(
+                    v, DERM_FITZPATRICK, "dermatologist Fitzpatrick skin type", fitzpatrick_spellings(DERM_FITZPATRICK)
+                )
+                for v in as_tuple(self.dermatologist_fitzpatrick)
+            ),
             "age_groups": tuple(pick(v, AGE_GROUPS, "age group", age_spellings()) for v in as_tuple(self.age_groups)),
             "sexes": tuple(pick(v, SEXES, "sex at birth", SEX_SPELLINGS) for v in as_tuple(self.sexes)),
             "splits": tuple(pick(v, SPLITS, "split", SPLIT_SPELLINGS) for v in as_tuple(self.splits)),
@@ -124,8 +123,9 @@ class SearchFilters:
             if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise ScinSearchError(f"{name.replace('_', '-')} {value!r} is not a Monk skin tone: "
-                                      f"use {low} to {high}")
+                raise ScinSearchError(
+                    f"{name.replace('_', '-')} {value!r} is not a Monk skin tone: use {low} to {high}"
+                )
         if self.monk_min is not None and self.monk_max is not None and self.monk_min > self.monk_max:
             raise ScinSearchError(f"monk-min {self.monk_min} is above monk-max {self.monk_max}")
 
@@ -134,24 +134,38 @@ class SearchFilters:
 
     def to_store_filter(self) -> Filter:
         """The store's filter: one Match per restricted field, a Range for the Monk tone."""
-        must: list = [Match(FIELDS[name], values) for name in
-                      ("fitzpatrick", "dermatologist_fitzpatrick", "age_groups", "sexes", "body_parts",
-                       "conditions", "splits") if (values := getattr(self, name))]
+        must: list = [
+            Match(FILTER_FIELDS[name], values)
+            for name in (
+                "fitzpatrick",
+                "dermatologist_fitzpatrick",
+                "age_groups",
+                "sexes",
+                "body_parts",
+                "conditions",
+                "splits",
+            )
+            if (values := getattr(self, name))
+        ]
         if self.monk_min is not None or self.monk_max is not None:
-            must.append(Range(FIELDS["monk"], gte=self.monk_min, lte=self.monk_max))
+            must.append(Range(FILTER_FIELDS["monk"], gte=self.monk_min, lte=self.monk_max))
         if self.gradable_only:
-            must.append(Match(FIELDS["gradable"], (True,)))
+            must.append(Match(FILTER_FIELDS["gradable"], (True,)))
         return Filter(must=tuple(must))
 
     def free_text(self) -> list[tuple[str, str, str]]:
         """(what, payload field, value) for values that cannot be validated without the store."""
-        return ([("condition", FIELDS["conditions"], v) for v in self.conditions]
-                + [("body part", FIELDS["body_parts"], v) for v in self.body_parts])
+        return [("condition", FILTER_FIELDS["conditions"], v) for v in self.conditions] + [
+            ("body part", FILTER_FIELDS["body_parts"], v) for v in self.body_parts
+        ]
 
     def to_dict(self) -> dict:
         """Only the restrictions in force, for the JSON output."""
-        return {name: list(value) if isinstance(value, tuple) else value
-                for name, value in dataclasses.asdict(self).items() if value not in ((), None, False)}
+        return {
+            name: list(value) if isinstance(value, tuple) else value
+            for name, value in dataclasses.asdict(self).items()
+            if value not in ((), None, False)
+        }
 
 
 def as_tuple_keep_commas(values: Iterable[str] | str | None) -> tuple[str, ...]:

@@ -30,9 +30,8 @@ class Settings:
     qdrant_location: str | None = None
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     precision: str = "auto"  # "auto", "fp32", "bf16", "fp16"
-    batch_size: int = 32
-    workers: int | None = None  # image decoding processes; None = choose from the CPU count
-    write_batch_size: int = 256
+    batch_size: int | None = None  # images per model call when embedding; None = 16 on the CPU, 256 on a GPU
+    workers: int | None = None  # image decoding processes when embedding; None = choose from the CPU count
     compile: str = "auto"  # torch.compile the image tower: "auto" (CPU runs of 1000+ images), "on", "off"
     cache_dir: Path | None = None  # preprocessed-pixel cache (`embed --cache-dir`); None = off
     exact_preprocessing: bool = False  # True: resize exactly as the processor; False: the faster tested path
@@ -50,5 +49,5 @@ class Settings:
             return f"qdrant-client {self.qdrant_location}"
         return f"embedded Qdrant Edge at {self.qdrant_path}"
 
-    def replace(self, **changes) -> "Settings":
+    def replace(self, **changes) -> Settings:
         return dataclasses.replace(self, **changes)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 MIN_SIMILARITY = 0.60  # image-image cosine below which a neighbour is not "a similar case"
 TEXT_MIN_SIMILARITY = 0.10  # text-image cosine: about where a trained SigLIP's sigmoid(logit) crosses 0.5
@@ -54,8 +54,12 @@ class ConditionSuggestion:
     best_similarity: float = 0.0
 
     def to_dict(self) -> dict:
-        return {"condition": self.condition, "score": round(self.score, 4), "support": self.support,
-                "best_similarity": round(self.best_similarity, 4)}
+        return {
+            "condition": self.condition,
+            "score": round(self.score, 4),
+            "support": self.support,
+            "best_similarity": round(self.best_similarity, 4),
+        }
 
 
 @dataclasses.dataclass
@@ -77,11 +81,15 @@ class Suggestions:
         """JSON form. `conditions` is empty when not confident (abstention is the answer), unless
         `include_unconfident` asks for the weak ranking too (for evaluation and debugging)."""
         shown = self.items if self.confident or include_unconfident else []
-        return {"confident": self.confident, "reason": self.reason,
-                "conditions": [item.to_dict() for item in shown],
-                "neighbours": self.neighbours, "labelled_neighbours": self.labelled_neighbours,
-                "thresholds": dict(self.thresholds),
-                "method": "similarity-weighted vote of the neighbours' dermatologist label weights"}
+        return {
+            "confident": self.confident,
+            "reason": self.reason,
+            "conditions": [item.to_dict() for item in shown],
+            "neighbours": self.neighbours,
+            "labelled_neighbours": self.labelled_neighbours,
+            "thresholds": dict(self.thresholds),
+            "method": "similarity-weighted vote of the neighbours' dermatologist label weights",
+        }
 
 
 def normalised_labels(labels: Mapping[str, float] | None) -> dict[str, float]:
@@ -109,14 +117,21 @@ def vote(neighbours: Sequence[tuple[float, Mapping[str, float]]]) -> list[Condit
             scores[name] = scores.get(name, 0.0) + weight * share
             support[name] = support.get(name, 0) + 1
             closest[name] = max(closest.get(name, -1.0), float(similarity))
-    items = [ConditionSuggestion(name, score / total if total > 0 else 0.0, support[name], closest[name])
-             for name, score in scores.items()]
+    items = [
+        ConditionSuggestion(name, score / total if total > 0 else 0.0, support[name], closest[name])
+        for name, score in scores.items()
+    ]
     return sorted(items, key=lambda item: (-item.score, -item.support, item.condition))
 
 
-def suggest_conditions(neighbours: Sequence[tuple[float, Mapping[str, float]]], *,
-                       min_similarity: float = MIN_SIMILARITY, min_agreement: float = MIN_AGREEMENT,
-                       min_support: int = MIN_SUPPORT, max_suggestions: int = MAX_SUGGESTIONS) -> Suggestions:
+def suggest_conditions(
+    neighbours: Sequence[tuple[float, Mapping[str, float]]],
+    *,
+    min_similarity: float = MIN_SIMILARITY,
+    min_agreement: float = MIN_AGREEMENT,
+    min_support: int = MIN_SUPPORT,
+    max_suggestions: int = MAX_SUGGESTIONS,
+) -> Suggestions:
     """Rank conditions by the neighbours' label weights and decide whether the ranking is evidence.
 
     `neighbours`: (cosine similarity, weighted labels) per neighbouring case, e.g. one per case of a
@@ -125,12 +140,17 @@ def suggest_conditions(neighbours: Sequence[tuple[float, Mapping[str, float]]], 
     ranked = vote(neighbours)
     labelled = [similarity for similarity, labels in neighbours if normalised_labels(labels)]
     confident, reason = judge(ranked, labelled, len(neighbours), min_similarity, min_agreement, min_support)
-    return Suggestions(ranked[:max(max_suggestions, 0)], confident, reason, len(neighbours), len(labelled),
-                       thresholds)
+    return Suggestions(ranked[: max(max_suggestions, 0)], confident, reason, len(neighbours), len(labelled), thresholds)
 
 
-def judge(ranked: list[ConditionSuggestion], labelled_similarities: list[float], count: int,
-          min_similarity: float, min_agreement: float, min_support: int) -> tuple[bool, str]:
+def judge(
+    ranked: list[ConditionSuggestion],
+    labelled_similarities: list[float],
+    count: int,
+    min_similarity: float,
+    min_agreement: float,
+    min_support: int,
+) -> tuple[bool, str]:
     """Rule step 4: (confident, reason); the first failing check names the reason."""
     if count == 0:
         return False, NO_NEIGHBOURS
@@ -141,7 +161,11 @@ def judge(ranked: list[ConditionSuggestion], labelled_similarities: list[float],
         return False, f"{NOT_SIMILAR} (best similarity {best:.2f} < {min_similarity:.2f})"
     top = ranked[0]
     if top.score < min_agreement or top.support < min_support:
-        return False, (f"{DISAGREE} (top condition {top.condition!r}: {top.score:.0%} of the weighted vote, "
-                       f"{top.support} of {count} cases)")
-    return True, (f"{top.support} of {count} similar cases carry {top.condition!r} "
-                  f"({top.score:.0%} of the similarity-weighted vote)")
+        return False, (
+            f"{DISAGREE} (top condition {top.condition!r}: {top.score:.0%} of the weighted vote, "
+            f"{top.support} of {count} cases)"
+        )
+    return True, (
+        f"{top.support} of {count} similar cases carry {top.condition!r} "
+        f"({top.score:.0%} of the similarity-weighted vote)"
+    )

@@ -8,7 +8,6 @@ import click
 
 from scinsearch.errors import ScinSearchError
 
-
 # Same as scinsearch.download.DEFAULT_BASE_URL (a test checks): not imported, so that `scinsearch --help`
 # does not pay for importing httpx and pandas.
 DEFAULT_BASE_URL = "https://storage.googleapis.com/dx-scin-public-data/"
@@ -21,16 +20,42 @@ class IncompleteDownload(click.ClickException):
 
 
 @click.command()
-@click.option("--to", "to", type=click.Path(path_type=Path, file_okay=False), required=True,
-              envvar="SCINSEARCH_SCIN_DIR", help="Folder to download into; the bucket's dataset/ is mirrored there.")
-@click.option("--limit", type=click.IntRange(min=1), default=None,
-              help="Only this many cases (the same subset every time), for a quick start. CSVs are always whole.")
-@click.option("--base-url", default=DEFAULT_BASE_URL, show_default=True,
-              envvar="SCINSEARCH_BASE_URL", help="Where the bucket is served; an object's URL is this plus its path.")
-@click.option("--connections", type=click.IntRange(1, 64), default=8, show_default=True,
-              envvar="SCINSEARCH_DOWNLOAD_CONNECTIONS", help="Parallel downloads.")
-@click.option("--retries", type=click.IntRange(1, 20), default=5, show_default=True,
-              help="Attempts per object on connection errors, 5xx and corrupt bodies (never on 404/403).")
+@click.option(
+    "--to",
+    "to",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    envvar="SCINSEARCH_SCIN_DIR",
+    help="Folder to download into; the bucket's dataset/ is mirrored there.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Only this many cases (the same subset every time), for a quick start. CSVs are always whole.",
+)
+@click.option(
+    "--base-url",
+    default=DEFAULT_BASE_URL,
+    show_default=True,
+    envvar="SCINSEARCH_BASE_URL",
+    help="Where the bucket is served; an object's URL is this plus its path.",
+)
+@click.option(
+    "--connections",
+    type=click.IntRange(1, 64),
+    default=8,
+    show_default=True,
+    envvar="SCINSEARCH_DOWNLOAD_CONNECTIONS",
+    help="Parallel downloads.",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(1, 20),
+    default=5,
+    show_default=True,
+    help="Attempts per object on connection errors, 5xx and corrupt bodies (never on 404/403).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def download(to, limit, base_url, connections, retries, quiet):
     """Download the SCIN CSVs and every referenced image; re-runs fetch only what is missing.
@@ -45,8 +70,14 @@ def download(to, limit, base_url, connections, retries, quiet):
     from scinsearch.download import RetryPolicy, download_release
 
     try:
-        summary = download_release(to, base_url=base_url, limit=limit, connections=connections,
-                                   progress=not quiet, retry=RetryPolicy(attempts=retries))
+        summary = download_release(
+            to,
+            base_url=base_url,
+            limit=limit,
+            connections=connections,
+            progress=not quiet,
+            retry=RetryPolicy(attempts=retries),
+        )
     except ScinSearchError as exc:
         raise click.ClickException(str(exc)) from None
     for line in summary.lines():
@@ -56,10 +87,19 @@ def download(to, limit, base_url, connections, retries, quiet):
 
 
 @click.command()
-@click.option("--scin-dir", type=click.Path(path_type=Path, file_okay=False), required=True,
-              envvar="SCINSEARCH_SCIN_DIR", help="The downloaded release: the folder holding dataset/.")
-@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True,
-              help="The CSV to write (e.g. real_labeled_metadata.csv).")
+@click.option(
+    "--scin-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    envvar="SCINSEARCH_SCIN_DIR",
+    help="The downloaded release: the folder holding dataset/.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="The CSV to write (e.g. real_labeled_metadata.csv).",
+)
 @click.option("--labelled-only", is_flag=True, help="Only images of cases with a dermatologist condition label.")
 @click.option("--include-missing", is_flag=True, help="Also rows for images not on disk (default: left out).")
 def prepare(scin_dir, out, labelled_only, include_missing):

@@ -10,14 +10,28 @@ import numpy as np
 
 from scinsearch.commands.options import make_settings, model_options, store_options
 from scinsearch.errors import ScinSearchError
+from scinsearch.schema import REQUIRED_FIELDS, SPLITS
 
 data_options = [
-    click.option("--scin-dir", type=click.Path(path_type=Path), default=None, envvar="SCINSEARCH_SCIN_DIR",
-                 help="The official release: the folder holding dataset/ (or dataset/ itself)."),
-    click.option("--metadata", type=click.Path(path_type=Path), default=None,
-                 help="Flat one-row-per-image CSV (real_labeled_metadata.csv), instead of --scin-dir."),
-    click.option("--images-dir", type=click.Path(path_type=Path), default=None,
-                 help="Folder the --metadata image_path values are relative to."),
+    click.option(
+        "--scin-dir",
+        type=click.Path(path_type=Path),
+        default=None,
+        envvar="SCINSEARCH_SCIN_DIR",
+        help="The official release: the folder holding dataset/ (or dataset/ itself).",
+    ),
+    click.option(
+        "--metadata",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Flat one-row-per-image CSV (real_labeled_metadata.csv), instead of --scin-dir.",
+    ),
+    click.option(
+        "--images-dir",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Folder the --metadata image_path values are relative to.",
+    ),
 ]
 
 
@@ -29,8 +43,8 @@ def with_data_options(function):
 
 def open_embedder(settings):
     from scinsearch.embedding import Embedder
-    embedder = Embedder(settings.model, device=settings.device, precision=settings.precision,
-                        compile=settings.compile, fast_preprocessing=not settings.exact_preprocessing)
+
+    embedder = Embedder.from_settings(settings)
     click.echo(f"model: {embedder.describe()}", err=True)
     return embedder
 
@@ -39,24 +53,46 @@ def open_embedder(settings):
 @with_data_options
 @store_options
 @model_options
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help="Images per model call (default: 16 on the CPU, 256 on a GPU).")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Images per model call (default: 16 on the CPU, 256 on a GPU).",
+)
 @click.option("--limit", type=click.IntRange(min=0), default=None, help="Embed only the first N images.")
-@click.option("--workers", type=click.IntRange(min=0), default=None, envvar="SCINSEARCH_WORKERS",
-              help="Image decoding processes (default: one per core at low priority on the CPU, cores - 1 with "
-                   "a GPU; 0 decodes in the main process).")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    envvar="SCINSEARCH_WORKERS",
+    help="Image decoding processes (default: one per core at low priority on the CPU, cores - 1 with "
+    "a GPU; 0 decodes in the main process).",
+)
 @click.option("--recreate", is_flag=True, help="Delete the collection and start over (default: resume).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@click.option("--compile", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
-              envvar="SCINSEARCH_COMPILE",
-              help="torch.compile the image tower. auto = on the CPU for runs of 1000+ images "
-                   "(~1.4-1.6x faster after a one-off compile of 10-60 s).")
-@click.option("--cache-dir", type=click.Path(path_type=Path), default=None, envvar="SCINSEARCH_CACHE_DIR",
-              help="Keep preprocessed pixels here, so embedding again (e.g. with a second model of the same "
-                   "input size) decodes nothing. Off by default.")
-@click.option("--exact-preprocessing", is_flag=True,
-              help="Resize exactly as the checkpoint's processor (default: a faster path within 0.6 grey "
-                   "levels of it on average).")
+@click.option(
+    "--compile",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    envvar="SCINSEARCH_COMPILE",
+    help="torch.compile the image tower. auto = on the CPU for runs of 1000+ images "
+    "(~1.4-1.6x faster after a one-off compile of 10-60 s).",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    envvar="SCINSEARCH_CACHE_DIR",
+    help="Keep preprocessed pixels here, so embedding again (e.g. with a second model of the same "
+    "input size) decodes nothing. Off by default.",
+)
+@click.option(
+    "--exact-preprocessing",
+    is_flag=True,
+    help="Resize exactly as the checkpoint's processor (default: a faster path within 0.6 grey "
+    "levels of it on average).",
+)
 def embed(scin_dir, metadata, images_dir, batch_size, limit, workers, recreate, quiet, **options):
     """Embed SCIN images with SigLIP into Qdrant; re-runs embed only what is missing.
 
@@ -65,7 +101,7 @@ def embed(scin_dir, metadata, images_dir, batch_size, limit, workers, recreate, 
     scinsearch embed --metadata real_labeled_metadata.csv --images-dir ~/data/scin/images
     """
     from scinsearch.dataset import load_dataset
-    from scinsearch.pipeline import run_embed
+    from scinsearch.pipeline import default_batch_size, run_embed
     from scinsearch.pixel_cache import PixelCache
     from scinsearch.store import open_store
 
@@ -75,12 +111,21 @@ def embed(scin_dir, metadata, images_dir, batch_size, limit, workers, recreate, 
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"data: {len(data.records)} distinct images under {data.image_root}", err=True)
     embedder = open_embedder(settings)
-    batch_size = batch_size or (256 if embedder.device.type == "cuda" else 16)
+    batch_size = settings.batch_size or default_batch_size(embedder.device.type)
     store = open_store(settings)
     try:
         cache = PixelCache(settings.cache_dir) if settings.cache_dir else None
-        summary = run_embed(data, embedder, store, batch_size=batch_size, workers=workers, limit=limit,
-                            recreate=recreate, progress=not quiet, cache=cache)
+        summary = run_embed(
+            data,
+            embedder,
+            store,
+            batch_size=batch_size,
+            workers=settings.workers,
+            limit=limit,
+            recreate=recreate,
+            progress=not quiet,
+            cache=cache,
+        )
         summary.store = settings.store_description() + f", collection {settings.collection!r}"
     finally:
         store.close()
@@ -92,7 +137,7 @@ def embed(scin_dir, metadata, images_dir, batch_size, limit, workers, recreate, 
 @store_options
 def info(**options):
     """Show a collection: model, vector size, number of points, splits."""
-    from scinsearch.store import Match, Filter, open_store, require_collection
+    from scinsearch.store import Filter, Match, open_store, require_collection
 
     settings = make_settings(**options)
     store = open_store(settings)
@@ -100,8 +145,9 @@ def info(**options):
         collection = require_collection(store)
         click.echo(f"collection {settings.collection!r} in {settings.store_description()}")
         click.echo(f"model: {collection.model} ({collection.dim}-d)")
+        click.echo(f"preprocessing: {collection.preprocessing}")
         click.echo(f"points: {store.count()}")
-        for split in ("train", "val", "test"):
+        for split in SPLITS:
             click.echo(f"  {split}: {store.count(Filter(must=(Match('split', (split,)),)))}")
         for key, value in collection.extra.items():
             click.echo(f"{key}: {value}")
@@ -122,11 +168,21 @@ def check(scin_dir, metadata, images_dir, limit, batch_size, **options):
 
     data = load_dataset(scin_dir=scin_dir, metadata=metadata, images_dir=images_dir)
     with tempfile.TemporaryDirectory(prefix="scinsearch-check-") as folder:
-        settings = make_settings(qdrant_path=Path(folder), collection="scinsearch_check", **options)
+        settings = make_settings(
+            qdrant_path=Path(folder), collection="scinsearch_check", batch_size=batch_size, workers=0, **options
+        )
         embedder = open_embedder(settings)
         store = open_store(settings)
         try:
-            summary = run_embed(data, embedder, store, batch_size=batch_size, workers=0, limit=limit, progress=False)
+            summary = run_embed(
+                data,
+                embedder,
+                store,
+                batch_size=settings.batch_size,
+                workers=settings.workers,
+                limit=limit,
+                progress=False,
+            )
             problems = verify_store(store, summary, embedder.dim)
         finally:
             store.close()
@@ -134,8 +190,10 @@ def check(scin_dir, metadata, images_dir, limit, batch_size, **options):
         click.echo(line)
     if problems:
         raise ScinSearchError("check failed: " + "; ".join(problems))
-    click.echo(f"check passed: {summary.embedded} images embedded, {embedder.dim}-d unit vectors, payloads complete, "
-               f"each image finds itself first")
+    click.echo(
+        f"check passed: {summary.embedded} images embedded, {embedder.dim}-d unit vectors, payloads complete, "
+        f"each image finds itself first"
+    )
 
 
 def verify_store(store, summary, dim: int) -> list[str]:
@@ -150,8 +208,7 @@ def verify_store(store, summary, dim: int) -> list[str]:
             continue
         if abs(float(np.linalg.norm(point.vector)) - 1.0) > 1e-3:
             problems.append(f"point {point.id} is not unit length")
-        missing = [f for f in ("image_id", "image_path", "case_id", "condition", "weighted_labels", "split")
-                   if f not in point.payload]
+        missing = [f for f in REQUIRED_FIELDS if f not in point.payload]
         if missing:
             problems.append(f"point {point.id} lacks {', '.join(missing)}")
         top = store.query(point.vector, limit=1)
@@ -164,6 +221,7 @@ def verify_store(store, summary, dim: int) -> list[str]:
 def list_models():
     """List the SigLIP checkpoints scinsearch knows (any SigLIP hub id or folder works)."""
     from scinsearch.models import KNOWN_MODELS
+
     for info in KNOWN_MODELS.values():
         click.echo(f"{info.model_id:40s} {info.dim:5d}-d  {info.image_size}px  {info.note}")
 

@@ -13,17 +13,32 @@ from scinsearch.commands.options import make_settings, model_options, store_opti
 @click.command()
 @store_options
 @model_options
-@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), required=True,
-              help="Folder for metrics.json, report.md and the PNG plots (created if missing).")
-@click.option("--leave-case-out", is_flag=True,
-              help="Query every labelled image against all other cases (default: test split against train split).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Folder for metrics.json, report.md and the PNG plots (created if missing).",
+)
+@click.option(
+    "--leave-case-out",
+    is_flag=True,
+    help="Query every labelled image against all other cases (default: test split against train split).",
+)
 @click.option("--k", type=click.IntRange(min=1), default=10, show_default=True, help="Neighbouring cases per query.")
-@click.option("--bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
-              help="Case-level bootstrap resamples for the 95% intervals (0: no intervals).")
+@click.option(
+    "--bootstrap",
+    type=click.IntRange(min=0),
+    default=1000,
+    show_default=True,
+    help="Case-level bootstrap resamples for the 95% intervals (0: no intervals).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap and random baseline.")
-@click.option("--zero-shot", is_flag=True,
-              help="Also score the condition names through the text tower (loads the model; --model overrides "
-                   "the collection's).")
+@click.option(
+    "--zero-shot",
+    is_flag=True,
+    help="Also score the condition names through the text tower (loads the model; --model overrides the collection's).",
+)
 @click.pass_context
 def evaluate(ctx, out_dir, leave_case_out, k, bootstrap, seed, zero_shot, **options):
     """Measure similar-case search: accuracy, recall@k and AUC with baselines and 95% intervals, by skin type.
@@ -35,13 +50,18 @@ def evaluate(ctx, out_dir, leave_case_out, k, bootstrap, seed, zero_shot, **opti
     from scinsearch.evaluation import evaluate_collection
 
     settings = make_settings(**options)
-    embedder = None
-    if zero_shot and ctx.get_parameter_source("model") not in (ParameterSource.DEFAULT, None):
-        from scinsearch.embedding import Embedder
-        embedder = Embedder(settings.model, device=settings.device, precision=settings.precision)
-    result = evaluate_collection(settings, protocol="leave-case-out" if leave_case_out else "split", k=k,
-                                 out_dir=out_dir, zero_shot=zero_shot, embedder=embedder, bootstrap=bootstrap,
-                                 seed=seed, progress=True)
+    model_given = ctx.get_parameter_source("model") not in (ParameterSource.DEFAULT, None)
+    result = evaluate_collection(
+        settings,
+        protocol="leave-case-out" if leave_case_out else "split",
+        k=k,
+        out_dir=out_dir,
+        zero_shot=zero_shot,
+        bootstrap=bootstrap,
+        seed=seed,
+        progress=True,
+        zero_shot_model=settings.model if model_given else None,
+    )
     for line in result.table_lines():
         click.echo(line)
     click.echo(f"wrote {', '.join(str(f) for f in result.files)}", err=True)

@@ -17,14 +17,28 @@ from scinsearch.settings import DEFAULT_COLLECTION, DEFAULT_MODEL, DEFAULT_QDRAN
 def store_options(function):
     """Where the vectors live: shared by every command that opens the store."""
     options = [
-        click.option("--collection", default=DEFAULT_COLLECTION, show_default=True, envvar="SCINSEARCH_COLLECTION",
-                     help="Qdrant collection name."),
-        click.option("--qdrant-path", type=click.Path(path_type=Path), default=DEFAULT_QDRANT_PATH,
-                     show_default=True, envvar="SCINSEARCH_QDRANT_PATH",
-                     help="Folder of the embedded store (Qdrant Edge; one process at a time)."),
-        click.option("--qdrant-url", default=None, envvar="QDRANT_URL",
-                     help="Qdrant server or cluster URL; replaces the embedded store. ':memory:' runs "
-                          "qdrant-client in-process (for trials and tests)."),
+        click.option(
+            "--collection",
+            default=DEFAULT_COLLECTION,
+            show_default=True,
+            envvar="SCINSEARCH_COLLECTION",
+            help="Qdrant collection name.",
+        ),
+        click.option(
+            "--qdrant-path",
+            type=click.Path(path_type=Path),
+            default=DEFAULT_QDRANT_PATH,
+            show_default=True,
+            envvar="SCINSEARCH_QDRANT_PATH",
+            help="Folder of the embedded store (Qdrant Edge; one process at a time).",
+        ),
+        click.option(
+            "--qdrant-url",
+            default=None,
+            envvar="QDRANT_URL",
+            help="Qdrant server or cluster URL; replaces the embedded store. ':memory:' runs "
+            "qdrant-client in-process (for trials and tests).",
+        ),
         click.option("--qdrant-api-key", default=None, envvar="QDRANT_API_KEY", help="API key of the Qdrant server."),
     ]
     return functools.reduce(lambda f, option: option(f), reversed(options), function)
@@ -32,23 +46,49 @@ def store_options(function):
 
 def model_options(function):
     options = [
-        click.option("--model", default=DEFAULT_MODEL, show_default=True, envvar="SCINSEARCH_MODEL",
-                     help="SigLIP / SigLIP 2 hub id or local folder (set HF_HUB_OFFLINE=1 to never touch the network)."),
-        click.option("--device", default="auto", show_default=True, envvar="SCINSEARCH_DEVICE",
-                     help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N."),
-        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
-                     show_default=True, envvar="SCINSEARCH_PRECISION",
-                     help="auto = half precision on GPU, bf16 on CPUs that support it natively, else fp32."),
+        click.option(
+            "--model",
+            default=DEFAULT_MODEL,
+            show_default=True,
+            envvar="SCINSEARCH_MODEL",
+            help="SigLIP / SigLIP 2 hub id or local folder (set HF_HUB_OFFLINE=1 to never touch the network).",
+        ),
+        click.option(
+            "--device",
+            default="auto",
+            show_default=True,
+            envvar="SCINSEARCH_DEVICE",
+            help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.",
+        ),
+        click.option(
+            "--precision",
+            type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+            default="auto",
+            show_default=True,
+            envvar="SCINSEARCH_PRECISION",
+            help="auto = half precision on GPU, bf16 on CPUs that support it natively, else fp32.",
+        ),
     ]
     return functools.reduce(lambda f, option: option(f), reversed(options), function)
 
 
-def make_settings(collection: str = DEFAULT_COLLECTION, qdrant_path: Path = DEFAULT_QDRANT_PATH,
-                  qdrant_url: str | None = None, qdrant_api_key: str | None = None, **rest) -> Settings:
+def make_settings(
+    collection: str = DEFAULT_COLLECTION,
+    qdrant_path: Path = DEFAULT_QDRANT_PATH,
+    qdrant_url: str | None = None,
+    qdrant_api_key: str | None = None,
+    **rest,
+) -> Settings:
     """Flags -> Settings. ':memory:' as a URL means qdrant-client's in-process mode."""
     location = None
     if qdrant_url == ":memory:":
         qdrant_url, location = None, ":memory:"
     known = {k: v for k, v in rest.items() if k in Settings.__dataclass_fields__ and v is not None}
-    return Settings(collection=collection, qdrant_path=Path(qdrant_path).expanduser(), qdrant_url=qdrant_url,
-                    qdrant_api_key=qdrant_api_key, qdrant_location=location, **known)
+    return Settings(
+        collection=collection,
+        qdrant_path=Path(qdrant_path).expanduser(),
+        qdrant_url=qdrant_url,
+        qdrant_api_key=qdrant_api_key,
+        qdrant_location=location,
+        **known,
+    )

@@ -16,26 +16,48 @@ import click
 
 from scinsearch.commands.options import make_settings, model_options, store_options
 from scinsearch.errors import ScinSearchError
+from scinsearch.rules import DEFAULT_TOP_K, MAX_TOP_K
 
 filter_options = [
-    click.option("--fitzpatrick", default=None, metavar="LIST",
-                 help="Self-reported Fitzpatrick type(s), comma-separated: FST1..FST6, NONE_IDENTIFIED "
-                      "(5 or V work too)."),
-    click.option("--derm-fitzpatrick", default=None, metavar="LIST",
-                 help="Dermatologists' Fitzpatrick type(s), comma-separated: FST1..FST6."),
+    click.option(
+        "--fitzpatrick",
+        default=None,
+        metavar="LIST",
+        help="Self-reported Fitzpatrick type(s), comma-separated: FST1..FST6, NONE_IDENTIFIED (5 or V work too).",
+    ),
+    click.option(
+        "--derm-fitzpatrick",
+        default=None,
+        metavar="LIST",
+        help="Dermatologists' Fitzpatrick type(s), comma-separated: FST1..FST6.",
+    ),
     click.option("--monk-min", type=int, default=None, help="Lowest Monk skin tone (US label, 1-10)."),
     click.option("--monk-max", type=int, default=None, help="Highest Monk skin tone (US label, 1-10)."),
-    click.option("--age-group", default=None, metavar="LIST",
-                 help="Age group(s), comma-separated: AGE_18_TO_29 ... AGE_80_OR_ABOVE, AGE_UNKNOWN "
-                      "(30-39 works too)."),
+    click.option(
+        "--age-group",
+        default=None,
+        metavar="LIST",
+        help="Age group(s), comma-separated: AGE_18_TO_29 ... AGE_80_OR_ABOVE, AGE_UNKNOWN (30-39 works too).",
+    ),
     click.option("--sex", default=None, metavar="LIST", help="Sex at birth: FEMALE, MALE, OTHER_OR_UNSPECIFIED."),
-    click.option("--body-part", default=None, metavar="LIST",
-                 help="Body part(s), comma-separated: arm, leg, palm, head_or_neck, torso_front, ..."),
-    click.option("--condition", multiple=True, metavar="NAME",
-                 help="A dermatologist label the case must carry; repeat for several (names contain commas)."),
+    click.option(
+        "--body-part",
+        default=None,
+        metavar="LIST",
+        help="Body part(s), comma-separated: arm, leg, palm, head_or_neck, torso_front, ...",
+    ),
+    click.option(
+        "--condition",
+        multiple=True,
+        metavar="NAME",
+        help="A dermatologist label the case must carry; repeat for several (names contain commas).",
+    ),
     click.option("--split", default=None, metavar="LIST", help="train, val and/or test (cases split 70/15/15)."),
-    click.option("--gradable-only", is_flag=True,
-                 help="Only images whose quality dermatologists found sufficient for a diagnosis."),
+    click.option(
+        "--gradable-only",
+        is_flag=True,
+        help="Only images whose quality dermatologists found sufficient for a diagnosis.",
+    ),
 ]
 
 
@@ -46,24 +68,55 @@ def with_filter_options(function):
 
 
 @click.command()
-@click.option("--image", "image", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Query photo (JPEG, PNG, ...); read in memory, never stored.")
+@click.option(
+    "--image",
+    "image",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Query photo (JPEG, PNG, ...); read in memory, never stored.",
+)
 @click.option("--text", default=None, help="Describe what the skin looks like (English).")
 @click.option("--like", "like", default=None, metavar="IMAGE_ID", help="Find cases like a stored image.")
-@click.option("--top-k", type=click.IntRange(1, 200), default=5, show_default=True, help="Number of results.")
-@click.option("--min-score", type=click.FloatRange(-1.0, 1.0), default=None,
-              help="Drop results below this cosine similarity.")
-@click.option("--exclude-same-case/--include-same-case", default=True, show_default=True,
-              help="With --like: leave out the other photos of the image's own case(s).")
+@click.option(
+    "--top-k", type=click.IntRange(1, MAX_TOP_K), default=DEFAULT_TOP_K, show_default=True, help="Number of results."
+)
+@click.option(
+    "--min-score", type=click.FloatRange(-1.0, 1.0), default=None, help="Drop results below this cosine similarity."
+)
+@click.option(
+    "--exclude-same-case/--include-same-case",
+    default=True,
+    show_default=True,
+    help="With --like: leave out the other photos of the image's own case(s).",
+)
 @click.option("--all-images", is_flag=True, help="One result per image instead of one per case.")
 @with_filter_options
 @click.option("--zero-shot", is_flag=True, help="Also show SigLIP zero-shot scores of the condition names.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (schema in the README).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (schema in docs/search.md).")
 @store_options
 @model_options
-def search(image, text, like, top_k, min_score, exclude_same_case, all_images, fitzpatrick, derm_fitzpatrick,
-           monk_min, monk_max, age_group, sex, body_part, condition, split, gradable_only, zero_shot, as_json,
-           **options):
+def search(
+    image,
+    text,
+    like,
+    top_k,
+    min_score,
+    exclude_same_case,
+    all_images,
+    fitzpatrick,
+    derm_fitzpatrick,
+    monk_min,
+    monk_max,
+    age_group,
+    sex,
+    body_part,
+    condition,
+    split,
+    gradable_only,
+    zero_shot,
+    as_json,
+    **options,
+):
     """Find SCIN cases similar to a photo, a stored image or a description (decision support, not diagnosis).
 
     \b
@@ -77,16 +130,27 @@ def search(image, text, like, top_k, min_score, exclude_same_case, all_images, f
 
     given = [name for name, value in (("--image", image), ("--text", text), ("--like", like)) if value is not None]
     if len(given) != 1:
-        raise ScinSearchError("give exactly one of --image PATH, --text TEXT or --like IMAGE_ID"
-                              + (f" (got {', '.join(given)})" if given else ""))
+        raise ScinSearchError(
+            "give exactly one of --image PATH, --text TEXT or --like IMAGE_ID"
+            + (f" (got {', '.join(given)})" if given else "")
+        )
     if zero_shot and text is not None:
         raise ScinSearchError("--zero-shot scores an image: use it with --image or --like")
     if text is not None and not text.strip():
         raise ScinSearchError("empty text query: describe what the skin looks like")
     photo = read_photo(image) if image is not None else None
-    filters = SearchFilters(fitzpatrick=fitzpatrick, dermatologist_fitzpatrick=derm_fitzpatrick, monk_min=monk_min,
-                            monk_max=monk_max, age_groups=age_group, sexes=sex, body_parts=body_part,
-                            conditions=condition, splits=split, gradable_only=gradable_only)
+    filters = SearchFilters(
+        fitzpatrick=fitzpatrick,
+        dermatologist_fitzpatrick=derm_fitzpatrick,
+        monk_min=monk_min,
+        monk_max=monk_max,
+        age_groups=age_group,
+        sexes=sex,
+        body_parts=body_part,
+        conditions=condition,
+        splits=split,
+        gradable_only=gradable_only,
+    )
     settings = make_settings(**options)
     common = dict(filters=filters, top_k=top_k, min_score=min_score, per_case=not all_images)
     quiet_model_loading()
@@ -103,6 +167,7 @@ def search(image, text, like, top_k, min_score, exclude_same_case, all_images, f
 def read_photo(path: Path) -> bytes:
     """Read the query photo into memory before the model loads, so a wrong path fails at once."""
     from scinsearch.images import ImageError, read_bytes
+
     try:
         return read_bytes(path.expanduser())
     except ImageError as exc:
@@ -112,6 +177,7 @@ def read_photo(path: Path) -> bytes:
 def quiet_model_loading() -> None:
     """No 'Loading weights' progress bar on stderr: a search prints its result or one error line."""
     from transformers.utils import logging as transformers_logging
+
     transformers_logging.disable_progress_bar()
 
 
@@ -126,8 +192,17 @@ def format_result(result) -> str:
     return "\n".join(lines)
 
 
-COLUMNS = (("#", 3), ("score", 6), ("condition (dermatologist labels)", 40), ("FST self/derm", 13),
-           ("Monk", 4), ("age", 9), ("sex", 7), ("body parts", 20), ("case id", 20))
+COLUMNS = (
+    ("#", 3),
+    ("score", 6),
+    ("condition (dermatologist labels)", 40),
+    ("FST self/derm", 13),
+    ("Monk", 4),
+    ("age", 9),
+    ("sex", 7),
+    ("body parts", 20),
+    ("case id", 20),
+)
 
 
 def format_neighbours(neighbours) -> list[str]:
@@ -138,11 +213,20 @@ def format_neighbours(neighbours) -> list[str]:
     for rank, n in enumerate(neighbours, start=1):
         meta = n.metadata
         labels = ", ".join(f"{name} {weight:.0%}" for name, weight in n.weighted_labels.items()) or "(no label)"
-        skin_types = "/".join(short(meta.get(key)) for key in ("fitzpatrick_skin_type",
-                                                                "dermatologist_fitzpatrick_skin_type"))
-        cells = (str(rank), f"{n.score:.3f}", labels, skin_types, short(meta.get("monk_skin_tone_label_us")),
-                 age(meta.get("age_group")), short(meta.get("sex_at_birth")).lower()[:7],
-                 ", ".join(meta.get("body_parts") or []) or "-", n.case_id)
+        skin_types = "/".join(
+            short(meta.get(key)) for key in ("fitzpatrick_skin_type", "dermatologist_fitzpatrick_skin_type")
+        )
+        cells = (
+            str(rank),
+            f"{n.score:.3f}",
+            labels,
+            skin_types,
+            short(meta.get("monk_skin_tone_label_us")),
+            age(meta.get("age_group")),
+            short(meta.get("sex_at_birth")).lower()[:7],
+            ", ".join(meta.get("body_parts") or []) or "-",
+            n.case_id,
+        )
         lines.append("  ".join(clip(cell, width) for cell, (_, width) in zip(cells, COLUMNS)).rstrip())
         quality = "" if meta.get("gradable") else "  (dermatologists: image quality insufficient)"
         lines.append(f"     image {n.image_id}: {n.image_path}{quality}")
@@ -153,8 +237,10 @@ def format_suggestions(suggestions) -> list[str]:
     if not suggestions.confident:
         return [f"Suggestion: {suggestions.reason}."]
     lines = [f"Conditions suggested by the similar cases' labels: {suggestions.reason}"]
-    lines += [f"  {item.score:6.1%}  {item.condition}  (in {item.support} of {suggestions.neighbours} cases)"
-              for item in suggestions.items]
+    lines += [
+        f"  {item.score:6.1%}  {item.condition}  (in {item.support} of {suggestions.neighbours} cases)"
+        for item in suggestions.items
+    ]
     return lines
 
 
@@ -172,7 +258,7 @@ def age(value) -> str:
 
 
 def clip(text: str, width: int) -> str:
-    return text.ljust(width) if len(text) <= width else text[:width - 1] + "…"
+    return text.ljust(width) if len(text) <= width else text[: width - 1] + "…"
 
 
 COMMANDS = [search]

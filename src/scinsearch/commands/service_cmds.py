@@ -29,20 +29,44 @@ def open_searcher(settings):
 @click.command()
 @store_options
 @model_options
-@click.option("--host", default="127.0.0.1", show_default=True, envvar="SCINSEARCH_HOST",
-              help="Address to listen on; 0.0.0.0 opens it to the local network.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="SCINSEARCH_HOST",
+    help="Address to listen on; 0.0.0.0 opens it to the local network.",
+)
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, envvar="SCINSEARCH_PORT")
-@click.option("--api-key", default=None, envvar="SCINSEARCH_API_KEY",
-              help="Require this key in the X-API-Key header of API calls (off by default).")
-@click.option("--cors-origin", "cors_origins", multiple=True, envvar="SCINSEARCH_CORS_ORIGINS",
-              help="Allow browser calls from this origin (repeat for several; none by default).")
-@click.option("--images-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-              envvar="SCINSEARCH_IMAGES_DIR",
-              help="Folder the stored image paths are relative to (default: the one `embed` recorded).")
-@click.option("--max-upload-mb", type=click.FloatRange(min=0.1, max=512), default=20.0, show_default=True,
-              help="Largest photo upload accepted (413 above).")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
-              show_default=True)
+@click.option(
+    "--api-key",
+    default=None,
+    envvar="SCINSEARCH_API_KEY",
+    help="Require this key in the X-API-Key header of API calls (off by default).",
+)
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    envvar="SCINSEARCH_CORS_ORIGINS",
+    help="Allow browser calls from this origin (repeat for several; none by default).",
+)
+@click.option(
+    "--images-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    envvar="SCINSEARCH_IMAGES_DIR",
+    help="Folder the stored image paths are relative to (default: the one `embed` recorded).",
+)
+@click.option(
+    "--max-upload-mb",
+    type=click.FloatRange(min=0.1, max=512),
+    default=20.0,
+    show_default=True,
+    help="Largest photo upload accepted (413 above).",
+)
+@click.option(
+    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True
+)
 def serve(host, port, api_key, cors_origins, images_dir, max_upload_mb, log_level, **options):
     """Serve the kiosk page (/) and the API (/docs) over one SigLIP model and one store.
 
@@ -55,15 +79,22 @@ def serve(host, port, api_key, cors_origins, images_dir, max_upload_mb, log_leve
     from scinsearch.service import ServiceSettings, create_app
 
     settings = make_settings(**options)
-    service = ServiceSettings(search=settings, host=host, port=port, api_key=api_key or None,
-                              cors_origins=tuple(cors_origins), images_dir=images_dir,
-                              max_upload_bytes=int(max_upload_mb * 1024 * 1024))
+    service = ServiceSettings(
+        search=settings,
+        host=host,
+        port=port,
+        api_key=api_key or None,
+        cors_origins=tuple(cors_origins),
+        images_dir=images_dir,
+        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+    )
     searcher, store = open_searcher(settings)
     try:
         click.echo(f"model: {searcher.embedder.describe()}; store: {settings.store_description()}", err=True)
         app = create_app(service, searcher=searcher)
-        click.echo(f"kiosk page: http://{host}:{port}/   API docs: http://{host}:{port}/docs", err=True)
-        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level == "debug")
+        address = f"http://{service.host}:{service.port}"
+        click.echo(f"kiosk page: {address}/   API docs: {address}/docs", err=True)
+        uvicorn.run(app, host=service.host, port=service.port, log_level=log_level, access_log=log_level == "debug")
     finally:
         searcher.close()
         store.close()

@@ -6,29 +6,38 @@ exact kNN (one neighbour per case) and, for the chance level, random neighbours 
 case-level bootstrap intervals, overall and per skin-type group.
 
 The returned `metrics` dictionary is what `metrics.json` holds; its layout is documented in
-`scinsearch.evaluation` (package docstring) and the README ("Measuring retrieval quality").
+`scinsearch.evaluation` (package docstring) and docs/evaluation.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from scinsearch.errors import ScinSearchError
 from scinsearch.evaluation import metrics as m
 from scinsearch.evaluation import predictors as p
-from scinsearch.evaluation.neighbours import (UNKNOWN, PointTable, Selection, case_clusters,
-                                              exclusions, load_table, nearest, random_neighbours, select)
+from scinsearch.evaluation.neighbours import (
+    UNKNOWN,
+    PointTable,
+    Selection,
+    case_clusters,
+    exclusions,
+    load_table,
+    nearest,
+    random_neighbours,
+    select,
+)
+from scinsearch.rules import ZERO_SHOT_PROMPT
 from scinsearch.settings import Settings
 
 SCHEMA_VERSION = 1
 AUC_CLASSES = 10
 CONFUSION_CLASSES = 10
-PREDICTION_METRICS = ("top1_accuracy", "top3_accuracy", "hit_at_1", "hit_at_3")
 
 
 @dataclasses.dataclass
@@ -47,16 +56,28 @@ class EvaluationResult:
 
     def table_lines(self) -> list[str]:
         from scinsearch.evaluation.report import summary_table
+
         return summary_table(self.metrics)
 
 
-def evaluate_collection(settings: Settings, protocol: str = "split", k: int = 10, out_dir: Path | None = None,
-                        zero_shot: bool = False, embedder=None, bootstrap: int = 1000, seed: int = 0,
-                        per_case: bool = True, exclude_own_case: bool = True,
-                        progress: bool = False) -> EvaluationResult:
+def evaluate_collection(
+    settings: Settings,
+    protocol: str = "split",
+    k: int = 10,
+    out_dir: Path | None = None,
+    zero_shot: bool = False,
+    embedder=None,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    per_case: bool = True,
+    exclude_own_case: bool = True,
+    progress: bool = False,
+    zero_shot_model: str | None = None,
+) -> EvaluationResult:
     """Measure the collection named by `settings`; write metrics.json, report.md and plots to `out_dir`.
 
-    `zero_shot` adds the text-tower baseline, with `embedder` or the collection's own model.
+    `zero_shot` adds the text-tower baseline, with `embedder`, else `zero_shot_model`, else the
+    collection's own model.
     `exclude_own_case=False` is the leaky protocol (only the query image itself is hidden); it exists to
     show what leakage does and is labelled as such in the output, never a default."""
     from scinsearch.store import open_store, require_collection
@@ -69,19 +90,40 @@ def evaluate_collection(settings: Settings, protocol: str = "split", k: int = 10
         store.close()
     if zero_shot and embedder is None:
         from scinsearch.embedding import Embedder
-        embedder = Embedder(info.model, device=settings.device, precision=settings.precision)
-    result = evaluate_table(table, model=info.model, collection=settings.collection, protocol=protocol, k=k,
-                            bootstrap=bootstrap, seed=seed, text_embedder=embedder if zero_shot else None,
-                            per_case=per_case, exclude_own_case=exclude_own_case)
+
+        embedder = Embedder.from_settings(settings.replace(model=zero_shot_model or info.model), info)
+    result = evaluate_table(
+        table,
+        model=info.model,
+        collection=settings.collection,
+        protocol=protocol,
+        k=k,
+        bootstrap=bootstrap,
+        seed=seed,
+        text_embedder=embedder if zero_shot else None,
+        per_case=per_case,
+        exclude_own_case=exclude_own_case,
+    )
     if out_dir is not None:
         from scinsearch.evaluation.report import write_report
+
         result.files = write_report(result.metrics, Path(out_dir))
     return result
 
 
-def evaluate_table(table: PointTable, *, model: str, collection: str, protocol: str = "split", k: int = 10,
-                   bootstrap: int = 1000, seed: int = 0, text_embedder=None, per_case: bool = True,
-                   exclude_own_case: bool = True) -> EvaluationResult:
+def evaluate_table(
+    table: PointTable,
+    *,
+    model: str,
+    collection: str,
+    protocol: str = "split",
+    k: int = 10,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    text_embedder=None,
+    per_case: bool = True,
+    exclude_own_case: bool = True,
+) -> EvaluationResult:
     """The measurement on points already in memory (see `evaluate_collection`)."""
     if k < 1:
         raise ScinSearchError("--k must be at least 1")
@@ -99,18 +141,28 @@ def evaluate_table(table: PointTable, *, model: str, collection: str, protocol: 
     clusters = case_clusters(queries.case_ids)
     everyone = np.ones(len(queries.truths), dtype=bool)
     summary = summarise(systems, baselines, everyone, clusters, bootstrap, seed)
-    return EvaluationResult({
-        "schema_version": SCHEMA_VERSION, "scinsearch_version": package_version(),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "model": model, "dim": int(table.vectors.shape[1]), "collection": collection, "protocol": protocol,
-        "k": k, "neighbours_per_case": per_case, "exclude_own_case": exclude_own_case,
-        "bootstrap": {"resamples": bootstrap, "seed": seed, "unit": "case", "level": 0.95},
-        "counts": counts(table, selection, queries, clusters),
-        "auc_conditions": auc_conditions, **extras,
-        "metrics": summary["metrics"], "per_class_auc": summary["per_class_auc"],
-        "breakdowns": breakdowns(queries, systems, baselines, clusters, bootstrap, seed),
-        "confusion": confusion(queries.truths, top_rankings, CONFUSION_CLASSES),
-    })
+    return EvaluationResult(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "scinsearch_version": package_version(),
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "model": model,
+            "dim": int(table.vectors.shape[1]),
+            "collection": collection,
+            "protocol": protocol,
+            "k": k,
+            "neighbours_per_case": per_case,
+            "exclude_own_case": exclude_own_case,
+            "bootstrap": {"resamples": bootstrap, "seed": seed, "unit": "case", "level": 0.95},
+            "counts": counts(table, selection, queries, clusters),
+            "auc_conditions": auc_conditions,
+            **extras,
+            "metrics": summary["metrics"],
+            "per_class_auc": summary["per_class_auc"],
+            "breakdowns": breakdowns(queries, systems, baselines, clusters, bootstrap, seed),
+            "confusion": confusion(queries.truths, top_rankings, CONFUSION_CLASSES),
+        }
+    )
 
 
 class QueryView:
@@ -125,14 +177,17 @@ class QueryView:
         self.groups = {name: [values[r] for r in rows] for name, values in table.groups.items()}
 
 
-def predict_all(table: PointTable, selection: Selection, found, queries: QueryView, auc_conditions: list[str],
-                text_embedder) -> tuple[dict[str, Outcome], dict, dict[str, list[list[str]]]]:
+def predict_all(
+    table: PointTable, selection: Selection, found, queries: QueryView, auc_conditions: list[str], text_embedder
+) -> tuple[dict[str, Outcome], dict, dict[str, list[list[str]]]]:
     """The outcomes of every predictor, what the metrics file should record about them, and the
     rankings of the neighbour predictors (for the confusion matrices)."""
     suggested = p.suggestions(found, table, selection)
     knn = p.knn_majority(found, table, selection)
-    systems = {"suggestions": prediction_outcome(suggested, queries, auc_conditions),
-               "knn_majority": prediction_outcome(knn, queries, auc_conditions)}
+    systems = {
+        "suggestions": prediction_outcome(suggested, queries, auc_conditions),
+        "knn_majority": prediction_outcome(knn, queries, auc_conditions),
+    }
     confident = np.array(suggested.confident, dtype=bool)
     top1 = systems["suggestions"].values["top1_accuracy"]
     systems["suggestions"].values["coverage"] = confident.astype(float)
@@ -142,25 +197,33 @@ def predict_all(table: PointTable, selection: Selection, found, queries: QueryVi
         conditions = sorted({table.primary[r] for r in selection.reference if table.primary[r]} | set(auc_conditions))
         check_text_embedder(text_embedder, table)
         vectors = p.prompt_vectors(text_embedder, conditions)
-        systems["zero_shot"] = prediction_outcome(p.zero_shot(queries.vectors, vectors, conditions), queries,
-                                                  auc_conditions)
-        extras["zero_shot"] = {"model": getattr(text_embedder, "model_name", None),
-                               "template": p.ZERO_SHOT_TEMPLATE, "conditions": len(conditions)}
+        systems["zero_shot"] = prediction_outcome(
+            p.zero_shot(queries.vectors, vectors, conditions), queries, auc_conditions
+        )
+        extras["zero_shot"] = {
+            "model": getattr(text_embedder, "model_name", None),
+            "template": ZERO_SHOT_PROMPT,
+            "conditions": len(conditions),
+        }
     return systems, extras, {"suggestions": suggested.rankings, "knn_majority": knn.rankings}
 
 
 def check_text_embedder(embedder, table: PointTable) -> None:
     dim = getattr(embedder, "dim", None)
     if dim is not None and dim != table.vectors.shape[1]:
-        raise ScinSearchError(f"zero-shot model {getattr(embedder, 'model_name', '?')!r} makes {dim}-d vectors, "
-                              f"the collection holds {table.vectors.shape[1]}-d: use the collection's model")
+        raise ScinSearchError(
+            f"zero-shot model {getattr(embedder, 'model_name', '?')!r} makes {dim}-d vectors, "
+            f"the collection holds {table.vectors.shape[1]}-d: use the collection's model"
+        )
 
 
 def prediction_outcome(predictions: p.Predictions, queries: QueryView, auc_conditions: list[str]) -> Outcome:
-    values = {"top1_accuracy": m.top_k_correct(predictions.rankings, queries.truths, 1),
-              "top3_accuracy": m.top_k_correct(predictions.rankings, queries.truths, 3),
-              "hit_at_1": m.hit_at_k(predictions.rankings, queries.label_sets, 1),
-              "hit_at_3": m.hit_at_k(predictions.rankings, queries.label_sets, 3)}
+    values = {
+        "top1_accuracy": m.top_k_correct(predictions.rankings, queries.truths, 1),
+        "top3_accuracy": m.top_k_correct(predictions.rankings, queries.truths, 3),
+        "hit_at_1": m.hit_at_k(predictions.rankings, queries.label_sets, 1),
+        "hit_at_3": m.hit_at_k(predictions.rankings, queries.label_sets, 3),
+    }
     auc = (m.score_matrix(predictions.scores, auc_conditions), m.positive_matrix(queries.label_sets, auc_conditions))
     return Outcome(values, auc)
 
@@ -173,8 +236,9 @@ def retrieval_outcome(neighbour_conditions: Sequence[Sequence[str | None]], trut
     return Outcome({f"recall@{j}": m.neighbour_recall(neighbour_conditions, truths, j) for j in recall_ks(k)})
 
 
-def baseline_outcomes(table: PointTable, selection: Selection, chance, queries: QueryView,
-                      auc_conditions: list[str], k: int) -> dict[str, Outcome]:
+def baseline_outcomes(
+    table: PointTable, selection: Selection, chance, queries: QueryView, auc_conditions: list[str], k: int
+) -> dict[str, Outcome]:
     """majority: always the reference pool's most frequent conditions (and, for recall@k, a search that
     only ever returns cases of the most frequent condition). random: k random admissible cases, voted."""
     pool = [table.primary[r] for r in selection.reference]
@@ -188,8 +252,14 @@ def baseline_outcomes(table: PointTable, selection: Selection, chance, queries: 
     return {"majority": majority, "random": random}
 
 
-def summarise(systems: dict[str, Outcome], baselines: dict[str, Outcome], subset: np.ndarray, clusters: np.ndarray,
-              resamples: int, seed: int) -> dict:
+def summarise(
+    systems: dict[str, Outcome],
+    baselines: dict[str, Outcome],
+    subset: np.ndarray,
+    clusters: np.ndarray,
+    resamples: int,
+    seed: int,
+) -> dict:
     """Every metric of every system on the queries in `subset`: value, 95% case-bootstrap interval, and the
     baselines' values on the same queries."""
     weights = m.cluster_weights(clusters[subset], resamples, seed)
@@ -198,13 +268,23 @@ def summarise(systems: dict[str, Outcome], baselines: dict[str, Outcome], subset
         block = {}
         for metric, values in outcome.values.items():
             value, ci = m.mean_with_interval(values[subset], weights)
-            block[metric] = {"value": value, "ci95": ci, "baselines": {
-                b: m.defined_mean(o.values[metric][subset]) for b, o in baselines.items() if metric in o.values}}
+            block[metric] = {
+                "value": value,
+                "ci95": ci,
+                "baselines": {
+                    b: m.defined_mean(o.values[metric][subset]) for b, o in baselines.items() if metric in o.values
+                },
+            }
         if outcome.auc is not None:
             scores, positives = outcome.auc[0][subset], outcome.auc[1][subset]
             value, ci, per_class = m.macro_auc_with_interval(scores, positives, weights)
-            block["macro_auc"] = {"value": value, "ci95": ci, "baselines": {
-                b: none_if_nan(m.macro_auc(o.auc[0][subset], o.auc[1][subset])[0]) for b, o in baselines.items()}}
+            block["macro_auc"] = {
+                "value": value,
+                "ci95": ci,
+                "baselines": {
+                    b: none_if_nan(m.macro_auc(o.auc[0][subset], o.auc[1][subset])[0]) for b, o in baselines.items()
+                },
+            }
             out["per_class_auc"][name] = per_class
         out["metrics"][name] = block
     return out
@@ -222,10 +302,14 @@ def breakdowns(queries: QueryView, systems, baselines, clusters: np.ndarray, res
         result[name] = {}
         for group_number, group in enumerate(sorted(set(groups), key=group_order)):
             subset = values == group
-            summary = summarise(systems, baselines, subset, clusters, resamples,
-                                seed + 1000 * (field_number + 1) + group_number)
-            result[name][group] = {"queries": int(subset.sum()), "cases": int(len(np.unique(clusters[subset]))),
-                                   "metrics": summary["metrics"]}
+            summary = summarise(
+                systems, baselines, subset, clusters, resamples, seed + 1000 * (field_number + 1) + group_number
+            )
+            result[name][group] = {
+                "queries": int(subset.sum()),
+                "cases": int(len(np.unique(clusters[subset]))),
+                "metrics": summary["metrics"],
+            }
     return result
 
 
@@ -253,16 +337,25 @@ def confusion(truths: list, rankings_by_predictor: dict[str, list[list[str]]], n
 
 def counts(table: PointTable, selection: Selection, queries: QueryView, clusters: np.ndarray) -> dict:
     labelled = table.labelled
-    return {"points": len(table), "labelled_points": int(labelled.sum()),
-            "ungradable_labelled_points": int(sum(1 for g, l in zip(table.gradable, labelled) if l and g is False)),
-            "queries": len(selection.queries), "query_cases": int(len(np.unique(clusters))),
-            "reference_points": len(selection.reference),
-            "reference_cases": len({c for r in selection.reference for c in table.case_ids[r]}),
-            "reference_conditions": len({table.primary[r] for r in selection.reference}),
-            "queries_by_split": {s: sum(1 for r in selection.queries if (table.splits[r] or UNKNOWN) == s)
-                                 for s in sorted({table.splits[r] or UNKNOWN for r in selection.queries})}}
+    return {
+        "points": len(table),
+        "labelled_points": int(labelled.sum()),
+        "ungradable_labelled_points": int(
+            sum(1 for gradable, is_labelled in zip(table.gradable, labelled) if is_labelled and gradable is False)
+        ),
+        "queries": len(selection.queries),
+        "query_cases": int(len(np.unique(clusters))),
+        "reference_points": len(selection.reference),
+        "reference_cases": len({c for r in selection.reference for c in table.case_ids[r]}),
+        "reference_conditions": len({table.primary[r] for r in selection.reference}),
+        "queries_by_split": {
+            s: sum(1 for r in selection.queries if (table.splits[r] or UNKNOWN) == s)
+            for s in sorted({table.splits[r] or UNKNOWN for r in selection.queries})
+        },
+    }
 
 
 def package_version() -> str:
     from scinsearch import __version__
+
     return __version__

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import Counter
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -29,8 +29,9 @@ def hit_at_k(rankings: Sequence[Sequence[str]], label_sets: Sequence[Iterable[st
     return np.array([float(bool(set(list(r)[:k]) & set(labels))) for r, labels in zip(rankings, label_sets)])
 
 
-def neighbour_recall(neighbour_conditions: Sequence[Sequence[str | None]], truths: Sequence[str | None],
-                     k: int) -> np.ndarray:
+def neighbour_recall(
+    neighbour_conditions: Sequence[Sequence[str | None]], truths: Sequence[str | None], k: int
+) -> np.ndarray:
     """recall@k: 1 when at least one of the first k neighbours has the query's primary condition."""
     return np.array([float(t is not None and t in list(n)[:k]) for n, t in zip(neighbour_conditions, truths)])
 
@@ -69,13 +70,15 @@ def most_common_conditions(label_sets: Sequence[Iterable[str]], n: int) -> list[
 def score_matrix(scores: Sequence[dict[str, float]], conditions: Sequence[str]) -> np.ndarray:
     """(queries, conditions) of per-condition scores; a condition a query did not score is 0."""
     return np.array([[s.get(c, 0.0) for c in conditions] for s in scores], dtype=np.float64).reshape(
-        len(scores), len(conditions))
+        len(scores), len(conditions)
+    )
 
 
 def positive_matrix(label_sets: Sequence[Iterable[str]], conditions: Sequence[str]) -> np.ndarray:
     """(queries, conditions) booleans: the condition is among the query's dermatologist labels."""
     return np.array([[c in set(labels) for c in conditions] for labels in label_sets], dtype=bool).reshape(
-        len(label_sets), len(conditions))
+        len(label_sets), len(conditions)
+    )
 
 
 def weighted_auc(scores: np.ndarray, positives: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray | float:
@@ -103,8 +106,9 @@ def weighted_auc(scores: np.ndarray, positives: np.ndarray, weights: np.ndarray 
     return float(auc) if np.ndim(auc) == 0 else auc
 
 
-def macro_auc(scores: np.ndarray, positives: np.ndarray, weights: np.ndarray | None = None,
-              classes: Sequence[bool] | None = None) -> tuple[np.ndarray | float, list]:
+def macro_auc(
+    scores: np.ndarray, positives: np.ndarray, weights: np.ndarray | None = None, classes: Sequence[bool] | None = None
+) -> tuple[np.ndarray | float, list]:
     """Mean one-vs-rest AUC over the classes (columns) that have both positives and negatives, and the
     per-class AUCs (NaN when undefined). `classes` fixes which columns count (for resamples: those defined
     in the full sample, so a resample that lacks a class does not change what is averaged)."""
@@ -163,8 +167,9 @@ def mean_with_interval(values: np.ndarray, weights: np.ndarray) -> tuple[float |
     return float(values[defined].mean()), interval(resampled)
 
 
-def macro_auc_with_interval(scores: np.ndarray, positives: np.ndarray, weights: np.ndarray
-                            ) -> tuple[float | None, list[float] | None, list[float]]:
+def macro_auc_with_interval(
+    scores: np.ndarray, positives: np.ndarray, weights: np.ndarray
+) -> tuple[float | None, list[float] | None, list[float]]:
     """Macro AUC, its bootstrap interval, and the per-class AUCs of the full sample."""
     macro, per_class = macro_auc(scores, positives)
     if np.isnan(macro):

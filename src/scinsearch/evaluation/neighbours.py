@@ -13,20 +13,17 @@ in numpy, in chunks. Exclusion is by masks, so the rule is visible in one place:
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from scinsearch import rules
 from scinsearch.errors import ScinSearchError
+from scinsearch.schema import BREAKDOWN_FIELDS
 from scinsearch.store import VectorStore
 
 PROTOCOLS = ("split", "leave-case-out")
-BREAKDOWN_FIELDS = {  # report name -> payload field; a missing value is the group "unknown"
-    "self_reported_fitzpatrick": "fitzpatrick_skin_type",
-    "dermatologist_skin_type_group": "dermatologist_skin_type_group",
-    "monk_tone_group_us": "monk_tone_group_us",
-}
-UNKNOWN = "unknown"
+UNKNOWN = "unknown"  # the breakdown group (`schema.BREAKDOWN_FIELDS`) of a point without a value
 
 
 @dataclasses.dataclass
@@ -84,8 +81,10 @@ def table_from_points(points: Sequence) -> PointTable:
         case_ids=[case_ids_of(p, point.id) for p, point in zip(payloads, points)],
         primary=[primary_label(p, w) for p, w in zip(payloads, weighted)],
         weighted=weighted,
-        label_sets=[frozenset(w) | frozenset(n for n in (p.get("all_conditions") or []) if isinstance(n, str))
-                    for p, w in zip(payloads, weighted)],
+        label_sets=[
+            frozenset(w) | frozenset(n for n in (p.get("all_conditions") or []) if isinstance(n, str))
+            for p, w in zip(payloads, weighted)
+        ],
         gradable=[p.get("gradable") if isinstance(p.get("gradable"), bool) else None for p in payloads],
         splits=[p.get("split") for p in payloads],
         groups={name: [group_value(p.get(field)) for p in payloads] for name, field in BREAKDOWN_FIELDS.items()},
@@ -95,16 +94,24 @@ def table_from_points(points: Sequence) -> PointTable:
 def load_table(store: VectorStore, progress: bool = False) -> PointTable:
     """Scroll the whole collection once, with vectors (the long step of an evaluation: shown when asked)."""
     from tqdm import tqdm
-    points = tqdm(store.scroll(with_vectors=True, page=512), total=store.count(), unit="pt",
-                  desc="reading vectors", disable=not progress, leave=False)
+
+    points = tqdm(
+        store.scroll(with_vectors=True, page=512),
+        total=store.count(),
+        unit="pt",
+        desc="reading vectors",
+        disable=not progress,
+        leave=False,
+    )
     return table_from_points(list(points))
 
 
 def clean_weights(value) -> dict[str, float]:
     if not isinstance(value, dict):
         return {}
-    return {str(k): float(v) for k, v in value.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0}
+    return {
+        str(k): float(v) for k, v in value.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+    }
 
 
 def primary_label(payload: dict, weighted: dict[str, float]) -> str | None:
@@ -173,7 +180,8 @@ def exclusions(table: PointTable, selection: Selection, exclude_own_case: bool =
 
 def case_clusters(case_ids: Sequence[tuple[str, ...]]) -> np.ndarray:
     """Dense cluster number per point: points linked by a shared case are one cluster (union-find).
-    This is the resampling unit of the bootstrap and the unit of one-neighbour-per-case."""
+    This is the resampling unit of the bootstrap; the largest cluster bounds how many neighbours
+    `one_per_case` can drop."""
     parent: dict[str, str] = {}
 
     def root(x: str) -> str:
@@ -190,8 +198,9 @@ def case_clusters(case_ids: Sequence[tuple[str, ...]]) -> np.ndarray:
     return np.array([numbers.setdefault(r, len(numbers)) for r in roots], dtype=np.int64)
 
 
-def masked_top_k(scores_for: Callable[[np.ndarray], np.ndarray], n_queries: int, hidden: list[np.ndarray],
-                 k: int, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+def masked_top_k(
+    scores_for: Callable[[np.ndarray], np.ndarray], n_queries: int, hidden: list[np.ndarray], k: int, chunk: int = 512
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-k columns per row of a score matrix built chunk by chunk, hidden columns set to -inf.
     Returns (indices, scores), best first; -1 / -inf where a row has fewer than k admissible columns."""
     all_idx, all_val = [], []
@@ -214,48 +223,46 @@ def masked_top_k(scores_for: Callable[[np.ndarray], np.ndarray], n_queries: int,
     return np.concatenate(all_idx), np.concatenate(all_val)
 
 
-def one_per_case(indices: np.ndarray, similarities: np.ndarray, clusters: np.ndarray, k: int) -> Neighbours:
-    """Keep each reference case's most similar image only, then the first k: a case search returns
-    cases, and a case with three views must not cast three votes."""
+def one_per_case(
+    indices: np.ndarray, similarities: np.ndarray, reference_cases: Sequence[tuple[str, ...]], k: int
+) -> Neighbours:
+    """Keep each reference case's most similar image only (`rules.one_per_case`, the search's own rule),
+    then the first k: a case search returns cases, and a case with three views must not cast three votes."""
     out_idx = np.full((len(indices), k), -1, dtype=np.int64)
     out_sim = np.full((len(indices), k), np.nan, dtype=np.float32)
     for q, (row, sims) in enumerate(zip(indices, similarities)):
-        seen: set[int] = set()
-        kept = 0
-        for pos, sim in zip(row, sims):
-            if pos < 0 or kept == k:
-                break
-            if clusters[pos] in seen:
-                continue
-            seen.add(int(clusters[pos]))
-            out_idx[q, kept], out_sim[q, kept] = pos, sim
-            kept += 1
+        found = int((row >= 0).sum())  # padding (-1) only ever trails
+        kept = rules.one_per_case([reference_cases[pos] for pos in row[:found]], limit=k)
+        out_idx[q, : len(kept)], out_sim[q, : len(kept)] = row[kept], sims[kept]
     return Neighbours(out_idx, out_sim)
 
 
-def nearest(table: PointTable, selection: Selection, hidden: list[np.ndarray], k: int,
-            per_case: bool = True) -> Neighbours:
+def nearest(
+    table: PointTable, selection: Selection, hidden: list[np.ndarray], k: int, per_case: bool = True
+) -> Neighbours:
     """Exact cosine kNN of every query among the reference points, honouring `hidden`."""
     queries, reference = table.vectors[selection.queries], table.vectors[selection.reference]
-    clusters = case_clusters([table.case_ids[r] for r in selection.reference])
-    widest = int(np.bincount(clusters).max()) if per_case else 1
+    reference_cases = [table.case_ids[r] for r in selection.reference]
+    widest = int(np.bincount(case_clusters(reference_cases)).max()) if per_case else 1
     idx, sims = masked_top_k(lambda rows: queries[rows] @ reference.T, len(queries), hidden, k * widest)
     if per_case:
-        return one_per_case(idx, sims, clusters, k)
+        return one_per_case(idx, sims, reference_cases, k)
     return Neighbours(idx[:, :k], np.where(idx[:, :k] >= 0, sims[:, :k], np.nan).astype(np.float32))
 
 
-def random_neighbours(table: PointTable, selection: Selection, hidden: list[np.ndarray], k: int,
-                      seed: int, per_case: bool = True) -> Neighbours:
+def random_neighbours(
+    table: PointTable, selection: Selection, hidden: list[np.ndarray], k: int, seed: int, per_case: bool = True
+) -> Neighbours:
     """k admissible reference points drawn at random per query (fixed seed): the chance level of a search
     that ignores the image. Their "similarities" are the random draws themselves, so that no predictor's
     tie-break or weighting can bring the image back in."""
     rng = np.random.default_rng(seed)
     n_reference = len(selection.reference)
-    clusters = case_clusters([table.case_ids[r] for r in selection.reference])
-    widest = int(np.bincount(clusters).max()) if per_case else 1
-    idx, keys = masked_top_k(lambda rows: rng.random((len(rows), n_reference)), len(selection.queries), hidden,
-                             k * widest)
+    reference_cases = [table.case_ids[r] for r in selection.reference]
+    widest = int(np.bincount(case_clusters(reference_cases)).max()) if per_case else 1
+    idx, keys = masked_top_k(
+        lambda rows: rng.random((len(rows), n_reference)), len(selection.queries), hidden, k * widest
+    )
     if per_case:
-        return one_per_case(idx, keys, clusters, k)
+        return one_per_case(idx, keys, reference_cases, k)
     return Neighbours(idx[:, :k], np.where(idx[:, :k] >= 0, keys[:, :k], np.nan).astype(np.float32))

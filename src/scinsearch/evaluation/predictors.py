@@ -6,21 +6,21 @@ Predictors compared:
 - `knn_majority`: plain kNN, one vote per neighbour for its highest-weighted label; score = vote share.
 - `constant`: the same ranking for every query (the majority-class baseline); its scores are the
   class priors, identical for all queries, so its AUC is exactly 0.5.
-- `zero_shot`: the condition names through the text tower ("a photo of {condition}"), no neighbours.
+- `zero_shot`: the condition names through the text tower (`rules.ZERO_SHOT_PROMPT`), no neighbours.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from scinsearch.evaluation.metrics import majority_vote, vote_shares
 from scinsearch.evaluation.neighbours import Neighbours, PointTable, Selection
+from scinsearch.rules import ZERO_SHOT_PROMPT
 from scinsearch.suggest import suggest_conditions
 
-ZERO_SHOT_TEMPLATE = "a photo of {condition}"
 ALL_SUGGESTIONS = 1_000_000  # the ranking is what is scored; the API's shown list is cut to 5 later
 
 
@@ -42,10 +42,12 @@ def neighbour_conditions(neighbours: Neighbours, table: PointTable, selection: S
 
 def knn_majority(neighbours: Neighbours, table: PointTable, selection: Selection) -> Predictions:
     conditions = neighbour_conditions(neighbours, table, selection)
-    similarities = [[s for pos, s in zip(row, sims) if pos >= 0]
-                    for row, sims in zip(neighbours.indices, neighbours.similarities)]
-    return Predictions([majority_vote(c, s) for c, s in zip(conditions, similarities)],
-                       [vote_shares(c) for c in conditions])
+    similarities = [
+        [s for pos, s in zip(row, sims) if pos >= 0] for row, sims in zip(neighbours.indices, neighbours.similarities)
+    ]
+    return Predictions(
+        [majority_vote(c, s) for c, s in zip(conditions, similarities)], [vote_shares(c) for c in conditions]
+    )
 
 
 def suggestions(neighbours: Neighbours, table: PointTable, selection: Selection, **thresholds) -> Predictions:
@@ -75,8 +77,9 @@ def zero_shot(query_vectors: np.ndarray, text_vectors: np.ndarray, conditions: S
     return Predictions(rankings, scores)
 
 
-def prompt_vectors(embedder, conditions: Sequence[str], template: str = ZERO_SHOT_TEMPLATE,
-                   batch: int = 64) -> np.ndarray:
+def prompt_vectors(
+    embedder, conditions: Sequence[str], template: str = ZERO_SHOT_PROMPT, batch: int = 64
+) -> np.ndarray:
     """Text-tower vectors of one prompt per condition, in batches."""
     prompts = [template.format(condition=c) for c in conditions]
-    return np.concatenate([embedder.embed_texts(prompts[i:i + batch]) for i in range(0, len(prompts), batch)])
+    return np.concatenate([embedder.embed_texts(prompts[i : i + batch]) for i in range(0, len(prompts), batch)])

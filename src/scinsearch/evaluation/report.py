@@ -13,13 +13,19 @@ import numpy as np
 from scinsearch.errors import ScinSearchError
 
 METRIC_NAMES = {
-    "top1_accuracy": "top-1 accuracy", "top3_accuracy": "top-3 accuracy", "hit_at_1": "hit@1 (any label)",
-    "hit_at_3": "hit@3 (any label)", "macro_auc": "macro AUC (top-10)", "coverage": "confident (coverage)",
+    "top1_accuracy": "top-1 accuracy",
+    "top3_accuracy": "top-3 accuracy",
+    "hit_at_1": "hit@1 (any label)",
+    "hit_at_3": "hit@3 (any label)",
+    "macro_auc": "macro AUC (top-10)",
+    "coverage": "confident (coverage)",
     "top1_accuracy_when_confident": "top-1 when confident",
 }
-BREAKDOWN_NAMES = {"self_reported_fitzpatrick": "Self-reported Fitzpatrick type",
-                   "dermatologist_skin_type_group": "Dermatologist skin-type group (eFST)",
-                   "monk_tone_group_us": "Monk skin tone group (US graders)"}
+BREAKDOWN_NAMES = {
+    "self_reported_fitzpatrick": "Self-reported Fitzpatrick type",
+    "dermatologist_skin_type_group": "Dermatologist skin-type group (eFST)",
+    "monk_tone_group_us": "Monk skin tone group (US graders)",
+}
 PROTOCOL_TEXT = {
     "split": "test-split images query the train split (the split is by case)",
     "leave-case-out": "every image queries all other cases",
@@ -93,12 +99,16 @@ def summary_table(metrics: dict) -> list[str]:
     """The short table the CLI prints: values with 95% intervals, and both baselines."""
     systems = systems_of(metrics)
     counts = metrics["counts"]
-    lines = [f"{metrics['model']} on {metrics['collection']}: {metrics['protocol']}, k={metrics['k']}, "
-             f"{counts['queries']} queries from {counts['query_cases']} cases, "
-             f"{counts['reference_points']} reference images"]
+    lines = [
+        f"{metrics['model']} on {metrics['collection']}: {metrics['protocol']}, k={metrics['k']}, "
+        f"{counts['queries']} queries from {counts['query_cases']} cases, "
+        f"{counts['reference_points']} reference images"
+    ]
     header = ["metric", *systems, "majority", "random"]
-    body = [[METRIC_NAMES[n], *[fmt(e) for e in entries], number(b.get("majority")), number(b.get("random"))]
-            for n, entries, b in metric_rows(metrics, systems)]
+    body = [
+        [METRIC_NAMES[n], *[fmt(e) for e in entries], number(b.get("majority")), number(b.get("random"))]
+        for n, entries, b in metric_rows(metrics, systems)
+    ]
     for name, entry in metrics["metrics"]["retrieval"].items():
         b = entry["baselines"]
         body.append([name, fmt(entry), *[""] * (len(systems) - 1), number(b.get("majority")), number(b.get("random"))])
@@ -109,34 +119,49 @@ def summary_table(metrics: dict) -> list[str]:
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-            *["| " + " | ".join(row) + " |" for row in rows]]
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *["| " + " | ".join(row) + " |" for row in rows],
+    ]
 
 
 def markdown(metrics: dict, plots: list[str]) -> str:
     systems = systems_of(metrics)
     counts = metrics["counts"]
     boot = metrics["bootstrap"]
-    lines = [f"# Retrieval quality: `{metrics['model']}` on `{metrics['collection']}`", "",
-             f"- Protocol: **{metrics['protocol']}**: {PROTOCOL_TEXT.get(metrics['protocol'], '')}; a neighbour "
-             f"from the query's own case, or the same image under another case, is never counted.",
-             f"- k = {metrics['k']} neighbours" + (", one per case (its most similar image)"
-                                                   if metrics["neighbours_per_case"] else ", images") + ".",
-             f"- Queries: {counts['queries']} labelled images of gradable cases ({counts['query_cases']} cases); "
-             f"reference: {counts['reference_points']} labelled images of {counts['reference_cases']} cases, "
-             f"{counts['reference_conditions']} conditions.",
-             f"- Intervals: 95% percentile bootstrap over cases, {boot['resamples']} resamples, seed {boot['seed']}.",
-             f"- scinsearch {metrics['scinsearch_version']}, {metrics['created']}.", ""]
+    lines = [
+        f"# Retrieval quality: `{metrics['model']}` on `{metrics['collection']}`",
+        "",
+        f"- Protocol: **{metrics['protocol']}**: {PROTOCOL_TEXT.get(metrics['protocol'], '')}; a neighbour "
+        f"from the query's own case, or the same image under another case, is never counted.",
+        f"- k = {metrics['k']} neighbours"
+        + (", one per case (its most similar image)" if metrics["neighbours_per_case"] else ", images")
+        + ".",
+        f"- Queries: {counts['queries']} labelled images of gradable cases ({counts['query_cases']} cases); "
+        f"reference: {counts['reference_points']} labelled images of {counts['reference_cases']} cases, "
+        f"{counts['reference_conditions']} conditions.",
+        f"- Intervals: 95% percentile bootstrap over cases, {boot['resamples']} resamples, seed {boot['seed']}.",
+        f"- scinsearch {metrics['scinsearch_version']}, {metrics['created']}.",
+        "",
+    ]
     if not metrics.get("exclude_own_case", True):
-        lines += ["> **LEAKY RUN**: views of the query's own case were allowed as neighbours. These numbers are "
-                  "inflated and must not be reported.", ""]
+        lines += [
+            "> **LEAKY RUN**: views of the query's own case were allowed as neighbours. These numbers are "
+            "inflated and must not be reported.",
+            "",
+        ]
     lines += ["## Overall", ""]
-    rows = [[METRIC_NAMES[n], *[fmt(e) for e in entries], number(b.get("majority")), number(b.get("random"))]
-            for n, entries, b in metric_rows(metrics, systems)]
+    rows = [
+        [METRIC_NAMES[n], *[fmt(e) for e in entries], number(b.get("majority")), number(b.get("random"))]
+        for n, entries, b in metric_rows(metrics, systems)
+    ]
     lines += markdown_table(["metric", *systems, "majority baseline", "random baseline"], rows) + [""]
     lines += ["### Retrieval: a neighbour with the query's condition among the first k", ""]
-    rows = [[name, fmt(e), number(e["baselines"].get("majority")), number(e["baselines"].get("random"))]
-            for name, e in metrics["metrics"]["retrieval"].items()]
+    rows = [
+        [name, fmt(e), number(e["baselines"].get("majority")), number(e["baselines"].get("random"))]
+        for name, e in metrics["metrics"]["retrieval"].items()
+    ]
     lines += markdown_table(["metric", "search", "majority baseline", "random baseline"], rows) + [""]
     lines += per_class_section(metrics) + breakdown_section(metrics, systems, plots)
     lines += ["## Confusion of the top conditions", ""] + [f"![{p}]({p})" for p in plots if p.startswith("confusion")]
@@ -151,8 +176,12 @@ def per_class_section(metrics: dict) -> list[str]:
         return []
     names = list(per_class)
     rows = [[c, *[number(clean(per_class[n][i])) for n in names]] for i, c in enumerate(conditions)]
-    return ["### One-vs-rest AUC per condition (positive: any dermatologist label)", "",
-            *markdown_table(["condition", *names], rows), ""]
+    return [
+        "### One-vs-rest AUC per condition (positive: any dermatologist label)",
+        "",
+        *markdown_table(["condition", *names], rows),
+        "",
+    ]
 
 
 def breakdown_section(metrics: dict, systems: list[str], plots: list[str]) -> list[str]:
@@ -162,16 +191,32 @@ def breakdown_section(metrics: dict, systems: list[str], plots: list[str]) -> li
     for field, groups in metrics["breakdowns"].items():
         lines += [f"### {BREAKDOWN_NAMES.get(field, field)}", ""]
         recall_name = list(metrics["metrics"]["retrieval"])[-1]
-        header = ["group", "queries", "cases", *[f"{s} top-1" for s in systems], "suggestions top-3",
-                  "suggestions macro AUC", recall_name, "majority top-1"]
+        header = [
+            "group",
+            "queries",
+            "cases",
+            *[f"{s} top-1" for s in systems],
+            "suggestions top-3",
+            "suggestions macro AUC",
+            recall_name,
+            "majority top-1",
+        ]
         rows = []
         for group, block in groups.items():
             got = block["metrics"]
             recall = list(got["retrieval"].values())[-1]
-            rows.append([group, str(block["queries"]), str(block["cases"]),
-                         *[fmt(got[s].get("top1_accuracy")) for s in systems],
-                         fmt(got["suggestions"].get("top3_accuracy")), fmt(got["suggestions"].get("macro_auc")),
-                         fmt(recall), number(got["suggestions"]["top1_accuracy"]["baselines"].get("majority"))])
+            rows.append(
+                [
+                    group,
+                    str(block["queries"]),
+                    str(block["cases"]),
+                    *[fmt(got[s].get("top1_accuracy")) for s in systems],
+                    fmt(got["suggestions"].get("top3_accuracy")),
+                    fmt(got["suggestions"].get("macro_auc")),
+                    fmt(recall),
+                    number(got["suggestions"]["top1_accuracy"]["baselines"].get("majority")),
+                ]
+            )
         lines += markdown_table(header, rows) + [""]
     return lines
 
@@ -198,6 +243,7 @@ def plot_breakdowns(metrics: dict, path: Path) -> Path:
     """Top-1 accuracy per skin-type group with 95% intervals, one panel per grouping; the majority
     baseline of each group is drawn as a black tick."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -213,20 +259,41 @@ def plot_breakdowns(metrics: dict, path: Path) -> Path:
             values = np.array([e["value"] if e["value"] is not None else np.nan for e in entries])
             low = np.array([v - e["ci95"][0] if e["ci95"] else 0 for v, e in zip(values, entries)])
             high = np.array([e["ci95"][1] - v if e["ci95"] else 0 for v, e in zip(values, entries)])
-            axis.bar(x + (i - (len(predictors) - 1) / 2) * width, values, width, label=name,
-                     yerr=np.vstack([np.nan_to_num(low), np.nan_to_num(high)]), capsize=3)
-        majority = [metrics["breakdowns"][field][g]["metrics"][predictors[0]]["top1_accuracy"]["baselines"]
-                    .get("majority") for g in groups] if predictors else []
-        axis.scatter(x, [np.nan if v is None else v for v in majority], marker="_", s=400, color="black",
-                     label="majority baseline", zorder=3)
+            axis.bar(
+                x + (i - (len(predictors) - 1) / 2) * width,
+                values,
+                width,
+                label=name,
+                yerr=np.vstack([np.nan_to_num(low), np.nan_to_num(high)]),
+                capsize=3,
+            )
+        majority = (
+            [
+                metrics["breakdowns"][field][g]["metrics"][predictors[0]]["top1_accuracy"]["baselines"].get("majority")
+                for g in groups
+            ]
+            if predictors
+            else []
+        )
+        axis.scatter(
+            x,
+            [np.nan if v is None else v for v in majority],
+            marker="_",
+            s=400,
+            color="black",
+            label="majority baseline",
+            zorder=3,
+        )
         axis.set_xticks(x, [f"{g}\nn={metrics['breakdowns'][field][g]['queries']}" for g in groups], fontsize=8)
         axis.set_ylim(0, 1.05)
         axis.set_title(BREAKDOWN_NAMES.get(field, field), fontsize=10)
         axis.set_ylabel("top-1 accuracy")
     handles, labels = axes[0][0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
-    figure.suptitle(f"{metrics['model']} ({metrics['protocol']}, k={metrics['k']}): top-1 accuracy, "
-                    f"95% case-bootstrap intervals", fontsize=10)
+    figure.suptitle(
+        f"{metrics['model']} ({metrics['protocol']}, k={metrics['k']}): top-1 accuracy, 95% case-bootstrap intervals",
+        fontsize=10,
+    )
     figure.tight_layout(rect=(0, 0.06, 1, 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -236,6 +303,7 @@ def plot_breakdowns(metrics: dict, path: Path) -> Path:
 def plot_confusion(metrics: dict, predictor: str, path: Path) -> Path:
     """Row-normalised confusion of top-1 predictions for the most frequent true conditions."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -247,12 +315,16 @@ def plot_confusion(metrics: dict, predictor: str, path: Path) -> Path:
     figure, axis = plt.subplots(figsize=(size + 1.5, size))
     image = axis.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     axis.set_xticks(range(len(data["columns"])), data["columns"], rotation=60, ha="right", fontsize=8)
-    axis.set_yticks(range(len(data["conditions"])),
-                    [f"{c} (n={int(n)})" for c, n in zip(data["conditions"], rows[:, 0])], fontsize=8)
+    axis.set_yticks(
+        range(len(data["conditions"])),
+        [f"{c} (n={int(n)})" for c, n in zip(data["conditions"], rows[:, 0])],
+        fontsize=8,
+    )
     for (i, j), share in np.ndenumerate(shares):
         if counts[i, j]:
-            axis.text(j, i, f"{share:.2f}", ha="center", va="center", fontsize=7,
-                      color="white" if share > 0.5 else "black")
+            axis.text(
+                j, i, f"{share:.2f}", ha="center", va="center", fontsize=7, color="white" if share > 0.5 else "black"
+            )
     axis.set_xlabel(f"top-1 prediction ({predictor})")
     axis.set_ylabel("highest-weighted dermatologist label")
     figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04)

@@ -33,8 +33,10 @@ from scinsearch.service.image_files import ImageFiles
 from scinsearch.service.settings import API_KEY_HEADER, ServiceSettings
 
 STATIC_DIR = Path(__file__).parent / "static"
-PAGE_POLICY = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
-               "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+PAGE_POLICY = (
+    "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
 log = logging.getLogger("scinsearch.service")
 
 
@@ -55,6 +57,7 @@ class ServiceState:
         self.limiter = anyio.CapacityLimiter(1)
         if self.searcher is None:
             from scinsearch.search import Searcher
+
             self.searcher = await anyio.to_thread.run_sync(Searcher.open, self.settings.search)
         self.images = ImageFiles(self.images_root(), self.settings.thumbnail_size, self.settings.thumbnail_cache)
         if self.settings.warm_up:
@@ -80,6 +83,7 @@ class ServiceState:
     def warm_up(self) -> None:
         """One throw-away query: the first real query then pays no lazy initialisation."""
         from PIL import Image
+
         try:
             self.searcher.search_image(Image.new("RGB", (256, 256), (180, 140, 120)), None, top_k=1)
         except ScinSearchError as exc:
@@ -101,21 +105,27 @@ class ServiceState:
     def describe(self) -> str:
         searcher = self.searcher
         model = getattr(getattr(searcher, "info", None), "model", "?")
-        return f"model {model}, collection {getattr(getattr(searcher, 'store', None), 'name', '?')}, " \
-               f"images {self.images.root or 'not available'}"
+        return (
+            f"model {model}, collection {getattr(getattr(searcher, 'store', None), 'name', '?')}, "
+            f"images {self.images.root or 'not available'}"
+        )
 
 
 def api_key_dependency(settings: ServiceSettings):
     """A dependency that checks the `X-API-Key` header when a key is configured (and is a no-op otherwise)."""
-    scheme = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
-                          description="Needed only when the service was started with --api-key.")
+    scheme = APIKeyHeader(
+        name=API_KEY_HEADER, auto_error=False, description="Needed only when the service was started with --api-key."
+    )
 
     def check(key: str | None = Security(scheme)) -> None:
         if settings.api_key is None:
             return
         if not key or not secrets.compare_digest(key.encode(), settings.api_key.encode()):
-            raise HTTPException(401, f"missing or wrong API key: send it in the {API_KEY_HEADER} header",
-                                headers={"WWW-Authenticate": "ApiKey"})
+            raise HTTPException(
+                401,
+                f"missing or wrong API key: send it in the {API_KEY_HEADER} header",
+                headers={"WWW-Authenticate": "ApiKey"},
+            )
 
     return Depends(check)
 
@@ -145,17 +155,26 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):
-        log.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path,
-                  exc_info=(type(exc), exc, exc.__traceback__))
-        return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the service log"},
-                            status_code=500)
+        log.error(
+            "unexpected %s on %s %s",
+            type(exc).__name__,
+            request.method,
+            request.url.path,
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
+        return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the service log"}, status_code=500)
 
 
 def install_middleware(app: FastAPI, settings: ServiceSettings) -> None:
     """CORS only for the origins given (none by default); a few headers that cost nothing."""
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_credentials=False,
-                           allow_methods=["GET", "POST"], allow_headers=[API_KEY_HEADER, "Content-Type"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_credentials=False,
+            allow_methods=["GET", "POST"],
+            allow_headers=[API_KEY_HEADER, "Content-Type"],
+        )
 
     @app.middleware("http")
     async def headers(request: Request, call_next):
@@ -173,8 +192,11 @@ def install_page(app: FastAPI) -> None:
 
     @app.get("/", include_in_schema=False)
     async def page():
-        return FileResponse(STATIC_DIR / "index.html", media_type="text/html",
-                            headers={"Content-Security-Policy": PAGE_POLICY, "Cache-Control": "no-cache"})
+        return FileResponse(
+            STATIC_DIR / "index.html",
+            media_type="text/html",
+            headers={"Content-Security-Policy": PAGE_POLICY, "Cache-Control": "no-cache"},
+        )
 
 
 def create_app(settings: ServiceSettings, searcher=None) -> FastAPI:
@@ -183,9 +205,15 @@ def create_app(settings: ServiceSettings, searcher=None) -> FastAPI:
     from scinsearch.service.routes import api_router, status_router
 
     state = ServiceState(settings, searcher)
-    app = FastAPI(title="scinsearch kiosk", version="1", lifespan=state.lifespan, docs_url=None, redoc_url=None,
-                  description="Similar SCIN dermatology cases for a photo or a description. Decision support, "
-                              "not diagnosis. Photos are processed in memory only and never stored.")
+    app = FastAPI(
+        title="scinsearch kiosk",
+        version="1",
+        lifespan=state.lifespan,
+        docs_url=None,
+        redoc_url=None,
+        description="Similar SCIN dermatology cases for a photo or a description. Decision support, "
+        "not diagnosis. Photos are processed in memory only and never stored.",
+    )
     app.state.service = state
     install_error_handlers(app)
     install_middleware(app, settings)
@@ -205,7 +233,10 @@ def install_offline_docs(app: FastAPI) -> None:
 
     @app.get("/docs", include_in_schema=False)
     async def docs():
-        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} API",
-                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
-                                   swagger_css_url="/docs-assets/swagger-ui.css",
-                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title=f"{app.title} API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )

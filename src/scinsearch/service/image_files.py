@@ -2,7 +2,7 @@
 
 The path comes from the stored payload, not from the URL: the URL only names an image id, which is
 looked up in the store. The payload's relative path is still treated as untrusted: it is joined with
-`dataset.resolve_image` (refuses `..` and absolute paths) and the resolved file, symlinks followed,
+`paths.resolve_image` (refuses `..` and absolute paths) and the resolved file, symlinks followed,
 must lie inside the images folder. Thumbnails are made in memory and kept in a small LRU cache.
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 
 from fastapi import HTTPException
 
-from scinsearch.dataset import resolve_image
 from scinsearch.images import ImageError, open_rgb
+from scinsearch.paths import resolve_image
 
 MEDIA_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 ID_PATTERN = re.compile(r"^-?[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # SCIN ids are signed 64-bit integers

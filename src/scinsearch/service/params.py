@@ -8,19 +8,24 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 from urllib.parse import quote
 
 from fastapi import HTTPException
 
+from scinsearch import rules
 from scinsearch.errors import ScinSearchError
-from scinsearch.search_filters import AGE_GROUPS, BODY_PARTS, SELF_FITZPATRICK, SEXES, SearchFilters
+from scinsearch.schema import AGE_GROUPS, BODY_PARTS, MONK_RANGE, SELF_FITZPATRICK, SEXES
+from scinsearch.search_filters import SearchFilters
 
-SCIN_LICENCE = ("Images and labels: the SCIN dataset (Skin Condition Image Network), Google Research and Stanford "
-                "Medicine, used under the SCIN Data Use License "
-                "(https://github.com/google-research-datasets/scin). Shown unmodified, except resized thumbnails. "
-                "Any attempt to re-identify or re-link the people pictured is forbidden. For health education "
-                "and research; images may be sensitive or graphic.")
+SCIN_LICENCE = (
+    "Images and labels: the SCIN dataset (Skin Condition Image Network), Google Research and Stanford "
+    "Medicine, used under the SCIN Data Use License "
+    "(https://github.com/google-research-datasets/scin). Shown unmodified, except resized thumbnails. "
+    "Any attempt to re-identify or re-link the people pictured is forbidden. For health education "
+    "and research; images may be sensitive or graphic."
+)
 
 INT_FILTERS = {"monk_min", "monk_max"}
 BOOL_FILTERS = {"gradable_only"}
@@ -28,8 +33,12 @@ FILTER_NAMES = tuple(field.name for field in dataclasses.fields(SearchFilters))
 TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
 
 # What the page offers; the API accepts every spelling SearchFilters does.
-FILTER_CHOICES = {"fitzpatrick": list(SELF_FITZPATRICK), "body_parts": list(BODY_PARTS),
-                  "age_groups": list(AGE_GROUPS), "sexes": list(SEXES)}
+FILTER_CHOICES = {
+    "fitzpatrick": list(SELF_FITZPATRICK),
+    "body_parts": list(BODY_PARTS),
+    "age_groups": list(AGE_GROUPS),
+    "sexes": list(SEXES),
+}
 
 
 def one_value(name: str, values: Sequence[str]) -> str:
@@ -95,7 +104,7 @@ def build_filters(values: Mapping[str, Sequence[str]]) -> SearchFilters | None:
 class SearchOptions:
     """The non-filter knobs of a search."""
 
-    top_k: int = 5
+    top_k: int = rules.DEFAULT_TOP_K
     min_score: float | None = None
     per_case: bool = True
 
@@ -104,11 +113,7 @@ def build_options(values: Mapping[str, Sequence[str]], max_top_k: int) -> Search
     """top_k (1..max_top_k), min_score (-1..1), per_case, from text values with a 400 for bad ones."""
     options = SearchOptions()
     if values.get("top_k"):
-        top_k = parse_int("top_k", values["top_k"])
-        if top_k is not None:
-            if not 1 <= top_k <= max_top_k:
-                raise HTTPException(400, f"top_k must be from 1 to {max_top_k}, not {top_k}")
-            options.top_k = top_k
+        options.top_k = checked_top_k(parse_int("top_k", values["top_k"]), max_top_k)
     if values.get("min_score"):
         options.min_score = parse_float("min_score", values["min_score"])
         if options.min_score is not None and not -1.0 <= options.min_score <= 1.0:
@@ -116,6 +121,15 @@ def build_options(values: Mapping[str, Sequence[str]], max_top_k: int) -> Search
     if values.get("per_case"):
         options.per_case = parse_bool("per_case", values["per_case"])
     return options
+
+
+def checked_top_k(top_k: int | None, max_top_k: int) -> int:
+    """`top_k`, or the default when not given; a 400 outside 1..max_top_k (the one check of every route)."""
+    if top_k is None:
+        return rules.DEFAULT_TOP_K
+    if not 1 <= top_k <= max_top_k:
+        raise HTTPException(400, f"top_k must be from 1 to {max_top_k}, not {top_k}")
+    return top_k
 
 
 def merged(*sources: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
@@ -146,20 +160,34 @@ def with_image_urls(item: Any) -> Any:
 
 def filter_parameters() -> list[dict]:
     """OpenAPI descriptions of the filter query parameters (the same names work as form fields)."""
-    docs = {"fitzpatrick": "Self-reported Fitzpatrick skin type: FST1-FST6, NONE_IDENTIFIED (also 5, V)",
-            "dermatologist_fitzpatrick": "Dermatologists' Fitzpatrick skin type, FST1-FST6",
-            "monk_min": "Lowest Monk skin tone (1-10)", "monk_max": "Highest Monk skin tone (1-10)",
-            "age_groups": "Age group, e.g. AGE_30_TO_39 or 30-39", "sexes": "FEMALE, MALE, OTHER_OR_UNSPECIFIED",
-            "body_parts": "Body part, e.g. arm, head_or_neck", "conditions": "A dermatologist label, e.g. Eczema",
-            "splits": "train, val or test", "gradable_only": "Only images dermatologists found gradable"}
+    docs = {
+        "fitzpatrick": "Self-reported Fitzpatrick skin type: FST1-FST6, NONE_IDENTIFIED (also 5, V)",
+        "dermatologist_fitzpatrick": "Dermatologists' Fitzpatrick skin type, FST1-FST6",
+        "monk_min": "Lowest Monk skin tone (1-10)",
+        "monk_max": "Highest Monk skin tone (1-10)",
+        "age_groups": "Age group, e.g. AGE_30_TO_39 or 30-39",
+        "sexes": "FEMALE, MALE, OTHER_OR_UNSPECIFIED",
+        "body_parts": "Body part, e.g. arm, head_or_neck",
+        "conditions": "A dermatologist label, e.g. Eczema",
+        "splits": "train, val or test",
+        "gradable_only": "Only images dermatologists found gradable",
+    }
     parameters = []
     for name in FILTER_NAMES:
         if name in INT_FILTERS:
-            schema = {"type": "integer", "minimum": 1, "maximum": 10}
+            schema = {"type": "integer", "minimum": MONK_RANGE[0], "maximum": MONK_RANGE[1]}
         elif name in BOOL_FILTERS:
             schema = {"type": "boolean"}
         else:
             schema = {"type": "array", "items": {"type": "string"}}
-        parameters.append({"name": name, "in": "query", "required": False, "schema": schema,
-                           "description": docs.get(name, name), "explode": True})
+        parameters.append(
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "schema": schema,
+                "description": docs.get(name, name),
+                "explode": True,
+            }
+        )
     return parameters

@@ -14,39 +14,72 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
+from scinsearch import rules
 from scinsearch.results import DISCLAIMER
 from scinsearch.service import params
 from scinsearch.service.image_files import valid_id
 from scinsearch.service.upload import check_pixels, read_upload
 
 log = logging.getLogger("scinsearch.service")
-MAX_TEXT_CHARS = 2000
 
-PHOTO_BODY = {"requestBody": {"required": True, "content": {
-    "multipart/form-data": {"schema": {"type": "object", "required": ["photo"], "properties": {
-        "photo": {"type": "string", "format": "binary", "description": "The photo (JPEG, PNG, WebP, ...)."},
-        "top_k": {"type": "integer"}, "min_score": {"type": "number"}, "per_case": {"type": "boolean"},
-        **{p["name"]: p["schema"] for p in params.filter_parameters()}}}},
-    "image/*": {"schema": {"type": "string", "format": "binary"}}}}}
+PHOTO_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["photo"],
+                    "properties": {
+                        "photo": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "The photo (JPEG, PNG, WebP, ...).",
+                        },
+                        "top_k": {"type": "integer"},
+                        "min_score": {"type": "number"},
+                        "per_case": {"type": "boolean"},
+                        **{p["name"]: p["schema"] for p in params.filter_parameters()},
+                    },
+                }
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
 SEARCH_PARAMETERS = [
-    {"name": "top_k", "in": "query", "schema": {"type": "integer", "default": 5, "minimum": 1},
-     "description": "How many similar cases (or images, with per_case=false)."},
-    {"name": "min_score", "in": "query", "schema": {"type": "number", "minimum": -1, "maximum": 1},
-     "description": "Leave out results below this cosine similarity."},
-    {"name": "per_case", "in": "query", "schema": {"type": "boolean", "default": True},
-     "description": "One result per case (its best image); false returns images."},
-    *params.filter_parameters()]
+    {
+        "name": "top_k",
+        "in": "query",
+        "schema": {"type": "integer", "default": rules.DEFAULT_TOP_K, "minimum": 1},
+        "description": "How many similar cases (or images, with per_case=false).",
+    },
+    {
+        "name": "min_score",
+        "in": "query",
+        "schema": {"type": "number", "minimum": -1, "maximum": 1},
+        "description": "Leave out results below this cosine similarity.",
+    },
+    {
+        "name": "per_case",
+        "in": "query",
+        "schema": {"type": "boolean", "default": True},
+        "description": "One result per case (its best image); false returns images.",
+    },
+    *params.filter_parameters(),
+]
 
 
 class TextQuery(BaseModel):
     """A text search: the description, and optionally the same knobs as a photo search."""
 
-    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS, description="What the skin looks like.")
+    text: str = Field(min_length=1, max_length=rules.MAX_TEXT_CHARS, description="What the skin looks like.")
     top_k: int | None = Field(default=None, ge=1)
     min_score: float | None = Field(default=None, ge=-1, le=1)
     per_case: bool = True
     filters: dict[str, list[str | int | bool] | str | int | bool] = Field(
-        default_factory=dict, description="Filter name -> value(s), as in the query parameters.")
+        default_factory=dict, description="Filter name -> value(s), as in the query parameters."
+    )
 
 
 def notices(body: dict) -> dict:
@@ -65,17 +98,23 @@ def query_values(request: Request) -> dict[str, list[str]]:
 
 def json_filter_values(filters: dict[str, Any]) -> dict[str, list[str]]:
     """JSON filter values (lists, numbers, booleans) as the text values the query string gives."""
+
     def text(value: Any) -> str:
         return ("true" if value else "false") if isinstance(value, bool) else str(value)
-    return {name: [text(v) for v in (value if isinstance(value, list) else [value])]
-            for name, value in filters.items()}
+
+    return {name: [text(v) for v in (value if isinstance(value, list) else [value])] for name, value in filters.items()}
 
 
 def search_response(result, started: float, kind: str) -> JSONResponse:
     body = notices(params.with_image_urls(result.to_dict()))
     milliseconds = (time.perf_counter() - started) * 1000
-    log.info("%s search: %d results, confident=%s, %.0f ms", kind, len(body.get("results", [])),
-             body.get("suggestions", {}).get("confident"), milliseconds)  # never the photo or the text
+    log.info(
+        "%s search: %d results, confident=%s, %.0f ms",
+        kind,
+        len(body.get("results", [])),
+        body.get("suggestions", {}).get("confident"),
+        milliseconds,
+    )  # never the photo or the text
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
 
@@ -86,19 +125,31 @@ def status_router(state) -> APIRouter:
     async def health() -> dict:
         return {"status": "alive"}
 
-    @router.get("/ready", summary="The model and the store are loaded",
-                responses={503: {"description": "Still loading"}})
+    @router.get(
+        "/ready", summary="The model and the store are loaded", responses={503: {"description": "Still loading"}}
+    )
     async def ready():
         if not state.ready or state.searcher is None:
             return JSONResponse({"status": "loading"}, status_code=503)
         info = state.searcher.info
-        return {"status": "ready", "model": info.model, "dim": info.dim, "collection": state.searcher.store.name,
-                "images": state.images.root is not None}
+        return {
+            "status": "ready",
+            "model": info.model,
+            "dim": info.dim,
+            "collection": state.searcher.store.name,
+            "images": state.images.root is not None,
+        }
 
     @router.get("/filters", summary="Filter values the page offers, and the notices")
     async def filters() -> dict:
-        return notices({"choices": params.FILTER_CHOICES, "max_top_k": state.settings.max_top_k,
-                        "max_upload_bytes": state.settings.max_upload_bytes})
+        return notices(
+            {
+                "choices": params.FILTER_CHOICES,
+                "max_top_k": state.settings.max_top_k,
+                "max_text_chars": rules.MAX_TEXT_CHARS,
+                "max_upload_bytes": state.settings.max_upload_bytes,
+            }
+        )
 
     return router
 
@@ -107,10 +158,15 @@ def api_router(state) -> APIRouter:
     router = APIRouter(tags=["search"])
     settings = state.settings
 
-    @router.post("/search", summary="Similar cases for a photo", openapi_extra={
-        **PHOTO_BODY, "parameters": SEARCH_PARAMETERS},
-        responses={400: {"description": "No photo, empty, not an image, bad filter"},
-                   413: {"description": "Upload or pixel count over the limit"}})
+    @router.post(
+        "/search",
+        summary="Similar cases for a photo",
+        openapi_extra={**PHOTO_BODY, "parameters": SEARCH_PARAMETERS},
+        responses={
+            400: {"description": "No photo, empty, not an image, bad filter"},
+            413: {"description": "Upload or pixel count over the limit"},
+        },
+    )
     async def search_photo(request: Request):
         """Upload a photo (multipart field `photo`, or a raw image/* body). It is decoded in memory and
         never written to disk, the store or the logs. Filters may be query parameters or form fields."""
@@ -121,12 +177,21 @@ def api_router(state) -> APIRouter:
         values = params.merged(query_values(request), upload.fields)
         filters, options = params.build_filters(values), params.build_options(values, settings.max_top_k)
         check_pixels(photo, settings.max_pixels)
-        result = await state.infer(searcher.search_image, photo, filters, top_k=options.top_k,
-                                   min_score=options.min_score, per_case=options.per_case)
+        result = await state.infer(
+            searcher.search_image,
+            photo,
+            filters,
+            top_k=options.top_k,
+            min_score=options.min_score,
+            per_case=options.per_case,
+        )
         return search_response(result, started, "photo")
 
-    @router.post("/search/text", summary="Similar cases for a description",
-                 openapi_extra={"parameters": params.filter_parameters()})
+    @router.post(
+        "/search/text",
+        summary="Similar cases for a description",
+        openapi_extra={"parameters": params.filter_parameters()},
+    )
     async def search_text(query: TextQuery, request: Request):
         """Describe the skin in words (JSON body; the text is not logged). Filters may be query
         parameters or the `filters` object."""
@@ -134,15 +199,17 @@ def api_router(state) -> APIRouter:
         searcher = state.require_searcher()
         values = params.merged(query_values(request), json_filter_values(query.filters))
         filters = params.build_filters(values)
-        top_k = query.top_k or 5
-        if top_k > settings.max_top_k:
-            raise HTTPException(400, f"top_k must be from 1 to {settings.max_top_k}, not {top_k}")
-        result = await state.infer(searcher.search_text, query.text, filters, top_k=top_k,
-                                   min_score=query.min_score, per_case=query.per_case)
+        top_k = params.checked_top_k(query.top_k, settings.max_top_k)
+        result = await state.infer(
+            searcher.search_text, query.text, filters, top_k=top_k, min_score=query.min_score, per_case=query.per_case
+        )
         return search_response(result, started, "text")
 
-    @router.get("/images/{image_id}/similar", summary="Cases similar to a stored image",
-                openapi_extra={"parameters": SEARCH_PARAMETERS[:3] + params.filter_parameters()})
+    @router.get(
+        "/images/{image_id}/similar",
+        summary="Cases similar to a stored image",
+        openapi_extra={"parameters": SEARCH_PARAMETERS[:3] + params.filter_parameters()},
+    )
     async def similar(image_id: str, request: Request):
         """Reuses the stored vector (nothing is embedded); the image's own case is left out."""
         started = time.perf_counter()
@@ -150,8 +217,14 @@ def api_router(state) -> APIRouter:
         await stored_payload(image_id)
         values = query_values(request)
         filters, options = params.build_filters(values), params.build_options(values, settings.max_top_k)
-        result = await state.infer(searcher.search_like, image_id, filters, top_k=options.top_k,
-                                   min_score=options.min_score, per_case=options.per_case)
+        result = await state.infer(
+            searcher.search_like,
+            image_id,
+            filters,
+            top_k=options.top_k,
+            min_score=options.min_score,
+            per_case=options.per_case,
+        )
         return search_response(result, started, "like")
 
     async def stored_payload(image_id: str) -> dict:
@@ -161,9 +234,12 @@ def api_router(state) -> APIRouter:
             raise HTTPException(404, "unknown image id")
         return payload
 
-    @router.get("/images/{image_id}", summary="A stored SCIN image (full size or thumbnail)",
-                response_class=Response, responses={200: {"content": {"image/png": {}, "image/jpeg": {}}},
-                                                    404: {"description": "Unknown image id"}})
+    @router.get(
+        "/images/{image_id}",
+        summary="A stored SCIN image (full size or thumbnail)",
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}, 404: {"description": "Unknown image id"}},
+    )
     async def image(image_id: str, size: Literal["full", "thumb"] = Query("full")):
         """Only images of the collection, looked up by id; the file path comes from the store and
         never leaves the images folder."""

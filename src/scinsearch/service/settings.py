@@ -10,6 +10,7 @@ import dataclasses
 from pathlib import Path
 
 from scinsearch.images import MAX_PIXELS
+from scinsearch.rules import HTTP_MAX_TOP_K
 from scinsearch.settings import Settings
 
 DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # a 12-MP phone JPEG is 3-8 MB; PNGs of SCIN size about 1 MB
@@ -34,8 +35,8 @@ class ServiceSettings:
     images_dir: Path | None = None
     thumbnail_size: int = DEFAULT_THUMBNAIL_SIZE
     thumbnail_cache: int = 256  # thumbnails kept in memory (about 20 KB each)
-    max_top_k: int = 50
+    max_top_k: int = HTTP_MAX_TOP_K  # results per request; at most rules.MAX_TOP_K
     warm_up: bool = True  # run one query at start-up so the first real query is as fast as the rest
 
-    def replace(self, **changes) -> "ServiceSettings":
+    def replace(self, **changes) -> ServiceSettings:
         return dataclasses.replace(self, **changes)

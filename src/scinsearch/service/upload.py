@@ -37,8 +37,9 @@ class Upload:
                     raise HTTPException(400, f"the uploaded file '{name}' is empty")
                 return self.files[name]
         if self.files:
-            raise HTTPException(400, f"no photo: send the image in a form field named 'photo' "
-                                     f"(got {', '.join(sorted(self.files))})")
+            raise HTTPException(
+                400, f"no photo: send the image in a form field named 'photo' (got {', '.join(sorted(self.files))})"
+            )
         raise HTTPException(400, "no photo: send the image as a multipart form field named 'photo'")
 
 
@@ -73,9 +74,14 @@ class _PartCollector:
         self._data = bytearray()
 
     def callbacks(self) -> dict:
-        return {"on_part_begin": self.on_part_begin, "on_part_data": self.on_part_data,
-                "on_part_end": self.on_part_end, "on_header_field": self.on_header_field,
-                "on_header_value": self.on_header_value, "on_header_end": self.on_header_end}
+        return {
+            "on_part_begin": self.on_part_begin,
+            "on_part_data": self.on_part_data,
+            "on_part_end": self.on_part_end,
+            "on_header_field": self.on_header_field,
+            "on_header_value": self.on_header_value,
+            "on_header_end": self.on_header_end,
+        }
 
     def on_part_begin(self) -> None:
         self.parts += 1

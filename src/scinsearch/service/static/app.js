@@ -195,6 +195,7 @@ async function loadChoices() {
       }
     }
     if (body.licence) $("licence").textContent = body.licence;
+    if (body.max_text_chars) $("text").maxLength = body.max_text_chars;
   } catch (error) {
     setStatus(error.message, true);
   }

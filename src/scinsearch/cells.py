@@ -13,15 +13,13 @@ import math
 import statistics
 from typing import Any
 
+from scinsearch.schema import SPLIT_FRACTIONS
+
 MISSING_MARKERS = {"", "nan", "NaN", "NAN", "None", "none", "null", "NULL", "<NA>", "NaT"}
 MAX_LITERAL_CHARS = 20_000
 
-# Check-box column families of scin_cases.csv: `<prefix>_<suffix>` holds "YES" when ticked.
-CHECKBOX_PREFIXES = ("race_ethnicity", "textures", "body_parts", "condition_symptoms", "other_symptoms")
-
 GRADABLE_FOR_CONDITION = "DEFAULT_YES_IMAGE_QUALITY_SUFFICIENT"
 SKIN_TYPE_GROUPS = {1: "I-II", 2: "I-II", 3: "III-IV", 4: "III-IV", 5: "V-VI", 6: "V-VI"}
-SPLIT_FRACTIONS = (("train", 0.70), ("val", 0.85), ("test", 1.00))
 
 
 class CellError(ValueError):
@@ -171,8 +169,8 @@ def monk_tone_group(tone: int | None) -> str:
 
 
 def split_for_case(case_id: str) -> str:
-    """A deterministic 70/15/15 train/val/test split by case: a hash, so it is stable across runs,
-    machines and `--limit` subsets, and all images of a case land on the same side."""
+    """A deterministic train/val/test split by case (70/15/15, `schema.SPLIT_FRACTIONS`): a hash, so it
+    is stable across runs, machines and `--limit` subsets, and all images of a case land on the same side."""
     digest = hashlib.sha256(f"scin-split:{case_id}".encode()).digest()
     fraction = int.from_bytes(digest[:8], "big") / 2**64
     return next(name for name, upper in SPLIT_FRACTIONS if fraction < upper)

@@ -1,0 +1,98 @@
+"""The package's shape: no import circles, every module importable on its own, a light query path."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).parent.parent / "src" / "scinsearch"
+
+
+def module_names() -> list[str]:
+    names = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "__main__.py":  # runs the CLI when imported
+            continue
+        parts = ("scinsearch",) + path.relative_to(PACKAGE).with_suffix("").parts
+        names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return names
+
+
+def imports_of(name: str, known: set[str]) -> set[str]:
+    """The scinsearch modules `name` imports anywhere in its file (module level or inside a function)."""
+    path = PACKAGE.joinpath(*name.split(".")[1:])
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        targets = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("scinsearch"):
+            targets = [f"{node.module}.{alias.name}" for alias in node.names] + [node.module]
+        elif isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names if alias.name.startswith("scinsearch")]
+        for target in targets:
+            while target not in known and "." in target:
+                target = target.rpartition(".")[0]
+            if target in known and target != name:
+                found.add(target)
+                break
+    return found
+
+
+def circles_in(graph: dict[str, set[str]]) -> list[list[str]]:
+    circles: list[list[str]] = []
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> None:
+        for other in sorted(graph[name]):
+            if other in path:
+                circles.append(path[path.index(other) :] + [other])
+            elif other not in done:
+                visit(other, path + [other])
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name, [name])
+    return circles
+
+
+def test_no_module_imports_another_in_a_circle():
+    assert circles_in({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+    known = set(module_names())
+    graph = {name: imports_of(name, known) for name in known}
+    assert graph["scinsearch.store.edge"] == {"scinsearch.errors", "scinsearch.schema", "scinsearch.store.base"}
+    assert circles_in(graph) == []
+
+
+def test_every_module_imports_on_its_own():
+    """Each module imported first, from a clean slate of scinsearch modules: an import-order circle fails here."""
+    script = (
+        "import importlib, sys\n"
+        f"for name in {module_names()!r}:\n"
+        "    for loaded in [m for m in sys.modules if m == 'scinsearch' or m.startswith('scinsearch.')]:\n"
+        "        del sys.modules[loaded]\n"
+        "    importlib.import_module(name)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_query_path_and_service_do_not_load_pandas():
+    script = (
+        "import sys, scinsearch.search, scinsearch.service.app, scinsearch.schema, scinsearch.rules\n"
+        "assert 'pandas' not in sys.modules, 'pandas'\n"
+        "assert 'qdrant_client' not in sys.modules, 'qdrant_client'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_schema_and_rules_import_nothing_heavy():
+    script = (
+        "import sys, scinsearch.schema, scinsearch.rules\n"
+        "heavy = [m for m in ('numpy', 'pandas', 'torch', 'PIL') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
