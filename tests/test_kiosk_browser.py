@@ -1,62 +1,58 @@
-"""The kiosk page in a real headless browser (Debian's chromium + chromedriver, driven by Selenium):
-upload a photo through the file input, see result cards whose pictures loaded, save a screenshot.
+"""The kiosk page in a real headless browser (Debian's chromium, Selenium, axe-core from npm).
 
-Skipped only when chromium, chromedriver or selenium is absent here; `.ci/run` installs them."""
+At a 1080x1920 kiosk, a 412x915 phone and a 320-px-wide screen: zero axe violations on the empty,
+results, no-results and error pages; a failed upload leaves nothing of the previous answer; every
+focused control shows a ring of at least 3:1 that the sticky banner does not hide; nothing scrolls
+sideways. Then the flows: language switch, "New patient", the idle reset, quality warnings, the
+dialog, the camera button. Screenshots of each state go to test-artifacts/.
+
+Skipped with the reason when chromium, chromedriver, selenium or axe-core is missing; failed instead
+when SCINSEARCH_REQUIRE_BROWSER=1 (set by .ci/run)."""
 
 from __future__ import annotations
 
-import shutil
-import socket
-import threading
+import json
 import time
-from pathlib import Path
 
+import httpx
 import pytest
 
+from kiosk_page import (
+    BORDER_CONTRAST_JS,
+    FETCH_SPY_JS,
+    FOCUS_JS,
+    OVERFLOW_JS,
+    VIEWPORTS,
+    axe_violations,
+    open_page,
+    require_tools,
+    screenshot,
+    serving,
+    start_browser,
+    wait,
+)
 from scinsearch.dataset import read_release
 from scinsearch.pipeline import run_embed
 from scinsearch.search import Searcher
 from scinsearch.service import ServiceSettings, create_app
+from scinsearch.service.app import STATIC_DIR
 from scinsearch.settings import Settings
 from scinsearch.store import open_store
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-dev-shm-usage",
-    "--window-size=1280,1000",
-]
+require_tools()
 
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
-if not CHROMIUM or not Path(CHROMEDRIVER).exists():
-    pytest.skip(
-        "chromium and chromedriver are not installed (apt-get install chromium chromium-driver)",
-        allow_module_level=True,
-    )
-
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
+from selenium.webdriver.common.actions.action_builder import ActionBuilder  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.support.ui import Select  # noqa: E402
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+EN = json.loads((STATIC_DIR / "i18n" / "en.json").read_text(encoding="utf-8"))
+SW = json.loads((STATIC_DIR / "i18n" / "sw.json").read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, clean_release, tiny_embedder):
-    """The app over a small real store, served by uvicorn in a background thread on loopback."""
-    import uvicorn
-
+def searcher(tmp_path_factory, clean_release, tiny_embedder):
     settings = Settings(
         qdrant_path=tmp_path_factory.mktemp("browser-store"), collection="browser", model=tiny_embedder.model_name
     )
@@ -70,89 +66,377 @@ def server(tmp_path_factory, clean_release, tiny_embedder):
         progress=False,
         warn=lambda message: None,
     )
-    searcher = Searcher(settings, embedder=tiny_embedder, store=store)
-    port = free_port()
-    uv = uvicorn.Server(
-        uvicorn.Config(
-            create_app(ServiceSettings(), searcher=searcher), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not uv.started and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert uv.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    uv.should_exit = True
-    thread.join(timeout=30)
-    searcher.close()
+    opened = Searcher(settings, embedder=tiny_embedder, store=store)
+    yield opened
+    opened.close()
     store.close()
 
 
 @pytest.fixture(scope="module")
-def browser():
-    from selenium.webdriver.chrome.service import Service
+def server(searcher):
+    """The service with the idle reset off (the idle test starts its own with a short one)."""
+    with serving(create_app(ServiceSettings(warm_up=False, idle_reset_seconds=0), searcher=searcher)) as url:
+        yield url
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in FLAGS:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
-    driver.set_page_load_timeout(60)
+
+@pytest.fixture(scope="module")
+def browser():
+    driver = start_browser()
     yield driver
     driver.quit()
 
 
+@pytest.fixture(autouse=True)
+def no_script_errors(browser):
+    """Every test ends without a JavaScript error in the console (the deliberate 4xx answers aside)."""
+    browser.get_log("browser")
+    yield
+    errors = [
+        entry
+        for entry in browser.get_log("browser")
+        if entry.get("level") == "SEVERE" and entry.get("source") != "network"
+    ]
+    assert not errors, errors
+
+
+@pytest.fixture(scope="module")
+def photo(clean_release):
+    return next((clean_release / "dataset" / "images").glob("*.png"))
+
+
+@pytest.fixture(scope="module")
+def not_a_photo(tmp_path_factory):
+    path = tmp_path_factory.mktemp("uploads") / "notes.png"
+    path.write_text("shopping list: not a picture at all\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def empty_filters(server):
+    """A skin type and age group that every stored case lacks together (found through the API)."""
+    choices = httpx.get(server + "/filters").json()["choices"]
+    for skin in choices["fitzpatrick"]:
+        for age in choices["age_groups"]:
+            answer = httpx.post(
+                server + "/search/text",
+                params={"fitzpatrick": skin, "age_groups": age},
+                json={"text": "red rash", "top_k": 12},
+                timeout=30,
+            ).json()
+            if answer["results"] == []:
+                return {"fitzpatrick": skin, "age_groups": age}
+    pytest.fail("the synthetic release has a case for every skin type and age group")
+
+
+def cards(driver) -> list:
+    return driver.find_elements(By.CSS_SELECTOR, "#results .card")
+
+
 def loaded_cards(driver) -> list:
-    """Result cards whose thumbnail has actually been decoded by the browser."""
     return driver.execute_script(
         "return [...document.querySelectorAll('#results .card img')]"
         ".filter(img => img.complete && img.naturalWidth > 0).map(img => img.currentSrc);"
     )
 
 
-def save_full_page(driver, name: str) -> Path:
-    """Screenshot of the whole page (the window grown to the page's height), as a test artefact."""
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / name
-    path.unlink(missing_ok=True)
-    width = driver.get_window_size()["width"]
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(width, min(int(height) + 140, 6000))
-    driver.save_screenshot(str(path))
-    return path
+def shown(driver, element_id: str) -> bool:
+    return driver.find_element(By.ID, element_id).is_displayed()
 
 
-def test_upload_a_photo_and_see_cases_with_pictures(server, browser, clean_release):
-    browser.get(server + "/")
-    WebDriverWait(browser, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#filter-body_parts option")) > 1)
-    assert browser.find_element(By.ID, "disclaimer").is_displayed()
-    photo = next((clean_release / "dataset" / "images").glob("*.png"))
-    browser.find_element(By.ID, "file").send_keys(str(photo))
-    WebDriverWait(browser, 60).until(lambda d: len(loaded_cards(d)) >= 3)
-    cards = browser.find_elements(By.CSS_SELECTOR, "#results .card")
-    assert "Similarity" in cards[0].text and "Skin type" in cards[0].text and "Body part" in cards[0].text
-    assert all("/images/" in src and "size=thumb" in src for src in loaded_cards(browser))
-    suggestions = browser.find_element(By.ID, "suggestions")
-    assert suggestions.is_displayed() and "similar cases" in suggestions.text.lower()
-    assert browser.find_element(By.ID, "disclaimer").is_displayed()
-    screenshot = save_full_page(browser, "kiosk.png")
-    assert screenshot.is_file() and screenshot.stat().st_size > 10_000
+def upload(driver, path) -> None:
+    driver.find_element(By.ID, "file").send_keys(str(path))
 
 
-def test_filter_and_text_search_on_a_phone_sized_screen(server, browser):
-    browser.set_window_size(412, 915)
-    browser.get(server + "/")
-    WebDriverWait(browser, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#filter-body_parts option")) > 1)
+def choose(driver, select_id: str, value: str) -> None:
+    Select(driver.find_element(By.ID, select_id)).select_by_value(value)
+
+
+def assert_clean_axe(driver, state: str) -> None:
+    violations = axe_violations(driver)
+    assert violations == [], f"axe on the {state} page: {violations}"
+
+
+def assert_no_overflow(driver) -> None:
+    overflow = driver.execute_script(OVERFLOW_JS)
+    assert overflow["scroll"] <= overflow["width"] and not overflow["wide"], overflow
+
+
+def assert_finger_sized(driver, minimum: int) -> None:
+    sizes = driver.execute_script(
+        "return [...document.querySelectorAll('button, select, summary, input:not([type=file])')]"
+        ".filter(n => n.getBoundingClientRect().width > 0 && !n.closest('.visually-hidden'))"
+        ".map(n => [n.id || n.className || n.tagName, Math.round(n.getBoundingClientRect().height)]);"
+    )
+    assert sizes and all(height >= minimum for _, height in sizes), sizes
+
+
+# The four states at three screen sizes -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("viewport", list(VIEWPORTS))
+def test_states_are_accessible_and_never_stale(server, browser, photo, not_a_photo, empty_filters, viewport):
+    open_page(browser, server, viewport)
+    assert shown(browser, "disclaimer") and shown(browser, "choose-file")
+    assert_clean_axe(browser, "empty")
+    assert_no_overflow(browser)
+    screenshot(browser, f"{viewport}-1-empty.png")
+
+    upload(browser, photo)
+    wait(browser, lambda d: len(loaded_cards(d)) >= 3)
+    assert shown(browser, "suggestions") and shown(browser, "preview-box")
+    first = cards(browser)[0].text
+    assert EN["similarity"] in first and EN["skin_type"] in first and "Unknown age" not in first
+    names = browser.execute_script(
+        "return [...document.querySelectorAll('#results .card button')]"
+        ".map(b => b.getAttribute('aria-label') || b.textContent)"
+    )
+    assert len(names) == 2 * len(cards(browser)) and len(set(names)) == len(names)  # named by their case
+    assert_clean_axe(browser, "results")
+    assert_no_overflow(browser)
+    assert_finger_sized(browser, 56)
+    contrasts = browser.execute_script(BORDER_CONTRAST_JS)
+    assert contrasts and all(item["contrast"] >= 3 for item in contrasts), contrasts
+    screenshot(browser, f"{viewport}-2-results.png")
+
+    upload(browser, not_a_photo)  # the next file is not a photo: nothing of the first answer may stay
+    wait(browser, lambda d: d.find_element(By.ID, "alert").text.strip())
+    alert = browser.find_element(By.ID, "alert")
+    assert alert.get_attribute("role") == "alert" and alert.text == EN["error_not_an_image"]
+    assert cards(browser) == [] and not shown(browser, "suggestions") and not shown(browser, "results-section")
+    assert not shown(browser, "preview-box") and not browser.find_element(By.ID, "preview").get_attribute("src")
+    assert_clean_axe(browser, "error")
+    assert_no_overflow(browser)
+    screenshot(browser, f"{viewport}-3-error.png")
+
     browser.find_element(By.CSS_SELECTOR, "#filters summary").click()
-    browser.execute_script("const s = document.getElementById('filter-body_parts'); s.value = 'arm';")
+    for name, value in empty_filters.items():
+        choose(browser, f"filter-{name}", value)
+    assert browser.find_element(By.ID, "filter-count").text == "2 chosen"
+    browser.find_element(By.ID, "text").send_keys("red rash")
+    browser.find_element(By.CSS_SELECTOR, "#text-form button[type=submit]").click()
+    wait(browser, lambda d: shown(d, "empty"))
+    assert browser.find_element(By.ID, "empty-text").text == EN["empty_filters"]
+    assert not shown(browser, "suggestions") and not browser.find_element(By.ID, "alert").text
+    assert_clean_axe(browser, "no-results")
+    assert_no_overflow(browser)
+    screenshot(browser, f"{viewport}-4-no-results.png")
+    action = browser.find_element(By.ID, "empty-action")
+    assert action.text == EN["clear_filters_search"]
+    action.click()
+    wait(browser, lambda d: len(cards(d)) >= 3)
+    assert browser.find_element(By.ID, "filter-count").text == "" and not shown(browser, "empty")
+
+
+# Keyboard ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("viewport", ["kiosk", "narrow"])
+def test_every_focus_is_visible_and_not_hidden_by_the_banner(server, browser, photo, viewport):
+    open_page(browser, server, viewport)
+    upload(browser, photo)
+    wait(browser, lambda d: len(cards(d)) >= 3)
+    browser.execute_script("document.querySelector('.banner-link').focus()")
+    seen = []
+    for backwards in [False] * 20 + [True] * 12:
+        keys = ActionChains(browser)
+        (keys.key_down(Keys.SHIFT).send_keys(Keys.TAB).key_up(Keys.SHIFT) if backwards else keys.send_keys(Keys.TAB))
+        keys.perform()
+        focus = browser.execute_script(FOCUS_JS)
+        assert focus and focus["visible"], f"focus fell to the page after {seen}"
+        assert focus["type"] != "file", "a hidden file input took the focus"
+        assert focus["outlineStyle"] != "none" and focus["outlineWidth"] >= 2, focus
+        assert focus["contrast"] >= 3, focus
+        assert not focus["coveredByBanner"], focus
+        seen.append(focus["id"] or focus["text"])
+    assert {"choose-file", "text", "language", "new-patient"} <= set(seen)
+    assert any(EN["more_like_this"] in name for name in seen)
+
+    more = browser.find_element(By.CSS_SELECTOR, "#results .card:nth-child(2) .more")
+    browser.execute_script("arguments[0].focus()", more)
+    ActionChains(browser).send_keys(Keys.ENTER).perform()  # "More like this": focus goes to the new answer
+    wait(browser, lambda d: d.execute_script("return document.activeElement.id") == "results-heading")
+    assert "case 2" in browser.find_element(By.ID, "results-heading").text and cards(browser)
+
+
+def test_dialog_has_a_name_and_closes_on_escape_and_backdrop(server, browser, photo):
+    open_page(browser, server, "phone")
+    upload(browser, photo)
+    wait(browser, lambda d: len(loaded_cards(d)) >= 1)
+    opener = browser.find_element(By.CSS_SELECTOR, "#results .card .photo")
+    opener.click()
+    wait(browser, lambda d: d.execute_script("return document.getElementById('viewer').open"))
+    title = browser.find_element(By.ID, "viewer-title").text
+    assert title.startswith("case 1") and opener.get_attribute("aria-label").endswith(title)
+    assert_clean_axe(browser, "dialog")
+    screenshot(browser, "phone-dialog.png")
+    ActionChains(browser).send_keys(Keys.ESCAPE).perform()
+    wait(browser, lambda d: not d.execute_script("return document.getElementById('viewer').open"))
+    opener.click()
+    wait(browser, lambda d: d.execute_script("return document.getElementById('viewer').open"))
+    tap = ActionBuilder(browser)
+    tap.pointer_action.move_to_location(4, 4).click()  # the dark backdrop in a corner, outside the dialog
+    tap.perform()
+    wait(browser, lambda d: not d.execute_script("return document.getElementById('viewer').open"))
+
+
+# Flows ---------------------------------------------------------------------------------------------
+
+
+def test_language_switch_changes_the_page_and_is_remembered(server, browser, photo):
+    open_page(browser, server, "phone")
+    choose(browser, "language", "sw")
+    wait(browser, lambda d: d.find_element(By.TAG_NAME, "h1").text == SW["title"])
+    assert browser.execute_script("return document.documentElement.lang") == "sw"
+    browser.refresh()
+    wait(browser, lambda d: d.execute_script("return document.documentElement.dataset.ready"))
+    assert browser.find_element(By.TAG_NAME, "h1").text == SW["title"]  # remembered on this kiosk
+    upload(browser, photo)
+    wait(browser, lambda d: len(cards(d)) >= 3)
+    assert SW["similarity"] in cards(browser)[0].text and SW["more_like_this"] in cards(browser)[0].text
+    labelled = browser.find_elements(By.CSS_SELECTOR, "#results .card .condition span[lang=en]")
+    assert labelled, "SCIN's English condition names are marked as English"
+    assert_clean_axe(browser, "Swahili results")
+    screenshot(browser, "phone-swahili.png")
+    choose(browser, "language", "en")
+    wait(browser, lambda d: d.find_element(By.TAG_NAME, "h1").text == EN["title"])
+    assert EN["similarity"] in cards(browser)[0].text  # the answer on screen is re-worded, not lost
+
+
+def test_new_patient_clears_everything_and_releases_the_photo(server, browser, photo):
+    open_page(browser, server, "kiosk")
+    browser.find_element(By.CSS_SELECTOR, "#filters summary").click()
+    choose(
+        browser,
+        "filter-body_parts",
+        Select(browser.find_element(By.ID, "filter-body_parts")).options[1].get_attribute("value"),
+    )
+    upload(browser, photo)
+    wait(browser, lambda d: len(cards(d)) >= 1)
+    preview_url = browser.find_element(By.ID, "preview").get_attribute("src")
+    assert preview_url.startswith("blob:")
+    browser.find_element(By.ID, "new-patient").click()
+    assert cards(browser) == [] and not shown(browser, "preview-box") and not shown(browser, "suggestions")
+    assert browser.find_element(By.ID, "status").text == EN["status_reset"]
+    assert (
+        browser.execute_script(
+            "return [...document.querySelectorAll('select[id^=filter-]')].map(s => s.value)"
+            " .concat([document.getElementById('text').value]).join('')"
+        )
+        == ""
+    )
+    fate = browser.execute_async_script(  # an <img> may load blob: URLs here (the page's CSP allows it)
+        "const done = arguments[arguments.length - 1]; const img = new Image();"
+        "img.onload = () => done('alive'); img.onerror = () => done('revoked'); img.src = arguments[0];",
+        preview_url,
+    )
+    assert fate == "revoked"
+    screenshot(browser, "kiosk-new-patient.png")
+
+
+def test_a_filter_change_searches_the_shown_photo_again_but_never_a_forgotten_one(server, browser, photo, not_a_photo):
+    open_page(browser, server, "kiosk")
+    browser.execute_script(FETCH_SPY_JS)
+    upload(browser, photo)
+    wait(browser, lambda d: len(cards(d)) >= 1)
+    browser.find_element(By.CSS_SELECTOR, "#filters summary").click()
+    choose(browser, "filter-fitzpatrick", "FST3")
+    wait(browser, lambda d: sum("POST /search?" in call for call in d.execute_script("return window.__calls")) == 2)
+    upload(browser, not_a_photo)
+    wait(browser, lambda d: d.find_element(By.ID, "alert").text.strip())
+    choose(browser, "filter-fitzpatrick", "FST4")  # a search would have called fetch during the change event
+    calls = browser.execute_script("return window.__calls")
+    assert sum("POST /search?" in call for call in calls) == 3, calls  # the photo, again, the non-photo; no more
+
+
+def test_a_late_answer_for_an_earlier_search_is_dropped(server, browser, photo):
+    open_page(browser, server, "kiosk")
+    browser.execute_script(FETCH_SPY_JS + "window.__slowPhoto = 2500;")
+    upload(browser, photo)
     browser.find_element(By.ID, "text").send_keys("itchy red ring")
-    browser.find_element(By.CSS_SELECTOR, "#text-form button").click()
-    WebDriverWait(browser, 60).until(lambda d: len(loaded_cards(d)) >= 1)
-    button = browser.find_element(By.CSS_SELECTOR, "#results .card .button")
-    assert button.size["height"] >= 48  # a finger-sized target
-    assert browser.find_element(By.ID, "disclaimer").is_displayed()
-    save_full_page(browser, "kiosk-phone.png")
-    errors = [entry for entry in browser.get_log("browser") if entry.get("level") == "SEVERE"]
-    assert not errors, errors
+    browser.find_element(By.CSS_SELECTOR, "#text-form button[type=submit]").click()
+    wait(browser, lambda d: len(cards(d)) >= 1)
+    text_answer = [card.get_attribute("data-image-id") for card in cards(browser)]
+    time.sleep(3)  # the photo's answer has come back meanwhile
+    assert [card.get_attribute("data-image-id") for card in cards(browser)] == text_answer
+    assert browser.find_element(By.ID, "results-heading").text == "12 cases matching the description"
+    assert not shown(browser, "preview-box")
+
+
+def test_idle_reset_after_the_configured_time(searcher, browser, photo):
+    with serving(create_app(ServiceSettings(warm_up=False, idle_reset_seconds=4), searcher=searcher)) as url:
+        assert httpx.get(url + "/config").json()["idle_reset_seconds"] == 4
+        open_page(browser, url, "phone")
+        upload(browser, photo)
+        wait(browser, lambda d: len(cards(d)) >= 1)
+        wait(browser, lambda d: d.find_element(By.ID, "status").text == EN["status_idle_reset"], seconds=20)
+        assert cards(browser) == [] and not shown(browser, "preview-box")
+        screenshot(browser, "phone-idle-reset.png")
+
+
+def check(name, verdict, code=None, reason="", advice=""):
+    return {
+        "name": name,
+        "value": 0.1,
+        "threshold": 0.2,
+        "verdict": verdict,
+        "code": code,
+        "reason": reason,
+        "advice": advice,
+    }
+
+
+def test_quality_warnings_above_the_results(server, browser, photo):
+    open_page(browser, server, "phone")
+    browser.execute_script(
+        FETCH_SPY_JS + "window.__patch = arguments[0];",
+        {
+            "quality": {
+                "ok": False,
+                "checks": [
+                    check("brightness", "warn", "too_dark"),
+                    check("sharpness", "pass"),
+                    check("gradability", "skipped"),
+                    check("similarity", "warn", "nothing_alike"),
+                    check("size", "warn", None, "The photo is 90 pixels wide.", "Move closer."),
+                ],
+            }
+        },
+    )
+    upload(browser, photo)
+    wait(browser, lambda d: len(cards(d)) >= 1)
+    warnings = browser.find_elements(By.CSS_SELECTOR, "#quality li.warning")
+    assert [w.get_attribute("data-code") for w in warnings] == ["too_dark", "nothing_alike", ""]
+    assert warnings[0].text.startswith(EN["quality_too_dark"])
+    assert warnings[1].text.startswith("No sufficiently similar case was found")
+    assert warnings[2].text == "The photo is 90 pixels wide. Move closer."
+    assert shown(browser, "results-section")  # still viewable below
+    above = browser.execute_script(
+        "return document.getElementById('quality').getBoundingClientRect().bottom <= "
+        "document.getElementById('results-section').getBoundingClientRect().top"
+    )
+    assert above
+    assert_clean_axe(browser, "quality warnings")
+    screenshot(browser, "phone-quality.png")
+    browser.execute_script("window.__patch = {results: []};")  # no results, no filters: the way on is a new photo
+    upload(browser, photo)
+    wait(browser, lambda d: shown(d, "empty"))
+    assert not shown(browser, "quality") and browser.find_element(By.ID, "empty-action").text == EN["retake_photo"]
+
+
+def test_take_photo_only_where_a_camera_is(server, browser):
+    open_page(browser, server, "phone")
+    assert not shown(browser, "take-photo")  # headless chromium has no camera
+    fake = browser.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument",
+        {
+            "source": (
+                "navigator.mediaDevices.enumerateDevices = async () => "
+                "[{kind: 'videoinput', deviceId: '', groupId: '', label: ''}];"
+            )
+        },
+    )
+    try:
+        open_page(browser, server, "phone")
+        assert shown(browser, "take-photo")
+    finally:
+        browser.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": fake["identifier"]})

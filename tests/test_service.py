@@ -235,6 +235,52 @@ def test_every_route_applies_the_same_limits(client, searcher):
     assert client.post("/search/text", json={"text": "x" * rules.MAX_TEXT_CHARS}).status_code == 200
 
 
+@pytest.mark.parametrize(
+    "send, status, code",
+    [
+        (lambda c: c.post("/search"), 400, "no_photo"),
+        (lambda c: search(c, b""), 400, "empty_upload"),
+        (lambda c: search(c, b"this is not a picture at all"), 400, "not_an_image"),
+        (lambda c: search(c, png()[:60]), 400, "broken_image"),
+        (lambda c: search(c, bomb_png()), 413, "image_too_large"),
+        (lambda c: search(c, png(), params={"fitzpatrick": "FST9"}), 400, "bad_filter"),
+        (lambda c: search(c, png(), params={"conditions": "Dragon pox"}), 400, "bad_filter"),
+        (lambda c: c.post("/search/text?age_groups=teen", json={"text": "red"}), 400, "bad_filter"),
+        (lambda c: c.post("/search/text", json={"text": "   "}), 400, "empty_text"),
+        (lambda c: search(c, png(), params={"top_k": "0"}), 400, "bad_request"),
+        (lambda c: c.post("/search/text", json={}), 422, "bad_request"),
+        (
+            lambda c: c.post("/search", content=b"{}", headers={"Content-Type": "application/json"}),
+            415,
+            "unsupported_format",
+        ),
+        (lambda c: c.get("/images/123456/similar"), 404, "not_found"),
+        (lambda c: c.get("/no/such/page"), 404, "not_found"),
+    ],
+)
+def test_every_error_carries_a_machine_code(client, send, status, code):
+    """{"detail": precise one line, "code": what the page turns into plain advice} (codes: scinsearch.errors)."""
+    response = send(client)
+    assert response.status_code == status, response.text
+    assert response.json()["code"] == code and response.json()["detail"]
+
+
+def test_error_codes_for_size_key_and_crash(searcher, monkeypatch):
+    with make_client(searcher, max_upload_bytes=10_000, api_key="k", warm_up=False) as small:
+        unauthorized = small.post("/search/text", json={"text": "red"})
+        assert unauthorized.status_code == 401 and unauthorized.json()["code"] == "unauthorized"
+        assert unauthorized.headers["www-authenticate"] == "ApiKey"
+        big = small.post(
+            "/search",
+            files={"photo": ("p.png", png(size=(400, 400)) + b"\0" * 20_000, "image/png")},
+            headers={"X-API-Key": "k"},
+        )
+        assert big.status_code == 413 and big.json()["code"] == "upload_too_large"
+        monkeypatch.setattr(searcher, "search_text", lambda *a, **k: 1 / 0)
+        crash = small.post("/search/text", json={"text": "red"}, headers={"X-API-Key": "k"})
+        assert crash.status_code == 500 and crash.json()["code"] == "internal"
+
+
 def test_upload_over_the_limit_is_413_whatever_the_content_length(searcher):
     with make_client(searcher, max_upload_bytes=10_000, warm_up=False) as small:
         assert search(small, png(size=(400, 400)) + b"\0" * 20_000).status_code == 413
@@ -494,9 +540,9 @@ def test_page_and_assets_work_offline(client):
     assert page.status_code == 200 and "default-src 'self'" in page.headers["content-security-policy"]
     assert all(part in page.text for part in ('capture="environment"', 'accept="image/*"', 'id="disclaimer"'))
     static = Path(__file__).parents[1] / "src" / "scinsearch" / "service" / "static"
-    for name in ("app.js", "app.css"):
+    for name in ("app.js", "api.js", "i18n.js", "render.js", "app.css", "i18n/en.json"):
         assert client.get(f"/static/{name}").status_code == 200
-    for asset in static.iterdir():  # nothing from another host: the page works offline
+    for asset in (path for path in static.rglob("*") if path.is_file()):  # nothing from another host: offline
         assert not any(word in asset.read_text() for word in ("http://", "https://", "//cdn")), asset.name
 
 

@@ -13,12 +13,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from scinsearch.errors import BROKEN_IMAGE, EMPTY_UPLOAD, IMAGE_TOO_LARGE, NOT_AN_IMAGE, NOT_FOUND
+
 MAX_PIXELS = 64_000_000  # a 64-megapixel photo; SCIN's are about 0.9 MP. Larger is refused (decompression bombs).
 MAX_FILE_BYTES = 64 * 1024 * 1024
 
 
 class ImageError(ValueError):
-    """An image that cannot be used; the message says why in a few words."""
+    """An image that cannot be used; the message says why in a few words, `code` which kind of failure
+    (one of scinsearch.errors' codes)."""
+
+    def __init__(self, message: str, code: str = BROKEN_IMAGE):
+        super().__init__(message)
+        self.code = code
 
 
 def read_bytes(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
@@ -26,13 +33,13 @@ def read_bytes(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
     try:
         size = path.stat().st_size
     except FileNotFoundError:
-        raise ImageError("file not found") from None
+        raise ImageError("file not found", NOT_FOUND) from None
     except OSError as exc:
         raise ImageError(f"cannot read file ({exc.strerror or exc})") from None
     if size == 0:
-        raise ImageError("empty file")
+        raise ImageError("empty file", EMPTY_UPLOAD)
     if size > limit:
-        raise ImageError(f"file is {size / 2**20:.0f} MiB (limit {limit / 2**20:.0f} MiB)")
+        raise ImageError(f"file is {size / 2**20:.0f} MiB (limit {limit / 2**20:.0f} MiB)", IMAGE_TOO_LARGE)
     try:
         return path.read_bytes()
     except OSError as exc:
@@ -50,23 +57,25 @@ def open_rgb(
         return to_rgb(ImageOps.exif_transpose(data))
     raw = read_bytes(data) if isinstance(data, Path) else data
     if not raw:
-        raise ImageError("empty file")
+        raise ImageError("empty file", EMPTY_UPLOAD)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(raw))
             width, height = image.size
             if width * height > max_pixels:
-                raise ImageError(f"image is {width}x{height} pixels (limit {max_pixels // 1_000_000} megapixels)")
+                raise ImageError(
+                    f"image is {width}x{height} pixels (limit {max_pixels // 1_000_000} megapixels)", IMAGE_TOO_LARGE
+                )
             if draft_size and image.format == "JPEG":
                 image.draft(None, (draft_size, draft_size))
             image.load()
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError("not an image file") from None
+        raise ImageError("not an image file", NOT_AN_IMAGE) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError("image is too large (decompression bomb guard)") from None
+        raise ImageError("image is too large (decompression bomb guard)", IMAGE_TOO_LARGE) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(
             f"broken image data ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"

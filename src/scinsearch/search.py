@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from scinsearch import rules, suggest
-from scinsearch.errors import ScinSearchError
+from scinsearch.errors import BAD_FILTER, EMPTY_TEXT, NOT_FOUND, ScinSearchError
 from scinsearch.images import ImageError
 from scinsearch.results import Neighbour, SearchResult, ZeroShot
 from scinsearch.schema import BODY_PARTS, point_id_for
@@ -107,7 +107,7 @@ class Searcher:
     ) -> SearchResult:
         """Cases whose photos match a description, through the SigLIP text tower."""
         if not isinstance(text, str) or not text.strip():
-            raise ScinSearchError("empty text query: describe what the skin looks like")
+            raise ScinSearchError("empty text query: describe what the skin looks like", EMPTY_TEXT)
         if len(text) > rules.MAX_TEXT_CHARS:
             raise ScinSearchError(f"text query is {len(text)} characters long (limit {rules.MAX_TEXT_CHARS})")
         vector = self.embedder.embed_texts([text.strip()])[0]
@@ -205,14 +205,16 @@ class Searcher:
         try:
             return self.embedder.embed_images([bytes(image) if isinstance(image, bytearray) else image])[0]
         except ImageError as exc:
-            raise ScinSearchError(f"cannot use the query image: {exc}") from None
+            raise ScinSearchError(f"cannot use the query image: {exc}", exc.code) from None
 
     def stored_point(self, image_id: str):
         if not isinstance(image_id, str) or not image_id.strip():
             raise ScinSearchError("empty image id")
         points = self.store.retrieve([point_id_for(image_id.strip())], with_vectors=True)
         if not points or points[0].vector is None:
-            raise ScinSearchError(f"unknown image id {image_id!r}: collection {self.store.name!r} holds no such image")
+            raise ScinSearchError(
+                f"unknown image id {image_id!r}: collection {self.store.name!r} holds no such image", NOT_FOUND
+            )
         return points[0]
 
     def check_free_text_filters(self, filters: SearchFilters) -> None:
@@ -224,7 +226,7 @@ class Searcher:
                     k for k in known if k.lower() == value.lower()
                 ]
                 hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-                raise ScinSearchError(f"no stored case has the {what} {value!r}{hint}")
+                raise ScinSearchError(f"no stored case has the {what} {value!r}{hint}", BAD_FILTER)
 
     # Zero-shot ------------------------------------------------------------------------------------
 

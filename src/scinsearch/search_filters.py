@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 
-from scinsearch.errors import ScinSearchError
+from scinsearch.errors import BAD_FILTER, ScinSearchError
 from scinsearch.schema import AGE_GROUPS, DERM_FITZPATRICK, FILTER_FIELDS, MONK_RANGE, SELF_FITZPATRICK, SEXES, SPLITS
 from scinsearch.store import Filter, Match, Range
 
@@ -32,7 +32,7 @@ def pick(value: str, valid: tuple[str, ...], what: str, spellings: dict[str, str
     """The canonical spelling of `value`, or a one-line error listing what is valid."""
     canonical = spellings.get(value.strip().upper().replace("-", "_").replace(" ", "_"))
     if canonical is None:
-        raise ScinSearchError(f"unknown {what} {value!r}: use one of {', '.join(valid)}")
+        raise ScinSearchError(f"unknown {what} {value!r}: use one of {', '.join(valid)}", BAD_FILTER)
     return canonical
 
 
@@ -124,10 +124,10 @@ class SearchFilters:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise ScinSearchError(
-                    f"{name.replace('_', '-')} {value!r} is not a Monk skin tone: use {low} to {high}"
+                    f"{name.replace('_', '-')} {value!r} is not a Monk skin tone: use {low} to {high}", BAD_FILTER
                 )
         if self.monk_min is not None and self.monk_max is not None and self.monk_min > self.monk_max:
-            raise ScinSearchError(f"monk-min {self.monk_min} is above monk-max {self.monk_max}")
+            raise ScinSearchError(f"monk-min {self.monk_min} is above monk-max {self.monk_max}", BAD_FILTER)
 
     def __bool__(self) -> bool:
         return bool(self.to_store_filter())
@@ -177,6 +177,6 @@ def as_tuple_keep_commas(values: Iterable[str] | str | None) -> tuple[str, ...]:
     cleaned = []
     for value in values:
         if not isinstance(value, str) or not value.strip():
-            raise ScinSearchError("empty condition filter: give a condition name")
+            raise ScinSearchError("empty condition filter: give a condition name", BAD_FILTER)
         cleaned.append(value)
     return tuple(cleaned)

@@ -65,9 +65,17 @@ def open_searcher(settings):
     help="Largest photo upload accepted (413 above).",
 )
 @click.option(
+    "--idle-reset-seconds",
+    type=click.IntRange(0, 86_400),
+    default=None,
+    envvar="SCINSEARCH_IDLE_RESET_SECONDS",
+    help="The kiosk page clears the photo, results and filters after this many seconds without a touch or key "
+    "press, so the next patient never sees the last one's (default 180; 0 = never).",
+)
+@click.option(
     "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True
 )
-def serve(host, port, api_key, cors_origins, images_dir, max_upload_mb, log_level, **options):
+def serve(host, port, api_key, cors_origins, images_dir, max_upload_mb, idle_reset_seconds, log_level, **options):
     """Serve the kiosk page (/) and the API (/docs) over one SigLIP model and one store.
 
     \b
@@ -79,6 +87,7 @@ def serve(host, port, api_key, cors_origins, images_dir, max_upload_mb, log_leve
     from scinsearch.service import ServiceSettings, create_app
 
     settings = make_settings(**options)
+    page = {} if idle_reset_seconds is None else {"idle_reset_seconds": idle_reset_seconds}  # else the default
     service = ServiceSettings(
         search=settings,
         host=host,
@@ -87,6 +96,7 @@ def serve(host, port, api_key, cors_origins, images_dir, max_upload_mb, log_leve
         cors_origins=tuple(cors_origins),
         images_dir=images_dir,
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+        **page,
     )
     searcher, store = open_searcher(settings)
     try:

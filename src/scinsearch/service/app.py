@@ -5,7 +5,8 @@ Why it looks the way it does:
   warm-up query runs before the first request, so the first health worker does not wait longer.
 - Inference is blocking (torch); it runs in a worker thread behind a one-slot limiter, so the event
   loop keeps serving pages and thumbnails and two queries never fight over the same CPU cores.
-- Every failure a user can cause is a 4xx with `{"detail": "<one line>"}`; anything else is a 500
+- Every failure a user can cause is a 4xx with `{"detail": "<one line>", "code": "<machine code>"}`
+  (codes: scinsearch.errors; the page turns them into plain advice); anything else is a 500
   with no traceback in the response (the traceback goes to the server log, which never holds image
   bytes: uploads are never logged, only counts and timings).
 """
@@ -27,9 +28,11 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from scinsearch.errors import ScinSearchError, StoreLockedError
+from scinsearch.errors import BAD_REQUEST, CODE_FOR_STATUS, HTTP_STATUS, INTERNAL, NOT_READY, ScinSearchError
 from scinsearch.service.image_files import ImageFiles
+from scinsearch.service.page_config import page_config
 from scinsearch.service.settings import API_KEY_HEADER, ServiceSettings
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -99,7 +102,7 @@ class ServiceState:
 
     def require_searcher(self):
         if not self.ready or self.searcher is None:
-            raise HTTPException(503, "the model and the store are still loading: retry in a few seconds")
+            raise ScinSearchError("the model and the store are still loading: retry in a few seconds", NOT_READY)
         return self.searcher
 
     def describe(self) -> str:
@@ -134,8 +137,13 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())[:300]
 
 
+def error_response(detail, code: str, status: int, headers=None) -> JSONResponse:
+    """The one error shape: the precise reason for people reading logs, the code for programs."""
+    return JSONResponse({"detail": one_line(detail), "code": code}, status_code=status, headers=headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """One-line reasons for every error, never a traceback in a response."""
+    """One-line reasons and a machine code for every error, never a traceback in a response."""
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):
@@ -143,15 +151,17 @@ def install_error_handlers(app: FastAPI) -> None:
         first = errors[0] if errors else {}
         where = ".".join(str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path"))
         reason = f"{where}: {first.get('msg', 'invalid request')}" if where else first.get("msg", "invalid request")
-        return JSONResponse({"detail": one_line(reason)}, status_code=422)
+        return error_response(reason, BAD_REQUEST, 422)
 
-    @app.exception_handler(StoreLockedError)
-    async def store_busy(request: Request, exc: StoreLockedError):
-        return JSONResponse({"detail": one_line(exc)}, status_code=503)
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        code = CODE_FOR_STATUS.get(exc.status_code, BAD_REQUEST)
+        return error_response(exc.detail, code, exc.status_code, getattr(exc, "headers", None))
 
     @app.exception_handler(ScinSearchError)
     async def user_error(request: Request, exc: ScinSearchError):
-        return JSONResponse({"detail": one_line(exc)}, status_code=400)
+        code = getattr(exc, "code", BAD_REQUEST)
+        return error_response(exc, code, HTTP_STATUS.get(code, 400))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):
@@ -162,7 +172,7 @@ def install_error_handlers(app: FastAPI) -> None:
             request.url.path,
             exc_info=(type(exc), exc, exc.__traceback__),
         )
-        return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the service log"}, status_code=500)
+        return error_response(f"internal error ({type(exc).__name__}); see the service log", INTERNAL, 500)
 
 
 def install_middleware(app: FastAPI, settings: ServiceSettings) -> None:
@@ -186,9 +196,15 @@ def install_middleware(app: FastAPI, settings: ServiceSettings) -> None:
         return response
 
 
-def install_page(app: FastAPI) -> None:
-    """The kiosk page and its assets, from the package (no CDN: it works offline)."""
+def install_page(app: FastAPI, settings: ServiceSettings) -> None:
+    """The kiosk page and its assets, from the package (no CDN: it works offline), and /config: what
+    the page needs from the server's settings (idle reset, the languages of static/i18n/)."""
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    config = page_config(settings, STATIC_DIR / "i18n")
+
+    @app.get("/config", summary="Settings of the kiosk page: idle reset, languages", tags=["status"])
+    async def page_settings() -> dict:
+        return config
 
     @app.get("/", include_in_schema=False)
     async def page():
@@ -219,7 +235,7 @@ def create_app(settings: ServiceSettings, searcher=None) -> FastAPI:
     install_middleware(app, settings)
     app.include_router(status_router(state))
     app.include_router(api_router(state), dependencies=[api_key_dependency(settings)])
-    install_page(app)
+    install_page(app, settings)
     install_offline_docs(app)
     return app
 

@@ -15,7 +15,7 @@ from urllib.parse import quote
 from fastapi import HTTPException
 
 from scinsearch import rules
-from scinsearch.errors import ScinSearchError
+from scinsearch.errors import BAD_FILTER, ScinSearchError
 from scinsearch.schema import AGE_GROUPS, BODY_PARTS, MONK_RANGE, SELF_FITZPATRICK, SEXES
 from scinsearch.search_filters import SearchFilters
 
@@ -95,9 +95,9 @@ def build_filters(values: Mapping[str, Sequence[str]]) -> SearchFilters | None:
     try:
         return SearchFilters(**arguments)
     except ScinSearchError as exc:
-        raise HTTPException(400, str(exc)) from None
+        raise ScinSearchError(str(exc), BAD_FILTER) from None
     except (TypeError, ValueError) as exc:
-        raise HTTPException(400, f"bad filter: {exc}") from None
+        raise ScinSearchError(f"bad filter: {exc}", BAD_FILTER) from None
 
 
 @dataclasses.dataclass

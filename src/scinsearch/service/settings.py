@@ -15,6 +15,7 @@ from scinsearch.settings import Settings
 
 DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # a 12-MP phone JPEG is 3-8 MB; PNGs of SCIN size about 1 MB
 DEFAULT_THUMBNAIL_SIZE = 320  # pixels on the long side: sharp on a 3-column phone grid, small on the wire
+DEFAULT_IDLE_RESET_SECONDS = 180  # the kiosk page forgets the last patient after 3 idle minutes
 API_KEY_HEADER = "X-API-Key"
 
 
@@ -37,6 +38,7 @@ class ServiceSettings:
     thumbnail_cache: int = 256  # thumbnails kept in memory (about 20 KB each)
     max_top_k: int = HTTP_MAX_TOP_K  # results per request; at most rules.MAX_TOP_K
     warm_up: bool = True  # run one query at start-up so the first real query is as fast as the rest
+    idle_reset_seconds: int = DEFAULT_IDLE_RESET_SECONDS  # the page clears itself after this idle time; 0 = never
 
     def replace(self, **changes) -> ServiceSettings:
         return dataclasses.replace(self, **changes)

@@ -16,6 +16,8 @@ from fastapi import HTTPException, Request
 from PIL import Image
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from scinsearch.errors import EMPTY_UPLOAD, IMAGE_TOO_LARGE, NO_PHOTO, UPLOAD_TOO_LARGE, ScinSearchError
+
 MAX_PARTS = 64  # a form has a photo and a dozen filter fields; more is not a kiosk talking
 MAX_FIELD_BYTES = 4096
 PHOTO_FIELDS = ("photo", "image", "file")
@@ -34,17 +36,18 @@ class Upload:
         for name in PHOTO_FIELDS:
             if name in self.files:
                 if not self.files[name]:
-                    raise HTTPException(400, f"the uploaded file '{name}' is empty")
+                    raise ScinSearchError(f"the uploaded file '{name}' is empty", EMPTY_UPLOAD)
                 return self.files[name]
         if self.files:
-            raise HTTPException(
-                400, f"no photo: send the image in a form field named 'photo' (got {', '.join(sorted(self.files))})"
+            raise ScinSearchError(
+                f"no photo: send the image in a form field named 'photo' (got {', '.join(sorted(self.files))})",
+                NO_PHOTO,
             )
-        raise HTTPException(400, "no photo: send the image as a multipart form field named 'photo'")
+        raise ScinSearchError("no photo: send the image as a multipart form field named 'photo'", NO_PHOTO)
 
 
-def too_large(limit: int) -> HTTPException:
-    return HTTPException(413, f"upload larger than the limit of {limit / 2**20:.1f} MiB")
+def too_large(limit: int) -> ScinSearchError:
+    return ScinSearchError(f"upload larger than the limit of {limit / 2**20:.1f} MiB", UPLOAD_TOO_LARGE)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -127,7 +130,7 @@ def parse_multipart(body: bytes, content_type: str) -> Upload:
         parser = MultipartParser(boundary, collector.callbacks())
         parser.write(body)
         parser.finalize()
-    except HTTPException:
+    except (HTTPException, ScinSearchError):
         raise
     except Exception:  # python-multipart raises several types for malformed bodies
         raise HTTPException(400, "malformed multipart form data") from None
@@ -143,10 +146,10 @@ async def read_upload(request: Request, limit: int) -> Upload:
     if media_type.startswith(RAW_IMAGE_TYPES):
         body = await read_body(request, limit)
         if not body:
-            raise HTTPException(400, "the uploaded file is empty")
+            raise ScinSearchError("the uploaded file is empty", EMPTY_UPLOAD)
         return Upload(files={"photo": body})
     if not media_type or media_type == "application/x-www-form-urlencoded":  # a form without a file part
-        raise HTTPException(400, "no photo: send a multipart form with a field named 'photo'")
+        raise ScinSearchError("no photo: send a multipart form with a field named 'photo'", NO_PHOTO)
     raise HTTPException(415, f"unsupported content type {media_type!r}: send multipart/form-data or image/*")
 
 
@@ -159,8 +162,10 @@ def check_pixels(data: bytes, max_pixels: int) -> None:
             with Image.open(io.BytesIO(data)) as image:
                 width, height = image.size
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise HTTPException(413, "image has too many pixels (decompression bomb guard)") from None
+        raise ScinSearchError("image has too many pixels (decompression bomb guard)", IMAGE_TOO_LARGE) from None
     except Exception:
         return
     if width * height > max_pixels:
-        raise HTTPException(413, f"image is {width}x{height} pixels (limit {max_pixels / 1e6:.0f} megapixels)")
+        raise ScinSearchError(
+            f"image is {width}x{height} pixels (limit {max_pixels / 1e6:.0f} megapixels)", IMAGE_TOO_LARGE
+        )

@@ -1,235 +1,322 @@
-// Kiosk page logic: photo or text -> /search -> cards and suggestions. No external resources.
+// Kiosk page: a photo, a description or a case -> /search -> warnings, suggestion, cases.
+//
+// Rules that keep a wrong answer off the screen and the last patient out of memory:
+// - Every search and every error first clears the previous answer, suggestion and warnings; an answer
+//   that arrives after a newer search (or a reset) started is dropped (`state.seq`).
+// - The patient's photo is held (as the chosen File) only while its preview is on screen and the
+//   answers shown are for it: a changed filter then searches the same, visible photo again (and says
+//   so). A text or "more like this" search, an error, "New patient" and the idle reset drop it and
+//   revoke its preview URL. Why keep it at all: narrowing a photo search by body part is the common
+//   second step, and asking for a second photo of the same skin would be worse; the preview's object
+//   URL holds the same bytes anyway. Its file name is never sent.
+// - "New patient", and the idle reset after the server's configured time, return the page to its start.
 "use strict";
 
+import { ApiError, call, loadImage, releaseImages, saveKey } from "./api.js";
+import { applyStatic, setText, startLanguage, t, useLanguage } from "./i18n.js";
+import { card, renderAlert, renderEmpty, renderQuality, renderSuggestions, resultsHeading, valueLabel } from "./render.js";
+
 const TOP_K = 12;
-const KEY_STORE = "scinsearch-api-key";
-const FILTERS = ["fitzpatrick", "body_parts", "age_groups"];
+const FILTERS = { fitzpatrick: "fitzpatrick", body_parts: "body_part", age_groups: "age" };  // name -> label kind
 const $ = (id) => document.getElementById(id);
-let lastRequest = null;
 
-function apiKey() { return sessionStorage.getItem(KEY_STORE) || ""; }
+const state = {
+  config: { idle_reset_seconds: 0, default_language: "en", languages: [{ code: "en", name: "English" }] },
+  query: null,  // what the answer on screen is for: {kind: "photo"} | {kind: "text", text} | {kind: "like", like}
+  photo: null,  // the patient's File, only while its preview is shown
+  previewUrl: "",
+  answer: null,  // the last answer, re-rendered when the language changes
+  alert: null,  // the error code shown, if any
+  status: { key: "status_start", params: {} },
+  seq: 0,
+  controller: null,
+};
 
-function headers(extra) {
-  const h = Object.assign({}, extra || {});
-  if (apiKey()) h["X-API-Key"] = apiKey();
-  return h;
+function setStatus(key, params) {
+  state.status = { key: key, params: params || {} };
+  if (key) setText($("status"), key, params); else $("status").textContent = "";
 }
 
-function humanize(value) {
-  if (value === null || value === undefined || value === "") return "";
-  const text = String(value);
-  const fst = text.match(/^FST([1-6])$/);
-  if (fst) return "Type " + ["I", "II", "III", "IV", "V", "VI"][Number(fst[1]) - 1];
-  if (text === "NONE_IDENTIFIED") return "Not identified";
-  const age = text.match(/^AGE_(\d+)_TO_(\d+)$/);
-  if (age) return age[1] + "–" + age[2];
-  if (text === "AGE_80_OR_ABOVE") return "80+";
-  if (text === "AGE_UNKNOWN") return "Unknown age";
-  const words = text.replace(/_/g, " ").toLowerCase();
-  return words.charAt(0).toUpperCase() + words.slice(1);
-}
-
-function setStatus(message, isError) {
-  const status = $("status");
-  status.textContent = message;
-  status.classList.toggle("error", Boolean(isError));
+function filtersChosen() {
+  return Object.keys(FILTERS).filter((name) => $("filter-" + name).value);
 }
 
 function filterQuery(extra) {
   const query = new URLSearchParams(extra || {});
-  let count = 0;
-  for (const name of FILTERS) {
-    const value = $("filter-" + name).value;
-    if (value) { query.append(name, value); count += 1; }
-  }
-  $("filter-count").textContent = count ? "(" + count + " on)" : "";
+  for (const name of filtersChosen()) query.append(name, $("filter-" + name).value);
   return query;
 }
 
-async function call(url, options) {
-  const response = await fetch(url, Object.assign({}, options, { headers: headers(options && options.headers) }));
-  if (response.status === 401) {
-    $("key-form").hidden = false;
-    $("api-key").focus();
-    throw new Error("This kiosk needs its access key: type it above.");
-  }
-  const body = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(body.detail || ("Request failed (" + response.status + ")"));
-  return body;
+function showFilterCount() {
+  const count = filtersChosen().length;
+  $("filter-count").textContent = count ? t("filter_count", { n: count }) : "";
+  $("clear-filters").hidden = count === 0;
 }
 
-async function run(request) {
-  lastRequest = request;
-  setStatus("Searching…");
-  document.body.setAttribute("aria-busy", "true");
-  try {
-    const body = await request();
-    render(body);
-  } catch (error) {
-    setStatus(error.message, true);
-  } finally {
-    document.body.removeAttribute("aria-busy");
-  }
+/** Take the previous answer off the screen (and stop waiting for one): always the first step. */
+function clearAnswer() {
+  state.seq += 1;
+  if (state.controller) state.controller.abort();
+  state.controller = null;
+  state.answer = null;
+  state.alert = null;
+  renderAlert(null);
+  for (const id of ["quality", "empty", "suggestions", "results-section"]) $(id).hidden = true;
+  $("quality-list").replaceChildren();
+  $("suggestions-body").replaceChildren();
+  $("results").replaceChildren();
+  if ($("viewer").open) $("viewer").close();
+  releaseImages();
 }
 
-function searchPhoto(file) {
-  // The closure re-reads the filters, so changing one re-runs the same search.
-  return run(() => {
+function forgetPhoto() {
+  state.photo = null;
+  if (state.previewUrl) URL.revokeObjectURL(state.previewUrl);
+  state.previewUrl = "";
+  $("preview").removeAttribute("src");
+  $("preview-box").hidden = true;
+}
+
+function showError(code) {
+  clearAnswer();
+  forgetPhoto();
+  state.query = null;
+  state.alert = code;
+  renderAlert(code);
+  setStatus("");
+  if (code === "unauthorized") { $("key-form").hidden = false; $("api-key").focus(); }
+}
+
+function request(query, signal) {
+  if (query.kind === "photo") {
     const form = new FormData();
-    form.append("photo", file, file.name || "photo.jpg");
-    return call("/search?" + filterQuery({ top_k: TOP_K }), { method: "POST", body: form });
-  });
-}
-
-function searchText(text) {
-  const payload = JSON.stringify({ text: text, top_k: TOP_K });
-  return run(() => call("/search/text?" + filterQuery(), {
-    method: "POST", body: payload, headers: { "Content-Type": "application/json" } }));
-}
-
-function searchLike(imageId) {
-  window.scrollTo({ top: 0, behavior: "smooth" });
-  return run(() => call("/images/" + encodeURIComponent(imageId) + "/similar?" + filterQuery({ top_k: TOP_K }),
-    { method: "GET" }));
-}
-
-function loadImage(img, url) {
-  // With an access key, images come through fetch (an <img> cannot send the header).
-  if (!apiKey()) { img.src = url; return; }
-  fetch(url, { headers: headers() })
-    .then((r) => (r.ok ? r.blob() : Promise.reject(new Error(String(r.status)))))
-    .then((blob) => { img.src = URL.createObjectURL(blob); })
-    .catch(() => { img.alt = "Image unavailable"; });
-}
-
-function element(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-function renderSuggestions(suggestions) {
-  const box = $("suggestions");
-  box.replaceChildren();
-  box.hidden = false;
-  box.appendChild(element("h2", "", "What the similar cases suggest"));
-  if (!suggestions || !suggestions.confident || !suggestions.conditions.length) {
-    box.appendChild(element("p", "abstain", humanizeReason(suggestions)));
-  } else {
-    const list = element("ol");
-    for (const item of suggestions.conditions) {
-      const li = element("li");
-      li.appendChild(element("strong", "", item.condition));
-      li.appendChild(document.createTextNode(" "));
-      li.appendChild(element("span", "evidence",
-        Math.round(item.score * 100) + "% of the weighted vote; in " + item.support + " of " +
-        suggestions.neighbours + " similar cases; closest similarity " + item.best_similarity.toFixed(2)));
-      list.appendChild(li);
-    }
-    box.appendChild(list);
-    box.appendChild(element("p", "evidence", suggestions.reason));
+    form.append("photo", state.photo, "photo");  // never the file's own name: it may name the patient
+    return call("/search?" + filterQuery({ top_k: TOP_K }), { method: "POST", body: form, signal: signal });
   }
-  if (suggestions && suggestions.method) box.appendChild(element("p", "method", "Method: " + suggestions.method + "."));
+  if (query.kind === "text") {
+    return call("/search/text?" + filterQuery(), { method: "POST", signal: signal,
+      body: JSON.stringify({ text: query.text, top_k: TOP_K }), headers: { "Content-Type": "application/json" } });
+  }
+  return call("/images/" + encodeURIComponent(query.like.image_id) + "/similar?" + filterQuery({ top_k: TOP_K }),
+    { method: "GET", signal: signal });
 }
 
-function humanizeReason(suggestions) {
-  const reason = (suggestions && suggestions.reason) || "no confident suggestion";
-  return reason.charAt(0).toUpperCase() + reason.slice(1) + ". Look at the cases below and decide.";
-}
-
-function card(result) {
-  const node = element("article", "card");
-  node.dataset.imageId = result.image_id;
-  const open = element("button", "photo");
-  open.type = "button";
-  open.setAttribute("aria-label", "Show the full photo");
-  const img = element("img");
-  img.alt = (result.condition || "Unlabelled case") + " (SCIN case photo)";
-  img.loading = "lazy";
-  loadImage(img, result.thumbnail_url);
-  open.appendChild(img);
-  open.addEventListener("click", () => showImage(result));
-  node.appendChild(open);
-  const body = element("div", "body");
-  body.appendChild(element("div", "condition", result.condition || "No dermatologist label"));
-  body.appendChild(element("div", "meta score", "Similarity " + Number(result.score).toFixed(2)));
-  const skin = result.dermatologist_fitzpatrick_skin_type || result.fitzpatrick_skin_type;
-  body.appendChild(element("div", "meta", "Skin type: " + (humanize(skin) || "unknown")));
-  const parts = (result.body_parts || []).map(humanize).join(", ");
-  body.appendChild(element("div", "meta", "Body part: " + (parts || "unknown")));
-  if (result.age_group) body.appendChild(element("div", "meta", "Age: " + humanize(result.age_group)));
-  const more = element("button", "button", "More like this");
-  more.type = "button";
-  more.addEventListener("click", () => searchLike(result.image_id));
-  body.appendChild(more);
-  node.appendChild(body);
-  return node;
-}
-
-function showImage(result) {
-  loadImage($("viewer-image"), result.image_url);
-  $("viewer-image").alt = result.condition || "SCIN case photo";
-  $("viewer-caption").textContent = (result.description || result.condition || "");
-  $("viewer").showModal();
-}
-
-function render(body) {
-  const results = body.results || [];
-  renderSuggestions(body.suggestions);
-  $("results").replaceChildren(...results.map(card));
-  if (body.disclaimer) $("disclaimer-text").textContent = body.disclaimer;
-  if (body.licence) $("licence").textContent = body.licence;
-  setStatus(results.length ? results.length + " similar cases" : "No similar cases match these filters.");
-}
-
-async function loadChoices() {
+async function search(query, statusKey) {
+  clearAnswer();
+  if (query.kind !== "photo") forgetPhoto();
+  state.query = query;
+  const seq = state.seq;
+  const controller = new AbortController();
+  state.controller = controller;
+  setStatus(statusKey || "status_searching");
+  $("results-section").setAttribute("aria-busy", "true");
   try {
-    const body = await call("/filters", { method: "GET" });
-    for (const name of FILTERS) {
-      const select = $("filter-" + name);
-      for (const value of (body.choices && body.choices[name]) || []) {
-        const option = element("option", "", humanize(value));
-        option.value = value;
-        select.appendChild(option);
-      }
-    }
-    if (body.licence) $("licence").textContent = body.licence;
-    if (body.max_text_chars) $("text").maxLength = body.max_text_chars;
+    const answer = await request(query, controller.signal);
+    if (seq !== state.seq) return;
+    state.answer = answer;
+    renderAnswer();
+    if (query.kind === "like") $((answer.results || []).length ? "results-heading" : "empty-heading").focus();
   } catch (error) {
-    setStatus(error.message, true);
+    if (seq !== state.seq || (error && error.name === "AbortError")) return;
+    showError(error instanceof ApiError ? error.code : "internal");
+  } finally {
+    $("results-section").removeAttribute("aria-busy");
+    if (seq === state.seq) state.controller = null;
   }
+}
+
+function renderAnswer() {
+  const answer = state.answer;
+  if (!answer || !state.query) return;
+  const results = answer.results || [];
+  renderQuality(answer.quality);
+  if (!results.length) {
+    renderEmpty(state.query.kind, filtersChosen().length > 0);
+    setStatus("status_empty");
+    return;
+  }
+  renderSuggestions(answer.suggestions);
+  const actions = { loadImage: loadImage, showImage: showImage, searchLike: searchLike };
+  $("results").replaceChildren(...results.map((result, index) => card(result, index + 1, actions)));
+  $("results-heading").textContent = resultsHeading(state.query.kind, results.length, state.query.like);
+  $("results-section").hidden = false;
+  if (answer.licence) $("licence").textContent = answer.licence;
+  setStatus("status_results", { n: results.length });
+}
+
+function searchLike(result, rank) {
+  return search({ kind: "like", like: { image_id: result.image_id, rank: rank, condition: result.condition } });
+}
+
+function showImage(result, name) {
+  $("viewer-title").textContent = name;
+  loadImage($("viewer-image"), result.image_url);
+  $("viewer-caption").textContent = result.description || "";
+  $("viewer").showModal();
 }
 
 function onPhoto(event) {
   const file = event.target.files && event.target.files[0];
+  event.target.value = "";  // the input lets go of the file
   if (!file) return;
-  const preview = $("preview");
-  if (preview.src) URL.revokeObjectURL(preview.src);
-  preview.src = URL.createObjectURL(file);  // shown locally; nothing is kept
+  clearAnswer();
+  forgetPhoto();
+  state.photo = file;
+  state.previewUrl = URL.createObjectURL(file);  // shown on this screen only; revoked by forgetPhoto
+  $("preview").src = state.previewUrl;
   $("preview-box").hidden = false;
-  searchPhoto(file);
-  event.target.value = "";
+  search({ kind: "photo" });
 }
 
-function init() {
+function openPhotoPicker() {
+  $($("take-photo").hidden ? "file" : "camera").click();
+}
+
+function onFilterChange() {
+  showFilterCount();
+  if (!state.query) return;
+  if (state.query.kind === "photo" && !state.photo) { state.query = null; return; }
+  search(state.query, state.query.kind === "photo" ? "status_searching_photo_again" : "status_searching");
+}
+
+function clearFilters() {
+  for (const name of Object.keys(FILTERS)) $("filter-" + name).value = "";
+  showFilterCount();
+}
+
+function onEmptyAction() {
+  const action = $("empty-action").dataset.action;
+  if (action === "clear_filters_search") { clearFilters(); onFilterChange(); return; }
+  if (action === "empty_reword") { $("text").focus(); return; }
+  openPhotoPicker();
+}
+
+/** Back to a clean page for the next patient: photo, preview, answer, warnings, filters, text, errors. */
+function resetPage(statusKey) {
+  clearAnswer();
+  forgetPhoto();
+  state.query = null;
+  $("text").value = "";
+  clearFilters();
+  $("filters").open = false;
+  $("key-form").hidden = true;
+  setStatus(statusKey);
+  window.scrollTo(0, 0);
+}
+
+function pageInUse() {
+  return Boolean(state.query || state.photo || state.answer || state.alert || $("text").value ||
+    filtersChosen().length || $("viewer").open);
+}
+
+/** Reset after the configured idle time (GET /config; 0 = never); any touch or key restarts the clock. */
+function watchIdle(seconds) {
+  if (!seconds || seconds <= 0) return;
+  let timer = null;
+  const restart = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => { if (pageInUse()) resetPage("status_idle_reset"); }, seconds * 1000);
+  };
+  for (const name of ["pointerdown", "keydown", "input", "wheel", "touchstart", "scroll"]) {
+    window.addEventListener(name, restart, { capture: true, passive: true });
+  }
+  restart();
+}
+
+/** Hide "Take photo" when the browser says there is no camera. When it cannot say (plain http on
+ * another machine, an old browser), keep it: a phone then still opens its camera through `capture`. */
+async function detectCamera() {
+  const media = navigator.mediaDevices;
+  if (!media || !media.enumerateDevices) return;
+  try {
+    const devices = await media.enumerateDevices();
+    const camera = devices.some((device) => device.kind === "videoinput");
+    $("take-photo").hidden = !camera;
+    $("choose-file").classList.toggle("primary", !camera);
+  } catch (error) { /* unknown: keep the button */ }
+}
+
+function labelChoices() {
+  for (const [name, kind] of Object.entries(FILTERS)) {
+    for (const option of $("filter-" + name).options) {
+      if (option.value) option.textContent = valueLabel(kind, option.value);
+    }
+  }
+}
+
+async function loadChoices() {
+  const body = await call("/filters", { method: "GET" });
+  for (const name of Object.keys(FILTERS)) {
+    const select = $("filter-" + name);
+    for (const value of (body.choices && body.choices[name]) || []) {
+      const option = document.createElement("option");
+      option.value = value;
+      select.appendChild(option);
+    }
+  }
+  labelChoices();
+  if (body.licence) $("licence").textContent = body.licence;
+  if (body.max_text_chars) $("text").maxLength = body.max_text_chars;
+}
+
+async function setLanguage(code, remember) {
+  await useLanguage(code, remember);
+  $("language").value = document.documentElement.lang;
+  applyStatic(document);
+  labelChoices();
+  showFilterCount();
+  setStatus(state.status.key, state.status.params);
+  if (state.alert) renderAlert(state.alert);
+  if (state.answer) renderAnswer();
+}
+
+function listen() {
   $("camera").addEventListener("change", onPhoto);
   $("file").addEventListener("change", onPhoto);
+  $("take-photo").addEventListener("click", () => $("camera").click());
+  $("choose-file").addEventListener("click", () => $("file").click());
+  $("new-patient").addEventListener("click", () => resetPage("status_reset"));
+  $("clear-filters").addEventListener("click", () => { clearFilters(); onFilterChange(); });
+  $("empty-action").addEventListener("click", onEmptyAction);
+  $("language").addEventListener("change", () => setLanguage($("language").value, true));
+  $("viewer").addEventListener("click", (event) => { if (event.target === $("viewer")) $("viewer").close(); });
+  $("viewer").addEventListener("close", () => { $("viewer-image").removeAttribute("src"); });
   $("text-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const text = $("text").value.trim();
-    if (text) searchText(text); else setStatus("Type a description first.", true);
+    if (text) search({ kind: "text", text: text }); else showError("empty_text");
   });
   $("key-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    sessionStorage.setItem(KEY_STORE, $("api-key").value);
+    saveKey($("api-key").value);
     $("key-form").hidden = true;
-    if (lastRequest) run(lastRequest); else loadChoices();
+    resetPage("status_start");
   });
-  for (const name of FILTERS) {
-    $("filter-" + name).addEventListener("change", () => { filterQuery(); if (lastRequest) run(lastRequest); });
+  for (const name of Object.keys(FILTERS)) $("filter-" + name).addEventListener("change", onFilterChange);
+  if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) {
+    navigator.mediaDevices.addEventListener("devicechange", detectCamera);
   }
-  loadChoices();
 }
 
-document.addEventListener("DOMContentLoaded", init);
+async function init() {
+  listen();
+  state.config = await call("/config", { method: "GET" }).catch(() => state.config);
+  const select = $("language");
+  select.replaceChildren(...state.config.languages.map((item) => {
+    const option = document.createElement("option");
+    option.value = item.code;
+    option.textContent = item.name;
+    option.lang = item.code;
+    return option;
+  }));
+  await setLanguage(startLanguage(state.config.languages, state.config.default_language), false);
+  await Promise.all([
+    loadChoices().catch((error) => showError(error instanceof ApiError ? error.code : "internal")),
+    detectCamera(),
+  ]);
+  showFilterCount();
+  watchIdle(state.config.idle_reset_seconds);
+  document.documentElement.dataset.ready = "true";
+}
+
+init();
