@@ -30,9 +30,16 @@ def cli():
 
 def register_commands() -> None:
     """Each stage keeps its commands in its own module (their heavy imports wait until a command runs)."""
-    from scinsearch.commands import download_cmds, embed_cmds, evaluate_cmds, search_cmds, service_cmds
+    from scinsearch.commands import (
+        download_cmds,
+        embed_cmds,
+        evaluate_cmds,
+        finetune_cmds,
+        search_cmds,
+        service_cmds,
+    )
 
-    for module in (embed_cmds, search_cmds, service_cmds, download_cmds, evaluate_cmds):
+    for module in (embed_cmds, search_cmds, service_cmds, download_cmds, evaluate_cmds, finetune_cmds):
         for command in module.COMMANDS:
             cli.add_command(command)
 

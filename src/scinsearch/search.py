@@ -3,7 +3,8 @@
 `Searcher` loads the model and opens the store once and then answers many queries (the CLI runs one,
 the service thousands). A photo is decoded and preprocessed by the same code that indexed SCIN (EXIF
 orientation included) and stays in memory; a stored image reuses its stored vector; text goes through
-the SigLIP text tower, padded to 64 tokens as the model was trained.
+the SigLIP text tower, padded to 64 tokens as the model was trained. A collection made by `scinsearch
+finetune apply` holds adapted vectors: its queries go through the same adapter (`settings.adapter`).
 
     with Searcher.open(settings) as searcher:
         result = searcher.search_image(Path("photo.jpg"), SearchFilters(fitzpatrick=("FST5", "FST6")))
@@ -23,6 +24,7 @@ from PIL import Image
 
 from scinsearch import rules, suggest
 from scinsearch.errors import BAD_FILTER, EMPTY_TEXT, NOT_FOUND, ScinSearchError
+from scinsearch.finetune.apply import query_adapter
 from scinsearch.images import ImageError
 from scinsearch.results import Neighbour, SearchResult, ZeroShot
 from scinsearch.schema import BODY_PARTS, point_id_for
@@ -49,6 +51,7 @@ class Searcher:
         self.store = store if store is not None else open_store(settings)
         try:
             collection = require_collection(self.store)  # missing, or another model: fails before the slow load
+            self.adapter = query_adapter(settings.adapter, collection, self.store.name)  # so does a wrong adapter
             if embedder is None:
                 from scinsearch.embedding import Embedder
 
@@ -92,9 +95,10 @@ class Searcher:
     ) -> SearchResult:
         """Cases like a photo (a path, encoded bytes or a PIL image), decoded in memory only."""
         vector = self.embed_query_image(image)
-        result = self.search_vector(vector, {"kind": "image"}, filters, top_k, min_score, per_case)
+        query = self.adapter.transform(vector) if self.adapter else vector
+        result = self.search_vector(query, {"kind": "image"}, filters, top_k, min_score, per_case)
         if zero_shot:
-            result.zero_shot = self.zero_shot(vector)
+            result.zero_shot = self.zero_shot(vector)  # the base model's calibrated scores, not the adapter's
         return result
 
     def search_text(
@@ -111,6 +115,7 @@ class Searcher:
         if len(text) > rules.MAX_TEXT_CHARS:
             raise ScinSearchError(f"text query is {len(text)} characters long (limit {rules.MAX_TEXT_CHARS})")
         vector = self.embedder.embed_texts([text.strip()])[0]
+        vector = self.adapter.transform_text(vector) if self.adapter else vector
         return self.search_vector(
             vector,
             {"kind": "text", "text": text.strip()},
@@ -133,7 +138,12 @@ class Searcher:
     ) -> SearchResult:
         """Cases like a stored image, reusing its stored vector (nothing is re-embedded). The image
         itself is never a result; with `exclude_same_case`, neither are the other photos of its case(s)."""
-        point = self.stored_point(image_id)
+        if zero_shot and self.adapter is not None:
+            raise ScinSearchError(
+                "zero-shot scores need the base model's vector, and this collection stores adapted ones: use "
+                "zero-shot with a photo, or search the original collection"
+            )
+        point = self.stored_point(image_id)  # its vector is already adapted when the collection is
         case_ids = [str(c) for c in point.payload.get("case_ids") or [point.payload.get("case_id")] if c]
         exclude = Filter(must_not=(Match("image_id", (str(point.payload.get("image_id", image_id)),)),))
         if exclude_same_case and case_ids:
@@ -174,6 +184,8 @@ class Searcher:
         neighbours = self.nearest(vector, store_filter, top_k, min_score, per_case)
         if not neighbours and filters:
             self.check_free_text_filters(filters)
+        if self.adapter is not None:
+            query = {**query, "adapter": self.adapter.id}
         query = {**query, "top_k": top_k, "min_score": min_score, "per_case": per_case, "filters": filters.to_dict()}
         options = {"min_similarity": min_similarity, **self.suggestion_options}
         suggestions = suggest.suggest_conditions(

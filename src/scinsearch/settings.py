@@ -35,6 +35,7 @@ class Settings:
     compile: str = "auto"  # torch.compile the image tower: "auto" (CPU runs of 1000+ images), "on", "off"
     cache_dir: Path | None = None  # preprocessed-pixel cache (`embed --cache-dir`); None = off
     exact_preprocessing: bool = False  # True: resize exactly as the processor; False: the faster tested path
+    adapter: Path | None = None  # a `scinsearch finetune` adapter folder: search transforms queries through it
 
     @property
     def uses_server(self) -> bool:

@@ -39,18 +39,44 @@ from scinsearch.commands.options import make_settings, model_options, store_opti
     is_flag=True,
     help="Also score the condition names through the text tower (loads the model; --model overrides the collection's).",
 )
+@click.option(
+    "--adapter",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Also measure this `scinsearch finetune` adapter (vectors transformed in memory) and write frozen vs "
+    "adapted side by side; test-split queries only.",
+)
 @click.pass_context
-def evaluate(ctx, out_dir, leave_case_out, k, bootstrap, seed, zero_shot, **options):
+def evaluate(ctx, out_dir, leave_case_out, k, bootstrap, seed, zero_shot, adapter, **options):
     """Measure similar-case search: accuracy, recall@k and AUC with baselines and 95% intervals, by skin type.
 
     \b
     scinsearch evaluate --collection scin_dermatology --out reports/siglip-base/
     scinsearch evaluate --leave-case-out --out reports/siglip-base-lco/
+    scinsearch evaluate --adapter models/scin-adapter --out reports/adapter/
     """
+    from scinsearch.errors import ScinSearchError
     from scinsearch.evaluation import evaluate_collection
 
+    if adapter is not None and leave_case_out:
+        raise ScinSearchError(
+            "--adapter compares on the test split only (leave-case-out would query the cases the adapter was "
+            "trained on): drop --leave-case-out"
+        )
     settings = make_settings(**options)
     model_given = ctx.get_parameter_source("model") not in (ParameterSource.DEFAULT, None)
+    zero_shot_model = settings.model if model_given else None
+    if adapter is not None:
+        return evaluate_with_adapter(
+            settings,
+            adapter,
+            out_dir,
+            k=k,
+            bootstrap=bootstrap,
+            seed=seed,
+            zero_shot=zero_shot,
+            zero_shot_model=zero_shot_model,
+        )
     result = evaluate_collection(
         settings,
         protocol="leave-case-out" if leave_case_out else "split",
@@ -60,11 +86,24 @@ def evaluate(ctx, out_dir, leave_case_out, k, bootstrap, seed, zero_shot, **opti
         bootstrap=bootstrap,
         seed=seed,
         progress=True,
-        zero_shot_model=settings.model if model_given else None,
+        zero_shot_model=zero_shot_model,
     )
     for line in result.table_lines():
         click.echo(line)
     click.echo(f"wrote {', '.join(str(f) for f in result.files)}", err=True)
+
+
+def evaluate_with_adapter(settings, adapter_dir: Path, out_dir: Path, **options) -> None:
+    """Frozen vs adapted on the test split (the adapter was trained on train-split cases)."""
+    from scinsearch.evaluation.compare import evaluate_adapter
+    from scinsearch.finetune.adapter import Adapter
+
+    comparison = evaluate_adapter(settings, Adapter.load(adapter_dir), out_dir=out_dir, progress=True, **options)
+    for line in comparison.table_lines():
+        click.echo(line)
+    click.echo(
+        f"wrote {out_dir / 'report.md'}, {out_dir / 'metrics.json'} and the frozen/ and adapted/ reports", err=True
+    )
 
 
 COMMANDS = [evaluate]

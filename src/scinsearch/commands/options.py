@@ -72,6 +72,18 @@ def model_options(function):
     return functools.reduce(lambda f, option: option(f), reversed(options), function)
 
 
+def adapter_option(function):
+    """--adapter: the folder `scinsearch finetune` wrote; the collection must be the one `finetune apply` made."""
+    return click.option(
+        "--adapter",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=None,
+        envvar="SCINSEARCH_ADAPTER",
+        help="Fine-tuned adapter folder (`scinsearch finetune`): queries go through it. The collection must be "
+        "the one `scinsearch finetune apply` made with it.",
+    )(function)
+
+
 def make_settings(
     collection: str = DEFAULT_COLLECTION,
     qdrant_path: Path = DEFAULT_QDRANT_PATH,

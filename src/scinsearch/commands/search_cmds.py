@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from scinsearch.commands.options import make_settings, model_options, store_options
+from scinsearch.commands.options import adapter_option, make_settings, model_options, store_options
 from scinsearch.errors import ScinSearchError
 from scinsearch.rules import DEFAULT_TOP_K, MAX_TOP_K
 
@@ -95,6 +95,7 @@ def with_filter_options(function):
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (schema in docs/search.md).")
 @store_options
 @model_options
+@adapter_option
 def search(
     image,
     text,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from scinsearch.commands.options import make_settings, model_options, store_options
+from scinsearch.commands.options import adapter_option, make_settings, model_options, store_options
 
 
 def open_searcher(settings):
@@ -29,6 +29,7 @@ def open_searcher(settings):
 @click.command()
 @store_options
 @model_options
+@adapter_option
 @click.option(
     "--host",
     default="127.0.0.1",
@@ -81,6 +82,7 @@ def serve(host, port, api_key, cors_origins, images_dir, max_upload_mb, idle_res
     \b
     scinsearch serve --qdrant-path ~/.scinsearch/qdrant --model ./siglip-base-patch16-224
     HF_HUB_OFFLINE=1 scinsearch serve --host 0.0.0.0 --api-key "$KEY"
+    scinsearch serve --collection scin_dermatology_adapted --adapter models/scin-adapter
     """
     import uvicorn
 
@@ -100,7 +102,8 @@ def serve(host, port, api_key, cors_origins, images_dir, max_upload_mb, idle_res
     )
     searcher, store = open_searcher(settings)
     try:
-        click.echo(f"model: {searcher.embedder.describe()}; store: {settings.store_description()}", err=True)
+        adapter = f"; {searcher.adapter.describe()}" if searcher.adapter else ""
+        click.echo(f"model: {searcher.embedder.describe()}; store: {settings.store_description()}{adapter}", err=True)
         app = create_app(service, searcher=searcher)
         address = f"http://{service.host}:{service.port}"
         click.echo(f"kiosk page: {address}/   API docs: {address}/docs", err=True)

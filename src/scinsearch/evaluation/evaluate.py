@@ -50,9 +50,20 @@ class Outcome:
 
 
 @dataclasses.dataclass
+class PerQuery:
+    """The per-query outcomes behind the metrics, kept for paired comparisons (`evaluation.compare`)."""
+
+    image_ids: list[str]
+    clusters: np.ndarray
+    groups: dict[str, list[str]]
+    systems: dict[str, Outcome]
+
+
+@dataclasses.dataclass
 class EvaluationResult:
     metrics: dict
     files: list[Path] = dataclasses.field(default_factory=list)
+    per_query: PerQuery | None = None
 
     def table_lines(self) -> list[str]:
         from scinsearch.evaluation.report import summary_table
@@ -161,7 +172,8 @@ def evaluate_table(
             "per_class_auc": summary["per_class_auc"],
             "breakdowns": breakdowns(queries, systems, baselines, clusters, bootstrap, seed),
             "confusion": confusion(queries.truths, top_rankings, CONFUSION_CLASSES),
-        }
+        },
+        per_query=PerQuery([table.image_ids[r] for r in selection.queries], clusters, queries.groups, systems),
     )
 
 

@@ -132,12 +132,14 @@ def status_router(state) -> APIRouter:
         if not state.ready or state.searcher is None:
             return JSONResponse({"status": "loading"}, status_code=503)
         info = state.searcher.info
+        adapter = getattr(state.searcher, "adapter", None)
         return {
             "status": "ready",
             "model": info.model,
             "dim": info.dim,
             "collection": state.searcher.store.name,
             "images": state.images.root is not None,
+            "adapter": adapter.id if adapter else None,
         }
 
     @router.get("/filters", summary="Filter values the page offers, and the notices")

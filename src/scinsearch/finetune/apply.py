@@ -1,0 +1,152 @@
+"""Using an adapter: its stored side (a new, adapted collection) and its query side (the `Searcher`).
+
+Stored side: `apply_adapter` reads every point of a collection once, transforms its vector and writes it,
+with its payload unchanged, to ANOTHER collection; the original is never written to. The new collection
+records the base model (so the ordinary model checks still hold), the adapter's id (the SHA-256 of its
+weights), its folder and the source collection.
+
+Query side: `query_adapter` decides, from the collection's record and the `--adapter` setting, whether
+queries must be transformed, and refuses every mismatch with one line: an adapted collection searched
+without its adapter, a frozen collection searched with one, or another adapter's collection.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+
+from scinsearch.errors import ScinSearchError
+from scinsearch.finetune import record as R
+from scinsearch.finetune.adapter import Adapter
+from scinsearch.finetune.record import ADAPTED_FROM, ADAPTER_DIR, ADAPTER_ID
+from scinsearch.settings import Settings
+from scinsearch.store import CollectionInfo, StoredPoint, open_store, require_collection
+
+PAGE = 512
+
+
+@dataclasses.dataclass
+class ApplySummary:
+    source: str
+    target: str
+    points: int
+    seconds: float
+    adapter: str
+
+    def lines(self) -> list[str]:
+        return [
+            f"wrote {self.points} adapted points from {self.source!r} to {self.target!r} in {self.seconds:.1f} s",
+            f"{self.adapter}",
+            f"search it with: scinsearch serve --collection {self.target} --adapter <the adapter folder>",
+        ]
+
+
+def apply_adapter(
+    settings: Settings, adapter: Adapter, to_collection: str, recreate: bool = False, progress: bool = False
+) -> ApplySummary:
+    """Transform every stored vector of `settings.collection` into `to_collection` (created here).
+
+    Re-running onto a collection made by the same adapter from the same source rewrites it (points have the
+    same ids: an interrupted run is finished this way); any other existing collection needs `recreate`."""
+    if not to_collection or to_collection == settings.collection:
+        raise ScinSearchError("--to-collection must name a new collection: the original is never changed")
+    if settings.qdrant_location == ":memory:":
+        raise ScinSearchError("apply needs a store that outlives the command (embedded or a server), not ':memory:'")
+    started = time.perf_counter()
+    source = open_store(settings)
+    target = None
+    try:
+        info = require_collection(source)
+        adapter.check_frozen_collection(info, settings.collection)
+        target = open_store(settings.replace(collection=to_collection))
+        prepare_target(target, info, adapter, settings.collection, recreate)
+        written = copy_adapted(source, target, adapter, progress)
+        target.finish_writes()
+        if target.count() != source.count():
+            raise ScinSearchError(
+                f"{to_collection!r} holds {target.count()} points, {settings.collection!r} "
+                f"{source.count()}: run the same command again"
+            )
+    finally:
+        source.close()
+        if target is not None:
+            target.close()
+    return ApplySummary(settings.collection, to_collection, written, time.perf_counter() - started, adapter.describe())
+
+
+def prepare_target(target, info: CollectionInfo, adapter: Adapter, source_name: str, recreate: bool) -> None:
+    existing = target.info()
+    same = (
+        existing is not None
+        and existing.extra.get(ADAPTER_ID) == adapter.id
+        and existing.extra.get(ADAPTED_FROM) == source_name
+    )
+    if existing is not None and not same and not recreate:
+        raise ScinSearchError(
+            f"collection {target.name!r} already exists (not made by this adapter from "
+            f"{source_name!r}): pick another --to-collection, or --recreate to replace it"
+        )
+    extra = {
+        **info.extra,
+        ADAPTER_ID: adapter.id,
+        ADAPTER_DIR: str(adapter.folder.resolve()),
+        ADAPTED_FROM: source_name,
+    }
+    target.create(CollectionInfo(info.model, info.dim, extra, info.preprocessing), recreate=recreate)
+
+
+def copy_adapted(source, target, adapter: Adapter, progress: bool) -> int:
+    """Page through the source with vectors, transform each page, write it: memory stays one page."""
+    from tqdm import tqdm
+
+    written = 0
+    page: list[StoredPoint] = []
+    with tqdm(total=source.count(), unit="pt", desc="adapting", disable=not progress, leave=False) as bar:
+        for point in source.scroll(with_vectors=True, page=PAGE):
+            if point.vector is None:
+                continue
+            page.append(point)
+            if len(page) == PAGE:
+                written += write_page(target, adapter, page)
+                bar.update(len(page))
+                page = []
+        if page:
+            written += write_page(target, adapter, page)
+            bar.update(len(page))
+    return written
+
+
+def write_page(target, adapter: Adapter, page: list[StoredPoint]) -> int:
+    vectors = adapter.transform(np.stack([p.vector for p in page]))
+    target.upsert([StoredPoint(p.id, p.payload, v) for p, v in zip(page, vectors)])
+    return len(page)
+
+
+def query_adapter(adapter_dir: Path | str | None, info: CollectionInfo, collection: str) -> Adapter | None:
+    """The adapter queries must go through for this collection, or None; every mismatch is refused."""
+    recorded = info.extra.get(ADAPTER_ID)
+    if adapter_dir is None:
+        if recorded:
+            raise ScinSearchError(
+                f"collection {collection!r} holds vectors transformed by the adapter "
+                f"{info.extra.get(ADAPTER_DIR)}: search it with --adapter "
+                f"{info.extra.get(ADAPTER_DIR)} so queries are transformed the same way"
+            )
+        return None
+    adapter = Adapter.load(adapter_dir)
+    R.check_same_space(adapter.record, info.model, info.dim, collection, adapter.folder)
+    if recorded == adapter.id:
+        return adapter
+    if not recorded:
+        raise ScinSearchError(
+            f"collection {collection!r} holds frozen vectors, not adapted ones: run `scinsearch "
+            f"finetune apply --adapter {adapter_dir} --collection {collection} --to-collection "
+            f"{collection}_adapted` and search --collection {collection}_adapted"
+        )
+    raise ScinSearchError(
+        f"collection {collection!r} was made by another adapter ({recorded[:12]}, "
+        f"{info.extra.get(ADAPTER_DIR)}), not by {adapter_dir} ({adapter.id[:12]})"
+    )
