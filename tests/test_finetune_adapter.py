@@ -20,7 +20,7 @@ from scinsearch.finetune.planted import PlantedSpace, planted_points, text_vecto
 
 SPACE = PlantedSpace()
 CASES = 400
-CONFIG = AdapterConfig(rank=16)
+CONFIG = AdapterConfig(rank=16, patience=5)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_adapter_finds_the_subtle_condition_and_a_shuffled_control_does_not(plan
     adapted = knn_top1(true, transform(trained.module, true.vectors))
     control = train_adapter(shuffled, model="planted-model", collection="planted", config=CONFIG)
     controlled = knn_top1(true, transform(control.module, true.vectors))
-    # measured: frozen 0.39, adapted 1.00, shuffled control 0.42 (5 conditions, majority baseline 0.25)
+    # measured: frozen 0.39, adapted 0.98, shuffled control 0.39 (5 conditions, majority baseline 0.25)
     assert frozen < 0.5, "the planted nuisance must hide the conditions from the frozen vectors"
     assert adapted >= frozen + 0.4
     assert controlled <= frozen + 0.1
@@ -99,17 +99,18 @@ def test_validation_is_carved_by_case_and_independent_of_point_order(planted):
     assert other_seed.case_ids(other_seed.validation) != validation_cases
 
 
-def test_same_seed_same_weights(planted, trained, tmp_path):
-    again = train_adapter(planted[0], model="planted-model", collection="planted", config=CONFIG)
-    assert again.record["validation_case_ids"] == trained.record["validation_case_ids"]
-    assert torch_equal(again.module.up, trained.module.up) and torch_equal(again.module.down, trained.module.down)
-    first = save_adapter(trained, tmp_path / "a")
-    second = save_adapter(again, tmp_path / "b")
-    assert Adapter.load(first).id == Adapter.load(second).id  # the id is the weights' SHA-256
+def test_same_seed_same_weights(planted, tmp_path):
+    short = dataclasses.replace(CONFIG, max_epochs=15)
+    first = train_adapter(planted[0], model="planted-model", collection="planted", config=short)
+    again = train_adapter(planted[0], model="planted-model", collection="planted", config=short)
+    assert again.record["validation_case_ids"] == first.record["validation_case_ids"]
+    assert torch_equal(again.module.up, first.module.up) and torch_equal(again.module.down, first.module.down)
+    assert first.record["training"]["best_epoch"] > 0  # it moved: equal weights are not two identities
+    assert Adapter.load(save_adapter(first, tmp_path / "a")).id == Adapter.load(save_adapter(again, tmp_path / "b")).id
     other = train_adapter(
-        planted[0], model="planted-model", collection="planted", config=dataclasses.replace(CONFIG, seed=1)
+        planted[0], model="planted-model", collection="planted", config=dataclasses.replace(short, seed=1, max_epochs=1)
     )
-    assert other.record["validation_case_ids"] != trained.record["validation_case_ids"]
+    assert other.record["validation_case_ids"] != first.record["validation_case_ids"]
 
 
 def torch_equal(a, b) -> bool:
@@ -136,7 +137,7 @@ def test_saved_adapter_records_what_it_was_trained_on(trained, tmp_path):
     ):
         assert key in record, key
     assert record["base_model"] == "planted-model" and record["dim"] == SPACE.dim and record["collection"] == "planted"
-    assert record["versions"]["torch"] and record["versions"]["safetensors"] and record["loss"]["temperature"] == 0.05
+    assert record["versions"]["torch"] and record["versions"]["safetensors"] and record["loss"]["temperature"]["learnt"]
     assert record["training"]["best_epoch"] >= 1 and record["hyperparameters"]["rank"] == 16
     loaded = Adapter.load(folder)
     vectors = np.random.default_rng(0).normal(size=(5, SPACE.dim)).astype(np.float32)
@@ -146,13 +147,19 @@ def test_saved_adapter_records_what_it_was_trained_on(trained, tmp_path):
 
 
 def test_an_adapter_starts_as_the_identity_and_a_useless_one_stays_there():
-    """Early stopping keeps epoch 0 (the identity) when training cannot lower the validation loss."""
-    space = PlantedSpace(signal=0.0, seed=5)  # no condition information at all
-    table = table_from_points(planted_points(space, 200, seed=6))
+    """No condition signal at all: with the temperature calibrated to the frozen vectors first, no epoch
+    beats epoch 0 (the identity) on validation, so the saved adapter is the frozen model. (With a fixed
+    temperature of 0.05 the same data 'improved' for 45 epochs by squeezing the space: calibration.)"""
+    from scinsearch.finetune.adapter import ResidualMap
+
+    vectors = np.random.default_rng(0).normal(size=(4, 16)).astype(np.float32)
+    untrained = transform(ResidualMap(16, 4), vectors)
+    assert np.allclose(untrained, vectors / np.linalg.norm(vectors, axis=1, keepdims=True), atol=1e-6)
+    space = PlantedSpace(signal=0.0, seed=7)
+    table = table_from_points(planted_points(space, 200, seed=8))
     trained = train_adapter(table, model="m", collection="c", config=dataclasses.replace(CONFIG, patience=3))
-    if trained.record["training"]["best_epoch"] == 0:
-        assert np.allclose(transform(trained.module, table.vectors), table.vectors, atol=1e-6)
-    assert trained.record["training"]["epochs_run"] < CONFIG.max_epochs
+    assert trained.record["training"]["best_epoch"] == 0 and trained.record["training"]["epochs_run"] == 3
+    assert np.allclose(transform(trained.module, table.vectors), table.vectors, atol=1e-6)
 
 
 def test_refused_for_another_model_or_dimension(trained, tmp_path):
@@ -180,7 +187,7 @@ def test_text_queries_through_the_adapter_measured(planted, trained):
     """The decision that text queries go through the adapter, measured: condition texts in their own cone
     (SigLIP's modality gap) that point along their condition's image direction. Text->image precision@20
     over the labelled images: through the adapter it beats both the frozen model and raw text against the
-    adapted images (measured 0.99 / 0.71 / 0.81 here; 0.95 / 0.76 / 0.68 over 4 seeds, docs/finetuning.md)."""
+    adapted images (measured 0.99 / 0.71 / 0.79 here; docs/finetuning.md)."""
     table = planted[0]
     names = SPACE.condition_names()
     labelled = np.array([p is not None for p in table.primary])

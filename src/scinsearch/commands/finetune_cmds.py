@@ -65,9 +65,9 @@ LORA_ONLY = ("scin_dir", "metadata", "images_dir", "resume", "max_steps", "check
 @click.option(
     "--temperature",
     type=click.FloatRange(min=0, min_open=True),
-    default=0.05,
-    show_default=True,
-    help="Temperature of the prototype loss.",
+    default=None,
+    help="Fix the temperature of the prototype loss (default: learnt, starting from the best fit to the frozen "
+    "vectors).",
 )
 @click.option("--resume", is_flag=True, help="LoRA: continue the checkpoint in --out.")
 @click.option(

@@ -19,6 +19,7 @@ weights, `save_pretrained`, the processor files, `finetune.json`) that `--model 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 import warnings
 from collections.abc import Callable
@@ -47,7 +48,7 @@ class LoraSettings:
     rank: int = 16
     alpha: int = 32
     dropout: float = 0.0
-    temperature: float = L.DEFAULT_TEMPERATURE
+    temperature: float | None = None  # None: learnt, from the best fit to the frozen vectors
     learning_rate: float = 1e-4
     prototype_learning_rate: float = 1e-3
     weight_decay: float = 1e-4
@@ -61,7 +62,12 @@ class LoraSettings:
         for name in ("rank", "alpha", "batch_size", "epochs", "patience"):
             if getattr(self, name) < 1:
                 raise ScinSearchError(f"--{name.replace('_', '-')} must be at least 1")
-        if not 0 <= self.dropout < 1 or not self.learning_rate > 0 or not self.temperature > 0:
+        if (
+            not 0 <= self.dropout < 1
+            or not self.learning_rate > 0
+            or self.temperature is not None
+            and not self.temperature > 0
+        ):
             raise ScinSearchError("dropout must be in [0, 1); learning rate and temperature positive")
 
 
@@ -141,7 +147,9 @@ def open_run(
         model, preprocessor, settings.model, device=str(device), precision="fp32", compile="off", processor=processor
     )
     dim = embedder.dim
-    head = L.PrototypeHead(torch.zeros(len(training.conditions), dim), config.temperature).to(device)
+    head = L.PrototypeHead(
+        torch.zeros(len(training.conditions), dim), config.temperature or 1.0, config.temperature is None
+    ).to(device)
     optimiser = torch.optim.AdamW(
         [
             {"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": config.weight_decay},
@@ -174,9 +182,13 @@ def start_from_frozen(run: Run, config: LoraSettings, log) -> None:
     targets = torch.from_numpy(run.training.targets(run.training.fit))
     weights = torch.from_numpy(run.training.case_weights(run.training.fit))
     usable = torch.from_numpy(~np.isnan(fit).any(axis=1))
-    means = L.class_means(torch.from_numpy(np.nan_to_num(fit)), targets, weights * usable)
+    fit_vectors = torch.from_numpy(np.nan_to_num(fit))
+    means = L.class_means(fit_vectors, targets, weights * usable)
+    start = config.temperature or L.calibrated_temperature(fit_vectors, targets, weights * usable, means)
+    run.state.start_temperature = start
     with torch.no_grad():
         run.head.prototypes.copy_(means.to(run.head.prototypes.device))
+        run.head.log_scale.fill_(-math.log(start))
     run.state.frozen_metrics = validation_metrics(run.training, np.nan_to_num(vectors))
     loss = held_out_loss(run, vectors[len(run.training.fit) :])
     run.state.best = {"loss": loss, "epoch": 0, "lora": lora_weights(run), "head": clone(run.head.state_dict())}
@@ -284,7 +296,7 @@ def finish(run: Run, settings: Settings, out_dir: Path, config: LoraSettings, st
             "dim": int(run.embedder.dim),
             "data": {"images": str(run.image_root), **training.summary()},
             "lora": {"target_modules": TARGET_MODULES, "rank": config.rank, "alpha": config.alpha, "merged": True},
-            "loss": L.describe(config.temperature),
+            "loss": L.describe(run.head, state.start_temperature, learnt=config.temperature is None),
             "hyperparameters": dataclasses.asdict(config),
             "seed": config.seed,
             "conditions": training.conditions,

@@ -29,6 +29,7 @@ class Checkpoint:
     best: dict = dataclasses.field(default_factory=dict)  # loss, epoch, lora, head of the best epoch
     stopped: str | None = None  # "early stopping", "epochs" (or "max steps", never saved)
     frozen_metrics: dict = dataclasses.field(default_factory=dict)
+    start_temperature: float = 1.0  # where the learnt temperature started (the frozen vectors' best fit)
     failed: list = dataclasses.field(default_factory=list)  # (file, reason) of images that did not decode
     lora: dict = dataclasses.field(default_factory=dict)
     head: dict = dataclasses.field(default_factory=dict)
