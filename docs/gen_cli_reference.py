@@ -54,8 +54,18 @@ def render() -> str:
     parts = [HEADER, "Commands: " + ", ".join(f"[`{name}`](#scinsearch-{name})" for name in names) + ".\n"]
     parts.append(f"## scinsearch\n\n```text\n{help_text(cli, 'scinsearch')}\n```\n")
     for name in names:
-        parts.append(f"## scinsearch {name}\n\n```text\n{help_text(cli.get_command(root, name), name, root)}\n```\n")
+        parts.extend(sections(cli.get_command(root, name), ["scinsearch", name], root))
     return "\n".join(parts)
+
+
+def sections(command: click.Command, path: list[str], parent: click.Context) -> list[str]:
+    """One section for a command, then one for each of its subcommands (`finetune apply`), depth first."""
+    found = [f"## {' '.join(path)}\n\n```text\n{help_text(command, path[-1], parent)}\n```\n"]
+    if isinstance(command, click.Group):
+        context = click.Context(command, info_name=path[-1], parent=parent)
+        for name in command.list_commands(context):
+            found.extend(sections(command.get_command(context, name), [*path, name], context))
+    return found
 
 
 def main() -> None:
