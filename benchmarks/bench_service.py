@@ -1,21 +1,25 @@
-"""Kiosk service latency over HTTP on loopback, beside the in-process search latency of the same run.
+"""Kiosk service latency over HTTP on loopback, eager and with the query towers compiled (`serve --compile`),
+beside the in-process search latency of the same run.
 
 What runs: the real google/siglip-base-patch16-224 architecture with random weights (same arithmetic
 and speed as the trained checkpoint, nothing to download; built by bench_search.build_base_siglip) over
 a temporary embedded Qdrant Edge store of 10,000 random unit vectors with SCIN payloads (the size of
-SCIN). Two measurements, one after the other so they never share the CPU:
+SCIN). The measurements run one after the other, so they never share the CPU:
 
 1. in-process: `Searcher.search_image(png_bytes)` in this process (decode + model + store + grouping);
-2. over HTTP: `scinsearch serve` started in a subprocess (the real CLI, uvicorn, one worker), then this
-   process POSTs the same SCIN-sized PNGs (810x1080, ~2 MB) as multipart uploads to /search on
-   127.0.0.1 with httpx, one at a time (the kiosk's pattern), then `--concurrency` at a time.
+2. over HTTP, once per `--compile` mode (default: off, then on): `scinsearch serve --compile MODE`
+   started in a subprocess (the real CLI, uvicorn, one worker); the time until /ready answers is the
+   start-up cost (model load, compile, warm-up); then this process POSTs the same SCIN-sized PNGs
+   (810x1080, ~2 MB) as multipart uploads to /search on 127.0.0.1 with httpx, one at a time (the
+   kiosk's pattern), then `--concurrency` at a time, and text queries to /search/text one at a time.
 
-The first HTTP query is reported on its own: the service warms up at start-up, so it should be close
-to the median. The difference of the medians is the cost of HTTP, multipart parsing and JSON.
+The report ends with compiled / eager for the photo and text p50 and p95 and the extra start-up
+seconds: what `serve --compile`'s default is decided from. The first HTTP query is reported on its own:
+the service warms up at start-up, so it should be close to the median.
 
-    python benchmarks/bench_service.py --quick     # smoke run: 300 points, 3 queries
-    python benchmarks/bench_service.py             # 10,000 points, 50 queries (CPU)
-    python benchmarks/bench_service.py --out benchmarks/results/service-cpu.md
+    python benchmarks/bench_service.py --quick     # smoke run: 300 points, 3 queries (compiles: minutes)
+    python benchmarks/bench_service.py --quick --compile off     # smoke run of the script, no compile
+    python benchmarks/bench_service.py --out benchmarks/results/service-cpu.md      # 10,000 points, 50 queries
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
 
-import bench_search  # noqa: E402  (build_base_siglip, fill_store, machine)
+import bench_search  # noqa: E402  (build_base_siglip, fill_store, TEXTS)
+import machine  # noqa: E402  (describe_cpu)
 
 
 def free_port() -> int:
@@ -54,9 +59,9 @@ def stats(times_ms: list[float]) -> dict:
     return {"n": len(times_ms), "p50": p50, "p95": p95, "mean": statistics.fmean(times_ms)}
 
 
-def row(name: str, what: str, result: dict, qps: float) -> str:
+def row(mode: str, name: str, what: str, result: dict, qps: float) -> str:
     return (
-        f"| {name} | {what} | {result['n']} | {result['p50']:.1f} | {result['p95']:.1f} | "
+        f"| {mode} | {name} | {what} | {result['n']} | {result['p50']:.1f} | {result['p95']:.1f} | "
         f"{result['mean']:.1f} | {qps:.2f} |"
     )
 
@@ -78,8 +83,8 @@ def in_process(settings, embedder, photos: list[bytes], queries: int, warmup: in
     return stats(times), queries / elapsed
 
 
-def start_service(settings, port: int, precision: str) -> tuple[subprocess.Popen, float]:
-    """`scinsearch serve` in a subprocess; returns it and the seconds until /ready answered."""
+def start_service(settings, port: int, precision: str, compile_mode: str) -> tuple[subprocess.Popen, float, dict]:
+    """`scinsearch serve` in a subprocess; returns it, the seconds until /ready answered, and /ready's body."""
     import httpx
 
     command = [
@@ -97,6 +102,8 @@ def start_service(settings, port: int, precision: str) -> tuple[subprocess.Popen
         "cpu",
         "--precision",
         precision,
+        "--compile",
+        compile_mode,
         "--port",
         str(port),
         "--log-level",
@@ -105,17 +112,18 @@ def start_service(settings, port: int, precision: str) -> tuple[subprocess.Popen
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(HERE.parent / "src")}
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     started = time.perf_counter()
-    while time.perf_counter() - started < 600:
+    while time.perf_counter() - started < 900:
         if process.poll() is not None:
             raise SystemExit(f"serve exited: {process.stderr.read().decode(errors='replace')[-2000:]}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
-                return process, time.perf_counter() - started
+            response = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2)
+            if response.status_code == 200:
+                return process, time.perf_counter() - started, response.json()
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
     process.kill()
-    raise SystemExit("serve did not become ready in 600 s")
+    raise SystemExit("serve did not become ready in 900 s")
 
 
 SERVER_TIMES: list[float] = []  # the service's own time per request (its Server-Timing header)
@@ -133,20 +141,34 @@ def post_photo(client, url: str, photo: bytes) -> float:
     return elapsed
 
 
+def post_text(client, url: str, text: str) -> float:
+    began = time.perf_counter()
+    response = client.post(url, json={"text": text})
+    if response.status_code != 200:
+        raise SystemExit(f"HTTP {response.status_code}: {response.text[:300]}")
+    return (time.perf_counter() - began) * 1000
+
+
 def over_http(port: int, photos: list[bytes], queries: int, warmup: int, concurrency: int) -> dict:
-    """Sequential latency (first query apart), then throughput with `concurrency` clients."""
+    """Sequential photo latency (first query apart), text latency, then throughput with `concurrency` clients."""
     import httpx
 
     url = f"http://127.0.0.1:{port}/search?top_k=5"
+    text_url = f"http://127.0.0.1:{port}/search/text?top_k=5"
+    texts = bench_search.TEXTS
     with httpx.Client(timeout=120) as client:
         first = post_photo(client, url, photos[0])
         for index in range(warmup):
             post_photo(client, url, photos[index % len(photos)])
+            post_text(client, text_url, texts[index % len(texts)])
         SERVER_TIMES.clear()
         started = time.perf_counter()
         times = [post_photo(client, url, photos[index % len(photos)]) for index in range(queries)]
         sequential_qps = queries / (time.perf_counter() - started)
         server = stats(SERVER_TIMES) if SERVER_TIMES else None
+        started = time.perf_counter()
+        text_times = [post_text(client, text_url, texts[index % len(texts)]) for index in range(queries)]
+        text_qps = queries / (time.perf_counter() - started)
     with httpx.Client(timeout=120, limits=httpx.Limits(max_connections=concurrency)) as client:
         with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
             started = time.perf_counter()
@@ -159,6 +181,8 @@ def over_http(port: int, photos: list[bytes], queries: int, warmup: int, concurr
         "server": server,
         "parallel": stats(parallel),
         "parallel_qps": parallel_qps,
+        "text": stats(text_times),
+        "text_qps": text_qps,
     }
 
 
@@ -170,11 +194,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=4, help="clients at once for the throughput row")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument(
+        "--compile", default="off,on", help="serve --compile modes to measure, in this order (off, on, auto)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the markdown here")
     args = parser.parse_args(argv)
     if args.quick:
         args.points, args.queries, args.warmup, args.concurrency = 300, 3, 1, 2
     args.queries = max(1, min(args.queries, 1000))
+    modes = [mode.strip() for mode in args.compile.split(",") if mode.strip()]
+    if not modes or any(mode not in ("off", "on", "auto") for mode in modes):
+        raise SystemExit(f"--compile takes off, on and auto, comma-separated, not {args.compile!r}")
     logging.getLogger("transformers").setLevel(logging.ERROR)
     import torch
     from transformers.utils import logging as transformers_logging
@@ -185,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
 
     transformers_logging.disable_progress_bar()
     photos = [testing.scin_sized_png(seed) for seed in range(4)]
+    services = []
     with tempfile.TemporaryDirectory(prefix="bench-service-") as folder:
         started = time.perf_counter()
         model_dir = bench_search.build_base_siglip(Path(folder) / "siglip-base-patch16-224-random")
@@ -196,14 +227,18 @@ def main(argv: list[str] | None = None) -> int:
         model_text = f"{embedder.dim}-d on {embedder.device} in {embedder.precision_name}"
         del embedder  # the service loads its own copy
         gc.collect()
-        process, ready_seconds = start_service(settings, free_port(), args.precision)
-        try:
-            port = int(process.args[process.args.index("--port") + 1])
-            http = over_http(port, photos, args.queries, args.warmup, args.concurrency)
-        finally:
-            process.terminate()
-            process.wait(timeout=60)
-    text = report(args, model_text, local, local_qps, http, ready_seconds, setup, torch)
+        for mode in modes:
+            print(f"serve --compile {mode} ...", file=sys.stderr, flush=True)
+            process, ready_seconds, ready = start_service(settings, free_port(), args.precision, mode)
+            try:
+                port = int(process.args[process.args.index("--port") + 1])
+                services.append(
+                    (mode, ready_seconds, ready, over_http(port, photos, args.queries, args.warmup, args.concurrency))
+                )
+            finally:
+                process.terminate()
+                process.wait(timeout=60)
+    text = report(args, model_text, local, local_qps, services, setup, torch)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -211,47 +246,85 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def report(args, model_text, local, local_qps, http, ready_seconds, setup, torch) -> str:
-    overhead = http["sequential"]["p50"] - local["p50"]
+def report(args, model_text, local, local_qps, services, setup, torch) -> str:
     lines = [
         f"## Kiosk service latency{' (QUICK SMOKE RUN: not for comparison)' if args.quick else ''}",
         "",
-        f"- machine: {bench_search.machine()}; torch {torch.__version__}; Python {platform.python_version()}",
+        f"- machine: {machine.describe_cpu()}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"Python {platform.python_version()}",
         f"- model: google/siglip-base-patch16-224 architecture, random weights, {model_text}",
         f"- store: embedded Qdrant Edge, {args.points:,} random unit vectors with SCIN payloads; top_k 5 per case",
         "- query: SCIN-sized PNG (810x1080, ~2 MB) as bytes; HTTP: multipart POST /search on 127.0.0.1 "
-        "from another process (httpx), `scinsearch serve` (uvicorn, one worker, inference one at a time)",
-        f"- {args.queries} timed queries per row after {args.warmup} warm-up; service ready "
-        f"{ready_seconds:.1f} s after launch; first HTTP query {http['first']:.0f} ms (no client warm-up); "
-        f"setup (model + store) {setup:.0f} s",
+        "from another process (httpx), `scinsearch serve` (uvicorn, one worker, inference one at a time); "
+        "text: POST /search/text",
+        f"- {args.queries} timed queries per row after {args.warmup} warm-up; setup (model + store) {setup:.0f} s",
         "",
-        "| measurement | what is timed | n | p50 ms | p95 ms | mean ms | queries/s |",
-        "|---|---|---|---|---|---|---|",
-        row("in-process", "`Searcher.search_image(png_bytes)`", local, local_qps),
-        row("HTTP, 1 client", "POST /search, upload to JSON received", http["sequential"], http["sequential_qps"]),
-        *(
-            [
-                row(
-                    "HTTP, server side",
-                    "the service's own time for the same requests (Server-Timing)",
-                    http["server"],
-                    http["sequential_qps"],
-                )
-            ]
-            if http["server"]
-            else []
-        ),
-        row(
-            f"HTTP, {args.concurrency} clients",
-            "same, concurrent (queued: one inference at a time)",
-            http["parallel"],
-            http["parallel_qps"],
-        ),
-        "",
-        f"HTTP + multipart + JSON overhead at the median: {overhead:.1f} ms "
-        f"({overhead / max(local['p50'], 1e-9):.0%} of the in-process time).",
+        "| serve --compile | measurement | what is timed | n | p50 ms | p95 ms | mean ms | queries/s |",
+        "|---|---|---|---|---|---|---|---|",
+        row("–", "in-process", "`Searcher.search_image(png_bytes)`, eager", local, local_qps),
     ]
+    for mode, _, ready, http in services:
+        compiled = ", ".join(ready.get("compiled") or []) or "nothing"
+        lines += [
+            row(
+                f"{mode} ({compiled} compiled)",
+                "HTTP photo, 1 client",
+                "POST /search, upload to JSON received",
+                http["sequential"],
+                http["sequential_qps"],
+            ),
+            *(
+                [
+                    row(
+                        mode,
+                        "HTTP photo, server side",
+                        "the service's own time for the same requests (Server-Timing)",
+                        http["server"],
+                        http["sequential_qps"],
+                    )
+                ]
+                if http["server"]
+                else []
+            ),
+            row(
+                mode,
+                f"HTTP photo, {args.concurrency} clients",
+                "same, concurrent (queued: one inference at a time)",
+                http["parallel"],
+                http["parallel_qps"],
+            ),
+            row(mode, "HTTP text, 1 client", "POST /search/text, JSON to JSON", http["text"], http["text_qps"]),
+        ]
+    lines += ["", "| serve --compile | ready after launch s | first HTTP photo query ms |", "|---|---:|---:|"]
+    lines += [f"| {mode} | {seconds:.1f} | {http['first']:.0f} |" for mode, seconds, _, http in services]
+    lines += ["", *comparison(local, services)]
     return "\n".join(lines)
+
+
+def comparison(local: dict, services: list) -> list[str]:
+    """The lines the default of `serve --compile` is decided from: compiled / eager, and the start-up cost."""
+    first = services[0][3]["sequential"]["p50"]
+    lines = [
+        f"HTTP + multipart + JSON overhead at the median ({services[0][0]}): {first - local['p50']:.1f} ms "
+        f"({(first - local['p50']) / max(local['p50'], 1e-9):.0%} of the in-process time)."
+    ]
+    by_mode = {mode: (seconds, http) for mode, seconds, _, http in services}
+    if "off" not in by_mode:
+        return lines
+    eager_seconds, eager = by_mode["off"]
+    for mode in ("on", "auto"):
+        if mode not in by_mode:
+            continue
+        seconds, http = by_mode[mode]
+        ratios = ", ".join(
+            f"{label} p50 {eager[key]['p50'] / http[key]['p50']:.2f}x, p95 {eager[key]['p95'] / http[key]['p95']:.2f}x"
+            for label, key in (("photo", "sequential"), ("text", "text"))
+        )
+        lines.append(
+            f"--compile {mode} vs off: {ratios} as fast (above 1 = compiled faster); start-up "
+            f"{seconds - eager_seconds:+.0f} s ({seconds:.0f} s vs {eager_seconds:.0f} s to /ready)."
+        )
+    return lines
 
 
 if __name__ == "__main__":

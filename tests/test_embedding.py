@@ -117,7 +117,7 @@ def test_compiled_tower_pads_short_batches_and_splits_long_ones(tiny_siglip_dir)
 
     def fixed_size_tower(pixel_values):
         shapes.append(tuple(pixel_values.shape))
-        return embedder._image_tower(pixel_values)
+        return embedder.image_tower(pixel_values)
 
     embedder._compiled, embedder._compiled_batch = fixed_size_tower, 4
     assert embedder.compiled

@@ -112,6 +112,7 @@ def test_health_ready_and_filters(client, searcher):
     assert client.get("/health").json() == {"status": "alive"}
     ready = client.get("/ready").json()
     assert ready["status"] == "ready" and ready["model"] == searcher.info.model and ready["images"] is True
+    assert ready["compiled"] == []  # `serve --compile` is off by default
     choices = client.get("/filters").json()["choices"]
     assert "FST6" in choices["fitzpatrick"] and "arm" in choices["body_parts"]
 

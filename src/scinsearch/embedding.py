@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +19,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from scinsearch.compiling import (
+    compile_function,
+    compile_query_towers,
+    compiler_available,
+    first_line,
+    resolve_compile,
+)
 from scinsearch.errors import ScinSearchError
 from scinsearch.images import FAST_REDUCING_GAP, load_square, open_rgb, resize_square
 from scinsearch.settings import Settings
@@ -29,7 +35,6 @@ if TYPE_CHECKING:
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 COMPILE_MIN_IMAGES = 1000  # "auto" compiles on the CPU from this many images: compiling costs ~10-20 s once
-COMPILE_CHOICES = ("auto", "on", "off")
 PREPROCESSING_MODES = ("fast", "exact")  # recorded with each collection (`CollectionInfo.preprocessing`)
 log = logging.getLogger(__name__)
 
@@ -147,10 +152,9 @@ def load_pretrained(model_name: str, dtype: torch.dtype):
         model = AutoModel.from_pretrained(source, dtype=dtype)
         processor = AutoProcessor.from_pretrained(source)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ScinSearchError(
             f"cannot load model {model_name!r}: not a local SigLIP folder, and not available "
-            f"from the Hugging Face hub or its offline cache ({first_line})"
+            f"from the Hugging Face hub or its offline cache ({first_line(exc)})"
         ) from None
     if not hasattr(model, "get_image_features") or not hasattr(model, "get_text_features"):
         raise ScinSearchError(f"model {model_name!r} is a {type(model).__name__}, not a SigLIP image-text model")
@@ -168,24 +172,6 @@ def build_preprocessor(model, processor, source: str, fast: bool = False) -> Pre
     side = int(size["height"]) if "height" in size else int(size.get("shortest_edge"))
     resample = getattr(image_processor, "resample", Image.Resampling.BICUBIC)
     return Preprocessor("fixed", side, int(resample), rescale, mean, std, source, fast=fast)
-
-
-def compiler_available() -> bool:
-    """torch.compile on the CPU (inductor) generates C++: it needs a compiler at run time."""
-    import os
-
-    return bool(shutil.which(os.environ.get("CXX", "g++")) or shutil.which("clang++"))
-
-
-def resolve_compile(requested: str | bool | None) -> str:
-    if requested is True:
-        return "on"
-    if requested is False:
-        return "off"
-    requested = requested or "auto"
-    if requested not in COMPILE_CHOICES:
-        raise ScinSearchError(f"unknown compile choice {requested!r}: use auto, on or off")
-    return requested
 
 
 class Embedder:
@@ -282,8 +268,9 @@ class Embedder:
         text_config = getattr(config, "text_config", None)
         self.text_length = int(getattr(text_config, "max_position_embeddings", 64) or 64)
         self.compile_choice = resolve_compile(compile)
-        self._compiled = None  # the compiled image tower, once `prepare` built it
+        self._compiled = None  # the compiled image tower, once `prepare` or `prepare_queries` built it
         self._compiled_batch = 0
+        self._compiled_text = None  # the compiled text tower for one text at a time (`prepare_queries`)
         self.compile_note = ""
         mean = torch.tensor(self.preprocessor.mean, device=self.device).view(1, 3, 1, 1)
         std = torch.tensor(self.preprocessor.std, device=self.device).view(1, 3, 1, 1)
@@ -298,6 +285,14 @@ class Embedder:
     @property
     def compiled(self) -> bool:
         return self._compiled is not None
+
+    @property
+    def compiled_text(self) -> bool:
+        return self._compiled_text is not None
+
+    @property
+    def has_text_tower(self) -> bool:
+        return self.processor is not None and hasattr(self.model, "get_text_features")
 
     def describe(self) -> str:
         compiled = ", compiled" if self.compiled else ""
@@ -319,21 +314,36 @@ class Embedder:
             return ""
         started = time.perf_counter()
         try:
-            compiled = torch.compile(self._image_tower, dynamic=False, options={"freezing": True})
-            side = self.preprocessor.image_size
-            warm = torch.zeros((batch_size, side, side, 3), dtype=torch.uint8)
-            with torch.inference_mode():
-                compiled(self.model_inputs({"pixels": warm})["pixel_values"])
+            compiled = self._compiled_image_tower(batch_size)
         except Exception as exc:  # no compiler, unsupported op, ...: eager is correct, only slower
-            first_line = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             self.compile_choice = "off"
-            self.compile_note = f"torch.compile failed, running eager ({type(exc).__name__}: {first_line})"
+            self.compile_note = f"torch.compile failed, running eager ({type(exc).__name__}: {first_line(exc)})"
             log.warning(self.compile_note)
             return self.compile_note
         self._compiled, self._compiled_batch = compiled, batch_size
         seconds = time.perf_counter() - started
         self.compile_note = f"compiled the image tower for batches of {batch_size} in {seconds:.0f} s"
         return self.compile_note
+
+    def _compiled_image_tower(self, batch_size: int):
+        """The image tower compiled for one batch size, warmed up (the compile happens on the first call)."""
+        compiled = compile_function(self.image_tower)
+        side = self.preprocessor.image_size
+        warm = torch.zeros((batch_size, side, side, 3), dtype=torch.uint8)
+        with torch.inference_mode():
+            compiled(self.model_inputs({"pixels": warm})["pixel_values"])
+        return compiled
+
+    def prepare_queries(self, choice: str = "on") -> str:
+        """Compile the image and text towers for one query at a time (the kiosk's batch of 1) and warm
+        them up, so the service pays the compile before it reports ready, not on the first patient.
+        `choice` as `compiling.compile_query_towers`; returns a line for the log ('' for "off")."""
+        image, text, note = compile_query_towers(self, choice)
+        if image is not None:
+            self._compiled, self._compiled_batch = image, 1
+        self._compiled_text = text
+        self.compile_note = note
+        return note
 
     def model_inputs(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         """Move a collated batch to the device; uint8 pixels are normalised there (cheap on GPU,
@@ -352,7 +362,7 @@ class Embedder:
             inputs[key] = tensor.to(self.dtype) if tensor.is_floating_point() else tensor
         return inputs
 
-    def _image_tower(self, pixel_values: torch.Tensor, **extra) -> torch.Tensor:
+    def image_tower(self, pixel_values: torch.Tensor, **extra) -> torch.Tensor:
         """Raw image features: `get_image_features` of a SiglipModel, or a vision-only model's pooler output."""
         if hasattr(self.model, "get_image_features"):
             output = self.model.get_image_features(pixel_values=pixel_values, **extra)
@@ -365,7 +375,7 @@ class Embedder:
         """Embed one preprocessed batch (the output of `collate`)."""
         inputs = self.model_inputs(batch)
         if self._compiled is None or set(inputs) != {"pixel_values"}:
-            return normalise(self._image_tower(**inputs))
+            return normalise(self.image_tower(**inputs))
         return normalise(self._run_compiled(inputs["pixel_values"]))
 
     def _run_compiled(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -402,8 +412,15 @@ class Embedder:
             raise ScinSearchError("empty text query")
         if not hasattr(self.model, "get_text_features"):
             raise ScinSearchError(f"{self.model_name} is an image-only model: it cannot embed text")
-        output = self.model.get_text_features(input_ids=self.tokenize(texts).to(self.device))
-        return normalise(getattr(output, "pooler_output", output))
+        input_ids = self.tokenize(texts).to(self.device)
+        if self._compiled_text is not None and len(texts) == 1:  # compiled for one text (a query)
+            return normalise(self._compiled_text(input_ids))
+        return normalise(self.text_tower(input_ids))
+
+    def text_tower(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Raw text features: `get_text_features(...).pooler_output` (no attention mask, as trained)."""
+        output = self.model.get_text_features(input_ids=input_ids)
+        return getattr(output, "pooler_output", output)
 
     def zero_shot_logits(self, image_vectors: np.ndarray, text_vectors: np.ndarray) -> np.ndarray:
         """SigLIP's pairwise logits, cos * exp(logit_scale) + logit_bias; sigmoid gives probabilities."""

@@ -74,9 +74,31 @@ def open_searcher(settings):
     "press, so the next patient never sees the last one's (default 180; 0 = never).",
 )
 @click.option(
+    "--compile",
+    "compile_towers",
+    type=click.Choice(["auto", "on", "off"]),
+    default="off",
+    show_default=True,
+    envvar="SCINSEARCH_SERVE_COMPILE",
+    help="torch.compile the image and text towers for one query at a time, at start-up, before /ready "
+    "answers (a one-off 20-90 s on a CPU). auto = where a compiler is present, keeping each tower only "
+    "if it answers faster than eager (timed at start-up).",
+)
+@click.option(
     "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True
 )
-def serve(host, port, api_key, cors_origins, images_dir, max_upload_mb, idle_reset_seconds, log_level, **options):
+def serve(
+    host,
+    port,
+    api_key,
+    cors_origins,
+    images_dir,
+    max_upload_mb,
+    idle_reset_seconds,
+    compile_towers,
+    log_level,
+    **options,
+):
     """Serve the kiosk page (/) and the API (/docs) over one SigLIP model and one store.
 
     \b
@@ -98,6 +120,7 @@ def serve(host, port, api_key, cors_origins, images_dir, max_upload_mb, idle_res
         cors_origins=tuple(cors_origins),
         images_dir=images_dir,
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+        compile=compile_towers,
         **page,
     )
     searcher, store = open_searcher(settings)

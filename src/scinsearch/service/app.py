@@ -1,8 +1,9 @@
 """The kiosk service: a FastAPI app over one `Searcher`, opened once at start-up.
 
 Why it looks the way it does:
-- The model and the store are opened in the lifespan (or injected by the CLI and tests), and a
-  warm-up query runs before the first request, so the first health worker does not wait longer.
+- The model and the store are opened in the lifespan (or injected by the CLI and tests), the query
+  towers are compiled when `--compile` asks for it, and a warm-up query runs, all before `/ready`
+  turns green: the first health worker does not wait longer, nor pay for a compile.
 - Inference is blocking (torch); it runs in a worker thread behind a one-slot limiter, so the event
   loop keeps serving pages and thumbnails and two queries never fight over the same CPU cores.
 - Every failure a user can cause is a 4xx with `{"detail": "<one line>", "code": "<machine code>"}`
@@ -63,6 +64,7 @@ class ServiceState:
 
             self.searcher = await anyio.to_thread.run_sync(Searcher.open, self.settings.search)
         self.images = ImageFiles(self.images_root(), self.settings.thumbnail_size, self.settings.thumbnail_cache)
+        await self.infer(self.compile_towers)
         if self.settings.warm_up:
             await self.infer(self.warm_up)
         self.ready = True
@@ -82,6 +84,21 @@ class ServiceState:
         info = getattr(self.searcher, "info", None)
         root = (getattr(info, "extra", None) or {}).get("image_root")
         return Path(root) if root else None
+
+    def compile_towers(self) -> None:
+        """torch.compile the query towers for batch 1 (`--compile`); a failure leaves them eager."""
+        embedder = getattr(self.searcher, "embedder", None)
+        if self.settings.compile == "off" or not hasattr(embedder, "prepare_queries"):
+            return
+        note = embedder.prepare_queries(self.settings.compile)
+        if note:
+            log.info("%s", note)
+
+    def compiled_towers(self) -> list[str]:
+        """Which query towers run compiled (`--compile`): shown by /ready, so a silent fallback is visible."""
+        embedder = getattr(self.searcher, "embedder", None)
+        towers = (("image", "compiled"), ("text", "compiled_text"))
+        return [name for name, flag in towers if getattr(embedder, flag, False) is True]
 
     def warm_up(self) -> None:
         """One throw-away query: the first real query then pays no lazy initialisation."""

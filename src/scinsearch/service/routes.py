@@ -140,6 +140,7 @@ def status_router(state) -> APIRouter:
             "collection": state.searcher.store.name,
             "images": state.images.root is not None,
             "adapter": adapter.id if adapter else None,
+            "compiled": state.compiled_towers(),
         }
 
     @router.get("/filters", summary="Filter values the page offers, and the notices")

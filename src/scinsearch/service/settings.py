@@ -39,6 +39,10 @@ class ServiceSettings:
     max_top_k: int = HTTP_MAX_TOP_K  # results per request; at most rules.MAX_TOP_K
     warm_up: bool = True  # run one query at start-up so the first real query is as fast as the rest
     idle_reset_seconds: int = DEFAULT_IDLE_RESET_SECONDS  # the page clears itself after this idle time; 0 = never
+    # torch.compile the image and text towers for one query at a time, before /ready turns green:
+    # "on", "auto" (where a compiler is present, each tower kept only if measured faster) or "off".
+    # Off until benchmarks/bench_service.py shows on the kiosk's CPU that it pays (docs/performance.md).
+    compile: str = "off"
 
     def replace(self, **changes) -> ServiceSettings:
         return dataclasses.replace(self, **changes)
