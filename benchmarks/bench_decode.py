@@ -15,13 +15,20 @@ import argparse
 import io
 import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, features
 
-from scinsearch.images import load_square, resize_square
-from scinsearch.testing import scin_sized_png
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import machine  # noqa: E402
+
+from scinsearch.images import load_square, resize_square  # noqa: E402
+from scinsearch.testing import scin_sized_png  # noqa: E402
 
 BICUBIC = Image.Resampling.BICUBIC
 
@@ -122,9 +129,9 @@ def main() -> None:
         args.images, args.rounds = 2, 2
     pngs = [scin_sized_png(seed) for seed in range(args.images)]
     print(
-        f"machine: {platform.processor() or platform.machine()}, {platform.python_implementation()} "
+        f"machine: {machine.describe_cpu()}; {platform.python_implementation()} "
         f"{platform.python_version()}, Pillow {Image.__version__} (zlib-ng {features.version('zlib_ng')}, "
-        f"libjpeg-turbo {features.version('libjpeg_turbo')}), one core"
+        f"libjpeg-turbo {features.version('libjpeg_turbo')}); measured on one core"
     )
     print(
         f"{len(pngs)} synthetic SCIN-sized PNGs, 810x1080, {np.mean([len(p) for p in pngs]) / 1e6:.2f} MB each; "

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
-import os
 import platform
 import random
 import statistics
@@ -32,6 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine  # noqa: E402  (describe_cpu)
+
 TEXTS = [
     "itchy red ring on the arm",
     "dark raised bumpy patch on the leg",
@@ -40,19 +42,6 @@ TEXTS = [
     "painful swollen red area",
     "white scaly plaques on elbows",
 ]
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} logical cores"
 
 
 def build_base_siglip(folder: Path) -> Path:
@@ -229,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"## Search latency{' (QUICK SMOKE RUN: not for comparison)' if args.quick else ''}",
         "",
-        f"- machine: {machine()}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"- machine: {machine.describe_cpu()}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
         f"Python {platform.python_version()}",
         f"- model: google/siglip-base-patch16-224 architecture, random weights, {embedder.dim}-d, "
         f"on {embedder.device} in {embedder.precision_name}",

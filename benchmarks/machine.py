@@ -141,6 +141,11 @@ def flops_per_image(model, image_size: int, device: str = "cpu") -> float:
     return counter.get_total_flops() / 1e9
 
 
+def flops_text(gflops: float) -> str:
+    """A rate in GFLOP/s as text, in TFLOP/s from 1000 up."""
+    return f"{gflops / 1000:.1f} TFLOP/s" if gflops >= 1000 else f"{gflops:.0f} GFLOP/s"
+
+
 def model_bound(matmul_rate: float | None, gflop_per_image: float) -> float | None:
     """Images/s the matmul throughput would allow if the model were nothing but such products."""
     return matmul_rate / gflop_per_image if matmul_rate and gflop_per_image else None
