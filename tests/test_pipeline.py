@@ -240,8 +240,17 @@ def test_decode_workers_run_at_low_priority_on_the_cpu(monkeypatch):
     monkeypatch.setattr(pipeline.os, "nice", lambda increment: seen.append(increment))
     pipeline.lower_priority(0)
     assert seen == [pipeline.DECODE_NICENESS]
-    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 16)
+
+
+def test_decode_workers_follow_the_cpu_set_not_the_host(monkeypatch):
+    """In a container (or under taskset) os.cpu_count() counts the host's cores: the affinity mask decides."""
+    from scinsearch import pipeline
+
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 128)
+    monkeypatch.setattr(pipeline.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     assert pipeline.default_workers("cpu") == 16 and pipeline.default_workers("cuda") == 15
+    monkeypatch.setattr(pipeline.os, "sched_getaffinity", lambda pid: set(range(100)), raising=False)
+    assert pipeline.default_workers("cpu") == pipeline.MAX_WORKERS  # capped
 
 
 def test_batcher_regroups_chunks_in_order_and_stages_into_alternating_pinned_buffers(monkeypatch):

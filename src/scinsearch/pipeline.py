@@ -6,7 +6,8 @@ run in a background thread so the model never waits for the store either.
 
 Throughput (docs/performance.md): workers decode chunks of CHUNK images and hand them over as
 shared-memory tensors, at most PREFETCH chunks each in flight (memory does not grow with the data
-set); the `Batcher` regroups them into exact model batches, on CUDA straight into page-locked memory.
+set); the `Batcher` regroups them into exact model batches, on CUDA straight into page-locked memory
+(a fast DMA copy; it does not overlap with filling the next batch, see `Batcher`).
 On a CPU there is one worker per core at the lowest priority, so decoding fills the time the model
 leaves free; an optional `PixelCache` skips decoding altogether on later runs.
 """
@@ -18,19 +19,21 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 from tqdm import tqdm
 
-from scinsearch.dataset import Dataset, ImageRecord
 from scinsearch.embedding import Preprocessor, collate
 from scinsearch.errors import ScinSearchError
 from scinsearch.images import ImageError
 from scinsearch.pixel_cache import PixelCache
 from scinsearch.store import CollectionInfo, StoredPoint, VectorStore
+
+if TYPE_CHECKING:  # for annotations only: the embed job itself needs no pandas (benchmarks/gpu_bench.py)
+    from scinsearch.dataset import Dataset, ImageRecord
 
 MAX_WORKERS = 32
 DECODE_NICENESS = 19  # decode workers on the CPU: run when the model does not need the core
@@ -124,8 +127,11 @@ class Batcher:
     """Regroups decoded chunks into model batches of exactly `batch_size` (the last may be shorter).
 
     Workers decode small chunks, so memory in flight is workers x prefetch x chunk images whatever the
-    batch size; on CUDA each batch is assembled straight into page-locked memory, so the copy to the
-    GPU is asynchronous (two buffers alternate: one is copied while the next is filled)."""
+    batch size. On CUDA each batch is assembled straight into page-locked memory, so its copy to the GPU
+    is a fast DMA transfer issued without blocking. It does not overlap with filling the next batch:
+    `embed_batch` waits for its vectors (copied back to the CPU) before the next batch is assembled, so
+    upload, model and assembly take turns while the decode workers keep decoding. Two buffers alternate
+    only so that a buffer is never overwritten while a copy from it could still be in flight."""
 
     def __init__(self, batch_size: int, pin: bool):
         self.batch_size = batch_size
@@ -177,11 +183,21 @@ def default_batch_size(device_type: str = "cpu") -> int:
     return 256 if device_type == "cuda" else 16
 
 
+def usable_cores() -> int:
+    """Cores this process may run on: its affinity mask (a container's or taskset's CPU set), not
+    `os.cpu_count()`, which counts every core of the host and would start a worker for each."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
 def default_workers(device_type: str = "cpu") -> int:
-    """Decoding processes. On the CPU one per core: the workers run at the lowest priority, so they
-    decode while the model waits and stay out of its way while it runs (both cores for both jobs).
-    On a GPU all cores but one (the main process feeds the GPU and runs the store writes)."""
-    cores = os.cpu_count() or 2
+    """Decoding processes. On the CPU one per usable core: the workers run at the lowest priority, so
+    they decode while the model waits and stay out of its way while it runs (both cores for both jobs).
+    On a GPU all usable cores but one (the main process feeds the GPU and runs the store writes).
+    At most MAX_WORKERS either way."""
+    cores = usable_cores()
     return max(1, min(MAX_WORKERS, cores if device_type == "cpu" else cores - 1))
 
 
