@@ -423,13 +423,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args, device, workers: int, cores: int, folder: Path, report: Report, budget: Budget) -> None:
-    rates = measure_matmul(args, device, report)
     records, png_bytes = make_files(folder, args.images, args.distinct, args.png_size, cores)
     files = [record.file for record in records[: args.old_images]]
     report.header.append(
         f"- {len(records)} synthetic SCIN-like PNGs ({args.png_size[0]}x{args.png_size[1]}, "
         f"{png_bytes / 1e6:.2f} MB each), made in {budget.elapsed():.0f} s"
     )
+    rates = measure_matmul(args, device, report)
     decoded: dict[int, float | None] = {}
     for model_id in args.models.split(","):
         if not budget.allows(30):
