@@ -98,6 +98,7 @@ def test_serve_takes_the_idle_reset_from_its_option_or_the_environment(monkeypat
 
     class Closable:
         embedder = type("E", (), {"describe": lambda self: "fake"})()
+        adapter = None  # serve describes an adapter when the searcher has one
 
         def close(self):
             pass
