@@ -37,9 +37,18 @@ def register_commands() -> None:
         finetune_cmds,
         search_cmds,
         service_cmds,
+        transfer_cmds,
     )
 
-    for module in (embed_cmds, search_cmds, service_cmds, download_cmds, evaluate_cmds, finetune_cmds):
+    for module in (
+        embed_cmds,
+        search_cmds,
+        service_cmds,
+        download_cmds,
+        evaluate_cmds,
+        finetune_cmds,
+        transfer_cmds,
+    ):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -8,9 +8,50 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from scinsearch.errors import ScinSearchError
+
 DEFAULT_MODEL = "google/siglip-base-patch16-224"
 DEFAULT_COLLECTION = "scin_dermatology"
 DEFAULT_QDRANT_PATH = Path("~/.scinsearch/qdrant").expanduser()
+
+
+QUANTIZATIONS = ("none", "int8")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerOptions:
+    """How a collection is made on a Qdrant server or cluster (docs/storage.md#server-options).
+
+    Applied when scinsearch creates a collection there (`embed`, `export --to-url`, `import`); an existing
+    collection keeps what it was made with. The embedded store and qdrant-client's local mode ignore them.
+    None = the server's own default."""
+
+    shard_number: int | None = None  # shards the collection is split into (spread over the cluster's nodes)
+    replication_factor: int | None = None  # copies of each shard on different nodes
+    write_consistency_factor: int | None = None  # copies that must confirm a write before it succeeds
+    on_disk_vectors: bool = False  # original vectors memory-mapped from disk instead of held in RAM
+    on_disk_payload: bool = False  # payloads read from disk instead of held in RAM
+    hnsw_m: int | None = None  # HNSW graph edges per node (server default 16; 0 builds no graph)
+    hnsw_ef_construct: int | None = None  # HNSW build-time neighbours searched (server default 100)
+    quantization: str = "none"  # "int8": scalar int8 copies in RAM, 4x smaller; the originals stay for rescoring
+
+    def __post_init__(self):
+        for name in ("shard_number", "replication_factor", "write_consistency_factor"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ScinSearchError(f"{name.replace('_', ' ')} must be at least 1, not {value}")
+        if self.hnsw_m is not None and not 0 <= self.hnsw_m <= 512:
+            raise ScinSearchError(f"HNSW m must be between 0 and 512, not {self.hnsw_m}")
+        if self.hnsw_ef_construct is not None and not 4 <= self.hnsw_ef_construct <= 4096:
+            raise ScinSearchError(f"HNSW ef_construct must be between 4 and 4096, not {self.hnsw_ef_construct}")
+        if self.quantization not in QUANTIZATIONS:
+            raise ScinSearchError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, not {self.quantization!r}")
+        replicas, consistency = self.replication_factor, self.write_consistency_factor
+        if consistency is not None and consistency > (replicas or 1):
+            raise ScinSearchError(
+                f"write consistency factor {consistency} exceeds the replication factor {replicas or 1}: "
+                f"a write could never be confirmed"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,7 +60,8 @@ class Settings:
 
     `qdrant_url` set means a Qdrant server or cluster (qdrant-client); otherwise the embedded
     Qdrant Edge store at `qdrant_path`. `qdrant_location=":memory:"` is qdrant-client's in-process
-    stand-in for a server, used by tests to run the server code path.
+    stand-in for a server, used by tests to run the server code path; `qdrant_client_path` is
+    qdrant-client's own embedded folder (`QdrantClient(path=...)`, what `export --to-qdrant-path` writes).
     """
 
     collection: str = DEFAULT_COLLECTION
@@ -28,6 +70,9 @@ class Settings:
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None
     qdrant_location: str | None = None
+    qdrant_client_path: Path | None = None
+    qdrant_timeout: int = 60  # seconds a request to a Qdrant server may take
+    server: ServerOptions = ServerOptions()
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     precision: str = "auto"  # "auto", "fp32", "bf16", "fp16"
     batch_size: int | None = None  # images per model call when embedding; None = 16 on the CPU, 256 on a GPU
@@ -39,8 +84,8 @@ class Settings:
 
     @property
     def uses_server(self) -> bool:
-        """True when the store is reached through qdrant-client (a URL or ':memory:')."""
-        return bool(self.qdrant_url or self.qdrant_location)
+        """True when the store is reached through qdrant-client (a URL, ':memory:' or a qdrant-client folder)."""
+        return bool(self.qdrant_url or self.qdrant_location or self.qdrant_client_path)
 
     def store_description(self) -> str:
         """Where the vectors are, in words, for logs and summaries."""
@@ -48,6 +93,8 @@ class Settings:
             return f"Qdrant server {self.qdrant_url}"
         if self.qdrant_location:
             return f"qdrant-client {self.qdrant_location}"
+        if self.qdrant_client_path:
+            return f"qdrant-client folder {self.qdrant_client_path}"
         return f"embedded Qdrant Edge at {self.qdrant_path}"
 
     def replace(self, **changes) -> Settings:

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from scinsearch.commands.options import make_settings, model_options, store_options
+from scinsearch.commands.options import make_settings, model_options, server_options, store_options
 from scinsearch.errors import ScinSearchError
 from scinsearch.schema import REQUIRED_FIELDS, SPLITS
 
@@ -53,6 +53,14 @@ def open_embedder(settings):
 @with_data_options
 @store_options
 @model_options
+@server_options
+@click.option(
+    "--alias",
+    default=None,
+    envvar="SCINSEARCH_ALIAS",
+    help="Server only: embed into a new collection ALIAS_v<n>, then point the alias ALIAS at it once the run "
+    "has finished and been verified (readers of ALIAS never see a half-built collection).",
+)
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
@@ -93,12 +101,13 @@ def open_embedder(settings):
     help="Resize exactly as the checkpoint's processor (default: a faster path within 0.6 grey "
     "levels of it on average).",
 )
-def embed(scin_dir, metadata, images_dir, batch_size, limit, workers, recreate, quiet, **options):
+def embed(scin_dir, metadata, images_dir, alias, batch_size, limit, workers, recreate, quiet, **options):
     """Embed SCIN images with SigLIP into Qdrant; re-runs embed only what is missing.
 
     \b
     scinsearch embed --scin-dir ~/data/scin
     scinsearch embed --metadata real_labeled_metadata.csv --images-dir ~/data/scin/images
+    scinsearch embed --scin-dir ~/data/scin --qdrant-url http://qdrant:6333 --alias scin_dermatology
     """
     from scinsearch.dataset import load_dataset
     from scinsearch.pipeline import default_batch_size, run_embed
@@ -106,6 +115,8 @@ def embed(scin_dir, metadata, images_dir, batch_size, limit, workers, recreate, 
     from scinsearch.store import open_store
 
     settings = make_settings(batch_size=batch_size, workers=workers, **options)
+    if alias is not None:
+        settings = alias_settings(settings, alias)
     data = load_dataset(scin_dir=scin_dir, metadata=metadata, images_dir=images_dir)
     for warning in data.warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -113,24 +124,44 @@ def embed(scin_dir, metadata, images_dir, batch_size, limit, workers, recreate, 
     embedder = open_embedder(settings)
     batch_size = settings.batch_size or default_batch_size(embedder.device.type)
     store = open_store(settings)
+    alias_line = None
     try:
+        if recreate and alias is None and settings.collection in getattr(store, "aliases", dict)():
+            raise ScinSearchError(
+                f"{settings.collection!r} is an alias: rebuild it with --alias {settings.collection} "
+                f"(a new version, switched when finished)"
+            )
         cache = PixelCache(settings.cache_dir) if settings.cache_dir else None
-        summary = run_embed(
-            data,
-            embedder,
-            store,
-            batch_size=batch_size,
-            workers=settings.workers,
-            limit=limit,
-            recreate=recreate,
-            progress=not quiet,
-            cache=cache,
-        )
-        summary.store = settings.store_description() + f", collection {settings.collection!r}"
+        run = dict(batch_size=batch_size, workers=settings.workers, limit=limit, progress=not quiet, cache=cache)
+        collection = settings.collection
+        if alias is None:
+            summary = run_embed(data, embedder, store, recreate=recreate, **run)
+        else:
+            from scinsearch.transfer.versions import embed_into_alias
+
+            summary, collection, previous = embed_into_alias(data, embedder, store, alias, recreate=recreate, **run)
+            kept = f" (was {previous}, kept until you delete it)" if previous and previous != collection else ""
+            alias_line = f"alias {alias!r} -> {collection}{kept}"
+        summary.store = settings.store_description() + f", collection {collection!r}"
     finally:
         store.close()
     for line in summary.lines():
         click.echo(line)
+    if alias_line:
+        click.echo(alias_line)
+
+
+def alias_settings(settings, alias: str):
+    """`embed --alias NAME`: a server (aliases are the server's), and NAME in place of --collection."""
+    if not settings.uses_server:
+        raise ScinSearchError(
+            "--alias needs a Qdrant server (--qdrant-url): the embedded Qdrant Edge store has no aliases"
+        )
+    context = click.get_current_context()
+    if context.get_parameter_source("collection") == click.core.ParameterSource.COMMANDLINE:
+        if settings.collection != alias:
+            raise ScinSearchError("give --alias or --collection, not both: --alias names the collection")
+    return settings.replace(collection=alias)
 
 
 @click.command()
@@ -138,10 +169,13 @@ def embed(scin_dir, metadata, images_dir, batch_size, limit, workers, recreate, 
 def info(**options):
     """Show a collection: model, vector size, number of points, splits."""
     from scinsearch.store import Filter, Match, open_store, require_collection
+    from scinsearch.transfer.versions import version_lines
 
     settings = make_settings(**options)
     store = open_store(settings)
     try:
+        for line in version_lines(store, settings.collection):
+            click.echo(line)
         collection = require_collection(store)
         click.echo(f"collection {settings.collection!r} in {settings.store_description()}")
         click.echo(f"model: {collection.model} ({collection.dim}-d)")

@@ -6,12 +6,22 @@ it without an import cycle.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 
 import click
 
-from scinsearch.settings import DEFAULT_COLLECTION, DEFAULT_MODEL, DEFAULT_QDRANT_PATH, Settings
+from scinsearch.settings import (
+    DEFAULT_COLLECTION,
+    DEFAULT_MODEL,
+    DEFAULT_QDRANT_PATH,
+    QUANTIZATIONS,
+    ServerOptions,
+    Settings,
+)
+
+SERVER_OPTION_NAMES = tuple(field.name for field in dataclasses.fields(ServerOptions))
 
 
 def store_options(function):
@@ -40,6 +50,79 @@ def store_options(function):
             "qdrant-client in-process (for trials and tests).",
         ),
         click.option("--qdrant-api-key", default=None, envvar="QDRANT_API_KEY", help="API key of the Qdrant server."),
+        click.option(
+            "--qdrant-timeout",
+            type=click.IntRange(min=1),
+            default=60,
+            show_default=True,
+            envvar="SCINSEARCH_QDRANT_TIMEOUT",
+            help="Seconds a request to a Qdrant server may take.",
+        ),
+    ]
+    return functools.reduce(lambda f, option: option(f), reversed(options), function)
+
+
+def server_options(function):
+    """How a new collection is made on a Qdrant server or cluster (`ServerOptions`, docs/storage.md)."""
+    options = [
+        click.option(
+            "--shards",
+            "shard_number",
+            type=click.IntRange(min=1),
+            default=None,
+            envvar="SCINSEARCH_SHARDS",
+            help="Server: shards of a new collection, spread over the cluster's nodes (server default 1).",
+        ),
+        click.option(
+            "--replication-factor",
+            type=click.IntRange(min=1),
+            default=None,
+            envvar="SCINSEARCH_REPLICATION_FACTOR",
+            help="Server: copies of each shard, on different nodes (server default 1).",
+        ),
+        click.option(
+            "--write-consistency",
+            "write_consistency_factor",
+            type=click.IntRange(min=1),
+            default=None,
+            envvar="SCINSEARCH_WRITE_CONSISTENCY",
+            help="Server: copies that must confirm a write (server default 1; at most the replication factor).",
+        ),
+        click.option(
+            "--on-disk-vectors",
+            is_flag=True,
+            envvar="SCINSEARCH_ON_DISK_VECTORS",
+            help="Server: keep the original vectors on disk (memory-mapped), not in RAM.",
+        ),
+        click.option(
+            "--on-disk-payload",
+            is_flag=True,
+            envvar="SCINSEARCH_ON_DISK_PAYLOAD",
+            help="Server: keep the payloads on disk, not in RAM.",
+        ),
+        click.option(
+            "--hnsw-m",
+            type=click.IntRange(0, 512),
+            default=None,
+            envvar="SCINSEARCH_HNSW_M",
+            help="Server: HNSW edges per node (server default 16; more: better recall, more memory; 0: no graph).",
+        ),
+        click.option(
+            "--hnsw-ef-construct",
+            type=click.IntRange(4, 4096),
+            default=None,
+            envvar="SCINSEARCH_HNSW_EF_CONSTRUCT",
+            help="Server: neighbours considered while building HNSW (server default 100; more: better graph, "
+            "slower build).",
+        ),
+        click.option(
+            "--quantization",
+            type=click.Choice(QUANTIZATIONS),
+            default="none",
+            show_default=True,
+            envvar="SCINSEARCH_QUANTIZATION",
+            help="Server: int8 keeps scalar-quantised copies of the vectors in RAM (4x smaller) beside the originals.",
+        ),
     ]
     return functools.reduce(lambda f, option: option(f), reversed(options), function)
 
@@ -91,10 +174,12 @@ def make_settings(
     qdrant_api_key: str | None = None,
     **rest,
 ) -> Settings:
-    """Flags -> Settings. ':memory:' as a URL means qdrant-client's in-process mode."""
+    """Flags -> Settings. ':memory:' as a URL means qdrant-client's in-process mode; the server options
+    (`server_options`) become one `ServerOptions`."""
     location = None
     if qdrant_url == ":memory:":
         qdrant_url, location = None, ":memory:"
+    server = ServerOptions(**{k: v for k, v in rest.items() if k in SERVER_OPTION_NAMES and v is not None})
     known = {k: v for k, v in rest.items() if k in Settings.__dataclass_fields__ and v is not None}
     return Settings(
         collection=collection,
@@ -102,5 +187,6 @@ def make_settings(
         qdrant_url=qdrant_url,
         qdrant_api_key=qdrant_api_key,
         qdrant_location=location,
+        server=server,
         **known,
     )

@@ -103,6 +103,9 @@ class VectorStore(abc.ABC):
     pass the same test suite (tests/test_store.py); callers only ever see the types above."""
 
     name: str
+    # How far a stored vector may be from the one written (0: bit-identical). Qdrant's engine (Edge, a
+    # server) keeps a unit vector as given; qdrant-client's local mode divides it by its norm again.
+    vector_tolerance: float = 0.0
 
     # What each backend implements -------------------------------------------------------------------
 
