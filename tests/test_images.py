@@ -11,14 +11,27 @@ from __future__ import annotations
 import io
 import random
 import struct
+import subprocess
+import sys
 import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import hostile_corpus
 from scinsearch import testing
-from scinsearch.images import ImageError, load_square, open_rgb, resize_square
+from scinsearch.errors import BROKEN_IMAGE, NOT_AN_IMAGE, UNSUPPORTED_FORMAT
+from scinsearch.images import (
+    WORK_PIXELS,
+    ImageError,
+    allowed_formats,
+    decode_memory_bound,
+    load_square,
+    open_rgb,
+    resize_square,
+    shrink_for_conversion,
+)
 
 BICUBIC = Image.Resampling.BICUBIC
 FAST_MEAN_LIMIT = 0.6  # grey levels
@@ -207,3 +220,160 @@ def test_fast_path_on_a_small_image_is_exact():
 def test_resize_square_leaves_a_right_sized_image_alone():
     image = photo((32, 32))
     assert np.array_equal(resize_square(image, 32), np.asarray(image))
+
+
+# ------------------------------------------------------------------ the allow-list (issue 10, item 1)
+
+
+def test_only_camera_formats_are_allowed():
+    allowed = set(allowed_formats())
+    assert {"JPEG", "MPO", "PNG"} <= allowed  # what SCIN holds and what phones write
+    assert not allowed & {"EPS", "PSD", "TIFF", "DDS", "SPIDER", "IM", "SGI", "FITS", "BMP", "GIF", "PDF"}
+
+
+@pytest.fixture
+def plugin_spy(monkeypatch):
+    """Replaces the opener of every plugin outside the allow-list with a recorder: the list of formats
+    whose parser was ever handed the bytes."""
+    Image.init()
+    consulted: list[str] = []
+    for name, (factory, accept) in list(Image.OPEN.items()):
+        if name not in allowed_formats():
+
+            def spy(*args, _name=name, _factory=factory, **kwargs):
+                consulted.append(_name)
+                return _factory(*args, **kwargs)
+
+            monkeypatch.setitem(Image.OPEN, name, (spy, accept))
+    return consulted
+
+
+def test_other_formats_are_refused_from_their_signature_and_never_parsed(plugin_spy):
+    files = {
+        name: data for name, data in hostile_corpus.every_writable_format().items() if name not in allowed_formats()
+    }
+    files |= {
+        "eps-bomb": hostile_corpus.eps_comment_bomb(0.5),
+        "psd": hostile_corpus.psd_header(),
+        "float-tiff": hostile_corpus.float_tiff(),
+    }
+    assert {"EPS", "TIFF", "BMP", "GIF"} <= set(files)
+    codes = {}
+    for name, data in files.items():
+        with pytest.raises(ImageError) as refused:
+            open_rgb(data)
+        codes[name] = refused.value.code
+    assert plugin_spy == []
+    assert set(codes.values()) <= {UNSUPPORTED_FORMAT, NOT_AN_IMAGE}
+    assert {codes[name] for name in ("EPS", "TIFF", "BMP", "eps-bomb", "psd", "float-tiff")} == {UNSUPPORTED_FORMAT}
+
+
+def test_data_set_files_are_held_to_the_same_allow_list(tmp_path, plugin_spy):
+    """An EPS saved as .png in the data set is skipped with a reason, not handed to Ghostscript."""
+    disguised = tmp_path / "-1234.png"
+    disguised.write_bytes(hostile_corpus.eps_comment_bomb(0.1))
+    for fast in (False, True):
+        with pytest.raises(ImageError, match="EPS images are not accepted") as refused:
+            load_square(disguised, 8, BICUBIC, fast=fast)
+        assert refused.value.code == UNSUPPORTED_FORMAT
+    assert plugin_spy == []
+
+
+def test_every_allowed_format_decodes():
+    image = hostile_corpus.photo((40, 30))
+    files = {name: hostile_corpus.encoded(image, name) for name in ("JPEG", "PNG", "WEBP", "AVIF")}
+    files["MPO"] = hostile_corpus.encoded(image, "MPO", save_all=True, append_images=[hostile_corpus.photo(seed=1)])
+    assert Image.open(io.BytesIO(files["MPO"])).format == "MPO"
+    for name, data in files.items():
+        if name in allowed_formats():
+            assert open_rgb(data).size == (40, 30), name
+
+
+@pytest.mark.parametrize("name", ["JPEG", "PNG", "WEBP", "AVIF"])
+def test_allowed_formats_cut_short_are_broken_images(name):
+    if name not in allowed_formats():
+        pytest.skip(f"no {name} decoder in this Pillow")
+    for cut, data in hostile_corpus.truncations(hostile_corpus.encoded(hostile_corpus.photo(), name)).items():
+        with pytest.raises(ImageError) as refused:
+            open_rgb(data)
+        assert refused.value.code == BROKEN_IMAGE, cut
+
+
+def corrupt_avif_raising_runtime_error() -> bytes:
+    """An AVIF with one byte changed that makes Pillow raise RuntimeError (not an OSError)."""
+    data = hostile_corpus.encoded(hostile_corpus.photo((32, 24)), "AVIF")
+    for position in range(len(data)):
+        for value in (0, 0xFF, 12, 56, 108):
+            candidate = data[:position] + bytes([value]) + data[position + 1 :]
+            try:
+                Image.open(io.BytesIO(candidate)).load()
+            except RuntimeError:
+                return candidate
+            except Exception:
+                continue
+    raise AssertionError("no corrupt AVIF raises RuntimeError: Pillow may map these errors itself now")
+
+
+def test_any_exception_a_decoder_raises_is_an_image_error(monkeypatch):
+    """Pillow lets more than OSError out of a plugin (issue 9814): e.g. RuntimeError from AVIF."""
+    if "AVIF" in allowed_formats():
+        with pytest.raises(ImageError) as refused:
+            open_rgb(corrupt_avif_raising_runtime_error())
+        assert refused.value.code == BROKEN_IMAGE
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: 1 / 0)
+    with pytest.raises(ImageError, match="broken image data") as refused:
+        open_rgb(encoded(photo((20, 16))))
+    assert refused.value.code == BROKEN_IMAGE
+
+
+# ------------------------------------------------------- wide modes shrink first (issue 10, item 3)
+
+
+def test_big_sixteen_bit_and_float_images_are_block_averaged_in_their_own_mode():
+    side = int((WORK_PIXELS * 1.2) ** 0.5) // 2 * 2  # just over the limit: halved
+    ramp = (np.arange(side * side, dtype=np.uint32).reshape(side, side) % 65536).astype(np.uint16)
+    blocks = ramp.reshape(side // 2, 2, side // 2, 2).astype(np.float64).mean(axis=(1, 3))
+    sixteen = shrink_for_conversion(Image.fromarray(ramp))
+    assert sixteen.mode.startswith("I;16") and sixteen.size == (side // 2, side // 2)
+    assert np.abs(np.asarray(sixteen, dtype=np.float64) - blocks).max() <= 1
+    floats = shrink_for_conversion(Image.fromarray(ramp.astype(np.float32)))
+    assert floats.mode == "F" and np.allclose(np.asarray(floats), blocks, atol=0.01)
+    small = Image.fromarray(ramp[:100, :100])
+    assert shrink_for_conversion(small) is small  # small images are converted as they are
+    rgb = Image.new("RGB", (side, side))
+    assert shrink_for_conversion(rgb) is rgb  # RGB needs no conversion: never shrunk
+
+
+def test_a_shrunk_image_keeps_its_orientation():
+    side = int((WORK_PIXELS * 1.2) ** 0.5)
+    wide = Image.fromarray(np.zeros((side // 2, side), dtype=np.uint16))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees to show
+    result = open_rgb(encoded(wide, "PNG", exif=exif.tobytes()))
+    assert result.mode == "RGB" and result.size[1] > result.size[0]
+
+
+MEMORY_PROBE = """
+import resource, sys
+from scinsearch.images import load_square
+data = open(sys.argv[1], "rb").read()
+scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+pixels = load_square(data, 224)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+print(after - before, pixels.shape)
+"""
+
+
+def test_a_sixteen_bit_giant_decodes_within_the_stated_memory_bound(tmp_path):
+    """8000x8000 16-bit PNG (the 64-MP limit, ~1 MB): converted at full size it peaked at 1.6 GB."""
+    path = tmp_path / "giant.png"
+    path.write_bytes(hostile_corpus.sixteen_bit_png())
+    probe = subprocess.run(
+        [sys.executable, "-c", MEMORY_PROBE, str(path)], capture_output=True, text=True, timeout=120, check=True
+    )
+    growth, shape = probe.stdout.split(maxsplit=1)
+    assert shape.strip() == "(224, 224, 3)"
+    assert int(growth) < decode_memory_bound(), f"peak grew by {int(growth) / 2**20:.0f} MiB"

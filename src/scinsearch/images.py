@@ -2,21 +2,46 @@
 
 Used both when indexing SCIN files and when a health worker uploads a photo, so that a query is
 preprocessed exactly like the images it is compared with (EXIF orientation included).
+
+Why it is this careful: `Image.open` sniffs the format from the bytes and would try 40+ plugins, some
+of which parse hostile data slowly (an EPS made of comment lines), hand it to an external program
+(EPS runs Ghostscript on a temporary file) or have had memory-safety bugs (PSD, FITS). So only the
+formats cameras and phones produce, and SCIN holds, are ever parsed (`allowed_formats`); anything
+else is refused from its first 16 bytes. The pixel count is checked on the header, before decoding,
+and big images in a wide or unusual mode are shrunk in their own mode before any conversion, so
+decoding one image needs a bounded amount of memory (`decode_memory_bound`).
 """
 
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError, features
 
-from scinsearch.errors import BROKEN_IMAGE, EMPTY_UPLOAD, IMAGE_TOO_LARGE, NOT_AN_IMAGE, NOT_FOUND
+from scinsearch.errors import (
+    BROKEN_IMAGE,
+    EMPTY_UPLOAD,
+    IMAGE_TOO_LARGE,
+    NOT_AN_IMAGE,
+    NOT_FOUND,
+    UNSUPPORTED_FORMAT,
+)
 
 MAX_PIXELS = 64_000_000  # a 64-megapixel photo; SCIN's are about 0.9 MP. Larger is refused (decompression bombs).
 MAX_FILE_BYTES = 64 * 1024 * 1024
+# The formats ever parsed, when their decoder is installed: what cameras and phones write (JPEG, its
+# multi-picture variant MPO, HEIC/AVIF, WebP) and what SCIN holds (PNG, JPEG). Never EPS, PSD, TIFF...
+CAMERA_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "AVIF", "HEIF")
+# A non-RGB image larger than this is shrunk (box filter, its own mode) before it is converted to RGB:
+# 16-bit, float, CMYK or transparent giants never get a full-size converted copy. 4 MP is about
+# 2000x2000, far more than any model input (224-512 px) or thumbnail needs.
+WORK_PIXELS = 4_000_000
+SHRINK_BAND_ROWS = 64  # output rows shrunk at a time
+STORED_BYTES_PER_PIXEL = 4  # Pillow keeps RGB, RGBA, CMYK, I and F images in 4 bytes a pixel
 
 
 class ImageError(ValueError):
@@ -26,6 +51,36 @@ class ImageError(ValueError):
     def __init__(self, message: str, code: str = BROKEN_IMAGE):
         super().__init__(message)
         self.code = code
+
+
+def allowed_formats() -> tuple[str, ...]:
+    """The formats of CAMERA_FORMATS whose decoder this installation has (HEIF only once pillow-heif
+    has registered its opener; AVIF and WebP when Pillow was built with them)."""
+    Image.init()
+    available = {
+        "JPEG": features.check("jpg"),
+        "MPO": features.check("jpg"),
+        "PNG": features.check("zlib"),
+        "WEBP": features.check("webp"),
+        "AVIF": features.check("avif"),
+        "HEIF": "HEIF" in Image.OPEN,
+    }
+    return tuple(name for name in CAMERA_FORMATS if available.get(name))
+
+
+def plugins_to_try() -> list[str]:
+    """`formats=` for Image.open: MPO has no opener of its own (the JPEG plugin returns MPO files)."""
+    return [name for name in allowed_formats() if name in Image.OPEN]
+
+
+def decode_memory_bound(max_pixels: int = MAX_PIXELS) -> int:
+    """Most memory, in bytes, that decoding one image of at most `max_pixels` may need.
+
+    The worst case is an RGB photo at the limit turned upright (EXIF): the decoded image and its
+    rotated copy, 4 bytes a pixel each. Every other mode is decoded (at most 4 bytes a pixel) and
+    shrunk to WORK_PIXELS before conversion, whose float intermediates take 8 bytes a pixel at most;
+    64 MiB covers the decoder's own buffers and the resized result."""
+    return 2 * STORED_BYTES_PER_PIXEL * max_pixels + 8 * WORK_PIXELS + 64 * 2**20
 
 
 def read_bytes(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
@@ -46,6 +101,63 @@ def read_bytes(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
         raise ImageError(f"cannot read file ({exc.strerror or exc})") from None
 
 
+def recognised_format(raw: bytes) -> str | None:
+    """The name of a format Pillow knows that these bytes start like, judged by the plugins' signature
+    checks on the first 16 bytes only (no plugin parses anything); None when nothing matches."""
+    Image.init()
+    prefix = raw[:16]
+    for name in Image.ID:
+        _factory, accept = Image.OPEN[name]
+        try:
+            if accept is not None and accept(prefix):
+                return name
+        except Exception:  # a signature check that chokes on short input is no match
+            continue
+    return None
+
+
+def refused_format(raw: bytes) -> ImageError:
+    """Why bytes that no allowed plugin opens are refused: an unsupported format, a broken file of an
+    allowed one, or not an image at all."""
+    allowed = allowed_formats()
+    name = recognised_format(raw)
+    if name is None:
+        return ImageError("not an image file", NOT_AN_IMAGE)
+    if name in allowed:
+        return ImageError(f"broken image data (not a readable {name} file)")
+    return ImageError(f"{name} images are not accepted: send {', '.join(allowed)}", UNSUPPORTED_FORMAT)
+
+
+def broken(exc: BaseException) -> ImageError:
+    if isinstance(exc, MemoryError):
+        return ImageError("not enough memory to decode this image", IMAGE_TOO_LARGE)
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return ImageError(f"broken image data ({reason[:120]})")
+
+
+def open_header(raw: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Identify `raw` among the allowed formats and check its pixel count, decoding no pixel: an
+    opened image whose `load()` is still to come, or an ImageError with a code."""
+    if not raw:
+        raise ImageError("empty file", EMPTY_UPLOAD)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(raw), formats=plugins_to_try())
+    except UnidentifiedImageError:
+        raise refused_format(raw) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError("image is too large: too many pixels (decompression bomb guard)", IMAGE_TOO_LARGE) from None
+    except Exception as exc:  # plugins let ValueError & co. escape Image.open (Pillow issue 9814)
+        raise broken(exc) from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageError(
+            f"image is {width}x{height} pixels (limit {max_pixels // 1_000_000} megapixels)", IMAGE_TOO_LARGE
+        )
+    return image
+
+
 def open_rgb(
     data: bytes | Path | Image.Image, max_pixels: int = MAX_PIXELS, draft_size: int | None = None
 ) -> Image.Image:
@@ -54,40 +166,57 @@ def open_rgb(
     `draft_size`: a JPEG may be decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling) as long as
     both sides stay at least `draft_size` pixels; other formats ignore it."""
     if isinstance(data, Image.Image):
-        return to_rgb(ImageOps.exif_transpose(data))
+        return to_rgb(ImageOps.exif_transpose(shrink_for_conversion(data)))
     raw = read_bytes(data) if isinstance(data, Path) else data
-    if not raw:
-        raise ImageError("empty file", EMPTY_UPLOAD)
+    image = open_header(raw, max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(raw))
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageError(
-                    f"image is {width}x{height} pixels (limit {max_pixels // 1_000_000} megapixels)", IMAGE_TOO_LARGE
-                )
-            if draft_size and image.format == "JPEG":
+            if draft_size and image.format in ("JPEG", "MPO"):
                 image.draft(None, (draft_size, draft_size))
             image.load()
-    except ImageError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageError("not an image file", NOT_AN_IMAGE) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError("image is too large (decompression bomb guard)", IMAGE_TOO_LARGE) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(
-            f"broken image data ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-        ) from None
-    upright = ImageOps.exif_transpose(image, in_place=True)  # our own image: no copy when already upright
-    return to_rgb(image if upright is None else upright)
+        image = shrink_for_conversion(image)
+        upright = ImageOps.exif_transpose(image, in_place=True)  # our own image: no copy when already upright
+        return to_rgb(image if upright is None else upright)
+    except Exception as exc:  # whatever a decoder raises is the file's fault, never a crash
+        raise broken(exc) from None
+
+
+def shrink_for_conversion(image: Image.Image) -> Image.Image:
+    """A non-RGB image over WORK_PIXELS, shrunk by a whole factor in its own mode (16-bit stays
+    16-bit, float stays float), so that converting it to RGB works on WORK_PIXELS at most. RGB images
+    (every SCIN photo, nearly every upload) need no conversion and are returned as they are.
+
+    Each output pixel is the mean of a factor x factor block (nearest neighbour for palette and
+    1-bit images). The work goes in bands of rows, because Pillow resizes a transparent image
+    through a premultiplied full-size copy: per band, that copy stays small."""
+    width, height = image.size
+    if image.mode == "RGB" or width * height <= WORK_PIXELS:
+        return image
+    factor = math.ceil(math.sqrt(width * height / WORK_PIXELS))
+    size = (max(1, width // factor), max(1, height // factor))
+    if image.mode in ("1", "P"):
+        shrunk = image.resize(size, Image.Resampling.NEAREST)
+    else:
+        shrunk = Image.new(image.mode, size)
+        band = factor * SHRINK_BAND_ROWS
+        for top in range(0, size[1] * factor, band):
+            rows = min(band, size[1] * factor - top)
+            piece = image.crop((0, top, size[0] * factor, top + rows))
+            shrunk.paste(piece.resize((size[0], rows // factor), Image.Resampling.BOX), (0, top // factor))
+    shrunk.info = dict(image.info)
+    exif = image.getexif()
+    if exif:
+        shrunk.info["exif"] = exif.tobytes()  # keeps the orientation for exif_transpose
+    return shrunk
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> RGB. Transparency is flattened onto white; 16-bit greys are scaled, not clipped."""
+    """Any PIL mode -> RGB. Transparency is flattened onto white; 16-bit greys are scaled, not clipped.
+    Big non-RGB images are shrunk first (`shrink_for_conversion`), so the float copies stay small."""
     if image.mode == "RGB":
         return image
+    image = shrink_for_conversion(image)
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         pixels = np.asarray(image, dtype=np.float64)
         top = 65535.0 if image.mode.startswith("I;16") else max(float(pixels.max()), 1.0)
