@@ -30,6 +30,7 @@ from scinsearch.settings import Settings
 from scinsearch.store import StoredPoint, open_store
 
 LICENCE_WORDS = "SCIN Data Use License"
+BASE_URL = "http://localhost"  # a host name the service accepts (TestClient's default, testserver, is refused)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,7 @@ def searcher(tmp_path_factory, clean_release, tiny_embedder):
 
 def make_client(searcher, **options) -> TestClient:
     app = create_app(ServiceSettings(**options), searcher=searcher)
-    return TestClient(app, raise_server_exceptions=False)
+    return TestClient(app, raise_server_exceptions=False, base_url=BASE_URL)
 
 
 @pytest.fixture(scope="module")
@@ -332,7 +333,7 @@ async def raw_get(app, path: str) -> tuple[int, bytes]:
         "path": path,
         "raw_path": path.encode(),
         "query_string": b"",
-        "headers": [],
+        "headers": [(b"host", b"localhost")],
         "root_path": "",
         "server": ("testserver", 80),
         "client": ("127.0.0.1", 1),
@@ -526,7 +527,7 @@ def test_searcher_opened_once_at_start_up_and_inference_off_the_event_loop(monke
     FakeSearcher.opened = 0
     monkeypatch.setattr(scinsearch.search, "Searcher", FakeSearcher)
     app = create_app(ServiceSettings())
-    with TestClient(app) as fake_client:
+    with TestClient(app, base_url=BASE_URL) as fake_client:
         fake = app.state.service.searcher
         assert FakeSearcher.opened == 1 and fake.calls == 1  # the warm-up query, before any request
         for _ in range(3):

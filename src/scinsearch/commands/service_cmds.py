@@ -9,8 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from scinsearch.commands.options import adapter_option, make_settings, model_options, store_options
+from scinsearch.errors import ScinSearchError
+from scinsearch.images import MAX_PIXELS
+from scinsearch.service.settings import (
+    DEFAULT_BODY_TIMEOUT_SECONDS,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_UPLOAD_BYTES,
+    DEFAULT_MAX_UPLOAD_BYTES_IN_FLIGHT,
+    DEFAULT_MAX_UPLOADS,
+)
 
 
 def open_searcher(settings):
@@ -26,6 +36,38 @@ def open_searcher(settings):
         raise
 
 
+API_KEY_ENV = "SCINSEARCH_API_KEY"
+WIDE_OPEN_HOSTS = ("0.0.0.0", "::", "[::]")
+
+
+def read_api_key(from_env: str | None, key_file: Path | None, typed_on_command_line: bool) -> str | None:
+    """The API key, from the environment or a file; never from the command line, where `ps` and the
+    shell history show it to anyone on the machine."""
+    if typed_on_command_line:
+        raise ScinSearchError(
+            "--api-key on the command line is visible to every user of this machine (ps, shell history): "
+            f"put the key in {API_KEY_ENV} or in a file given with --api-key-file"
+        )
+    if from_env and key_file:
+        raise ScinSearchError(f"the API key is given twice ({API_KEY_ENV} and --api-key-file): give one")
+    if key_file is None:
+        return from_env or None
+    try:
+        key = key_file.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScinSearchError(f"cannot read the API key file {key_file}: {exc}") from None
+    if not key or "\n" in key:
+        raise ScinSearchError(f"the API key file {key_file} must hold the key on one line")
+    if key_file.stat().st_mode & 0o077:
+        click.echo(f"warning: {key_file} can be read by other users: chmod 600 {key_file}", err=True)
+    return key
+
+
+def host_names(values: tuple[str, ...]) -> tuple[str, ...]:
+    """--allowed-hosts given repeatedly and/or comma-separated."""
+    return tuple(name.strip() for value in values for name in value.split(",") if name.strip())
+
+
 @click.command()
 @store_options
 @model_options
@@ -35,14 +77,29 @@ def open_searcher(settings):
     default="127.0.0.1",
     show_default=True,
     envvar="SCINSEARCH_HOST",
-    help="Address to listen on; 0.0.0.0 opens it to the local network.",
+    help="Address to listen on; 0.0.0.0 opens it to the local network (then also set --allowed-hosts).",
 )
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, envvar="SCINSEARCH_PORT")
 @click.option(
+    "--allowed-hosts",
+    multiple=True,
+    envvar="SCINSEARCH_ALLOWED_HOSTS",
+    help="Host names clients may use (Host header), besides 127.0.0.1, localhost, [::1] and --host; "
+    "comma-separated or repeated; '*' allows any (not recommended: DNS rebinding). Others get 400.",
+)
+@click.option(
     "--api-key",
     default=None,
-    envvar="SCINSEARCH_API_KEY",
-    help="Require this key in the X-API-Key header of API calls (off by default).",
+    envvar=API_KEY_ENV,
+    hidden=True,  # read from the environment only; typed on the command line it is refused
+)
+@click.option(
+    "--api-key-file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    envvar="SCINSEARCH_API_KEY_FILE",
+    help=f"Require the key in this file (one line) in the X-API-Key header of API calls; or set {API_KEY_ENV}. "
+    "Off by default. A key typed on the command line is refused: ps would show it.",
 )
 @click.option(
     "--cors-origin",
@@ -61,9 +118,50 @@ def open_searcher(settings):
 @click.option(
     "--max-upload-mb",
     type=click.FloatRange(min=0.1, max=512),
-    default=20.0,
+    default=DEFAULT_MAX_UPLOAD_BYTES / 2**20,
     show_default=True,
-    help="Largest photo upload accepted (413 above).",
+    envvar="SCINSEARCH_MAX_UPLOAD_MB",
+    help="Largest photo upload accepted (413 above, while it is read).",
+)
+@click.option(
+    "--max-megapixels",
+    type=click.FloatRange(min=0.1, max=MAX_PIXELS / 1e6),
+    default=MAX_PIXELS / 1e6,
+    show_default=True,
+    envvar="SCINSEARCH_MAX_MEGAPIXELS",
+    help="Largest photo accepted, in pixels (413 above, from the header); decoding memory grows with it.",
+)
+@click.option(
+    "--max-uploads",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_UPLOADS,
+    show_default=True,
+    envvar="SCINSEARCH_MAX_UPLOADS",
+    help="Requests with a body (searches) in progress at once; more get 503 with Retry-After.",
+)
+@click.option(
+    "--max-inflight-mb",
+    type=click.FloatRange(min=0.1),
+    default=DEFAULT_MAX_UPLOAD_BYTES_IN_FLIGHT / 2**20,
+    show_default=True,
+    envvar="SCINSEARCH_MAX_INFLIGHT_MB",
+    help="Bytes those requests may hold between them (at least --max-upload-mb); more get 503.",
+)
+@click.option(
+    "--body-timeout",
+    type=click.FloatRange(min=0.1),
+    default=DEFAULT_BODY_TIMEOUT_SECONDS,
+    show_default=True,
+    envvar="SCINSEARCH_BODY_TIMEOUT",
+    help="Seconds a request body may take to arrive (408 after).",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_CONNECTIONS,
+    show_default=True,
+    envvar="SCINSEARCH_MAX_CONNECTIONS",
+    help="Open connections at once (uvicorn answers 503 beyond).",
 )
 @click.option(
     "--idle-reset-seconds",
@@ -90,10 +188,17 @@ def open_searcher(settings):
 def serve(
     host,
     port,
+    allowed_hosts,
     api_key,
+    api_key_file,
     cors_origins,
     images_dir,
     max_upload_mb,
+    max_megapixels,
+    max_uploads,
+    max_inflight_mb,
+    body_timeout,
+    max_connections,
     idle_reset_seconds,
     compile_towers,
     log_level,
@@ -101,28 +206,45 @@ def serve(
 ):
     """Serve the kiosk page (/) and the API (/docs) over one SigLIP model and one store.
 
+    The API key, when wanted, comes from the environment (SCINSEARCH_API_KEY) or a file
+    (--api-key-file), never from the command line. Limits: docs/security.md.
+
     \b
     scinsearch serve --qdrant-path ~/.scinsearch/qdrant --model ./siglip-base-patch16-224
-    HF_HUB_OFFLINE=1 scinsearch serve --host 0.0.0.0 --api-key "$KEY"
+    HF_HUB_OFFLINE=1 scinsearch serve --host 0.0.0.0 --allowed-hosts kiosk.local --api-key-file ~/.kiosk-key
     scinsearch serve --collection scin_dermatology_adapted --adapter models/scin-adapter
     """
     import uvicorn
 
     from scinsearch.service import ServiceSettings, create_app
 
+    source = click.get_current_context().get_parameter_source("api_key")
+    key = read_api_key(api_key, api_key_file, typed_on_command_line=source == ParameterSource.COMMANDLINE)
     settings = make_settings(**options)
     page = {} if idle_reset_seconds is None else {"idle_reset_seconds": idle_reset_seconds}  # else the default
     service = ServiceSettings(
         search=settings,
         host=host,
         port=port,
-        api_key=api_key or None,
+        api_key=key,
+        allowed_hosts=host_names(allowed_hosts),
         cors_origins=tuple(cors_origins),
         images_dir=images_dir,
-        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+        max_upload_bytes=int(max_upload_mb * 2**20),
+        max_pixels=int(max_megapixels * 1e6),
+        max_uploads=max_uploads,
+        max_upload_bytes_in_flight=int(max_inflight_mb * 2**20),
+        body_timeout_seconds=body_timeout,
+        max_connections=max_connections,
         compile=compile_towers,
         **page,
     )
+    if host in WIDE_OPEN_HOSTS and not service.allowed_hosts:
+        click.echo(
+            "warning: listening on all interfaces, but only 127.0.0.1, localhost and [::1] are accepted as host "
+            "names: add the names or addresses clients use with --allowed-hosts",
+            err=True,
+        )
     searcher, store = open_searcher(settings)
     try:
         adapter = f"; {searcher.adapter.describe()}" if searcher.adapter else ""
@@ -130,7 +252,14 @@ def serve(
         app = create_app(service, searcher=searcher)
         address = f"http://{service.host}:{service.port}"
         click.echo(f"kiosk page: {address}/   API docs: {address}/docs", err=True)
-        uvicorn.run(app, host=service.host, port=service.port, log_level=log_level, access_log=log_level == "debug")
+        uvicorn.run(
+            app,
+            host=service.host,
+            port=service.port,
+            log_level=log_level,
+            access_log=log_level == "debug",
+            limit_concurrency=service.max_connections,
+        )
     finally:
         searcher.close()
         store.close()

@@ -10,6 +10,8 @@ Why it looks the way it does:
   (codes: scinsearch.errors; the page turns them into plain advice); anything else is a 500
   with no traceback in the response (the traceback goes to the server log, which never holds image
   bytes: uploads are never logged, only counts and timings).
+- Before any route runs, `guard.RequestGuard` checks the Host header and the API key and bounds the
+  body (size, deadline, uploads in flight): see its module.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scinsearch.errors import BAD_REQUEST, CODE_FOR_STATUS, HTTP_STATUS, INTERNAL, NOT_READY, ScinSearchError
+from scinsearch.service.guard import GuardRules, RequestGuard, allowed_host_names, error_body
 from scinsearch.service.image_files import ImageFiles
 from scinsearch.service.page_config import page_config
-from scinsearch.service.settings import API_KEY_HEADER, ServiceSettings
+from scinsearch.service.settings import API_KEY_HEADER, RETRY_AFTER_SECONDS, ServiceSettings
 
 STATIC_DIR = Path(__file__).parent / "static"
 PAGE_POLICY = (
@@ -134,7 +137,9 @@ class ServiceState:
 def api_key_dependency(settings: ServiceSettings):
     """A dependency that checks the `X-API-Key` header when a key is configured (and is a no-op otherwise)."""
     scheme = APIKeyHeader(
-        name=API_KEY_HEADER, auto_error=False, description="Needed only when the service was started with --api-key."
+        name=API_KEY_HEADER,
+        auto_error=False,
+        description="Needed only when the service was started with an API key (SCINSEARCH_API_KEY or --api-key-file).",
     )
 
     def check(key: str | None = Security(scheme)) -> None:
@@ -150,13 +155,9 @@ def api_key_dependency(settings: ServiceSettings):
     return Depends(check)
 
 
-def one_line(text: str) -> str:
-    return " ".join(str(text).split())[:300]
-
-
 def error_response(detail, code: str, status: int, headers=None) -> JSONResponse:
     """The one error shape: the precise reason for people reading logs, the code for programs."""
-    return JSONResponse({"detail": one_line(detail), "code": code}, status_code=status, headers=headers)
+    return JSONResponse(error_body(detail, code), status_code=status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -178,7 +179,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ScinSearchError)
     async def user_error(request: Request, exc: ScinSearchError):
         code = getattr(exc, "code", BAD_REQUEST)
-        return error_response(exc, code, HTTP_STATUS.get(code, 400))
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if HTTP_STATUS.get(code) == 503 else None
+        return error_response(exc, code, HTTP_STATUS.get(code, 400), headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):
@@ -249,12 +251,36 @@ def create_app(settings: ServiceSettings, searcher=None) -> FastAPI:
     )
     app.state.service = state
     install_error_handlers(app)
+    api = api_router(state)
+    install_guard(app, settings, keyed_paths=tuple(route.path_regex for route in api.routes))
     install_middleware(app, settings)
     app.include_router(status_router(state))
-    app.include_router(api_router(state), dependencies=[api_key_dependency(settings)])
+    app.include_router(api, dependencies=[api_key_dependency(settings)])
     install_page(app, settings)
     install_offline_docs(app)
     return app
+
+
+def install_guard(app: FastAPI, settings: ServiceSettings, keyed_paths) -> None:
+    """Host, API key and body limits before any route reads a byte (`guard`). Added before CORS, so
+    CORS answers preflights and its headers reach the guard's refusals too."""
+    from scinsearch.service.routes import PHOTO_SEARCH_PATH
+
+    def body_limit(path: str) -> int:
+        return settings.max_upload_bytes if path == PHOTO_SEARCH_PATH else settings.max_json_body_bytes
+
+    rules = GuardRules(
+        allowed_hosts=allowed_host_names(settings.host, settings.allowed_hosts),
+        api_key=settings.api_key,
+        keyed_paths=keyed_paths,
+        body_limit=body_limit,
+        body_timeout=settings.body_timeout_seconds,
+        max_uploads=settings.max_uploads,
+        max_upload_bytes_in_flight=settings.max_upload_bytes_in_flight,
+        retry_after=RETRY_AFTER_SECONDS,
+        key_header=API_KEY_HEADER,
+    )
+    app.add_middleware(RequestGuard, rules=rules)
 
 
 def install_offline_docs(app: FastAPI) -> None:

@@ -13,14 +13,17 @@ from typing import Any, Literal
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from scinsearch import rules
+from scinsearch.images import allowed_formats
 from scinsearch.results import DISCLAIMER
 from scinsearch.service import params
 from scinsearch.service.image_files import valid_id
-from scinsearch.service.upload import check_pixels, read_upload
+from scinsearch.service.upload import check_photo, read_upload
 
 log = logging.getLogger("scinsearch.service")
+PHOTO_SEARCH_PATH = "/search"  # the one route whose body may be a photo (guard.body_limit)
 
 PHOTO_BODY = {
     "requestBody": {
@@ -34,7 +37,7 @@ PHOTO_BODY = {
                         "photo": {
                             "type": "string",
                             "format": "binary",
-                            "description": "The photo (JPEG, PNG, WebP, ...).",
+                            "description": f"The photo: {', '.join(allowed_formats())}.",
                         },
                         "top_k": {"type": "integer"},
                         "min_score": {"type": "number"},
@@ -162,12 +165,15 @@ def api_router(state) -> APIRouter:
     settings = state.settings
 
     @router.post(
-        "/search",
+        PHOTO_SEARCH_PATH,
         summary="Similar cases for a photo",
         openapi_extra={**PHOTO_BODY, "parameters": SEARCH_PARAMETERS},
         responses={
-            400: {"description": "No photo, empty, not an image, bad filter"},
+            400: {"description": "No photo, empty, not an image, broken image, bad filter"},
+            408: {"description": "The body came too slowly"},
             413: {"description": "Upload or pixel count over the limit"},
+            415: {"description": "An image format that is not accepted (e.g. EPS, PSD, TIFF), or a body type"},
+            503: {"description": "Too many uploads in progress (Retry-After), or still loading"},
         },
     )
     async def search_photo(request: Request):
@@ -179,7 +185,7 @@ def api_router(state) -> APIRouter:
         photo = upload.photo()
         values = params.merged(query_values(request), upload.fields)
         filters, options = params.build_filters(values), params.build_options(values, settings.max_top_k)
-        check_pixels(photo, settings.max_pixels)
+        await run_in_threadpool(check_photo, photo, settings.max_pixels)
         result = await state.infer(
             searcher.search_image,
             photo,

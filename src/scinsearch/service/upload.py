@@ -3,20 +3,23 @@
 Why not FastAPI's `UploadFile`: Starlette's multipart parser spools any file part over 1 MB to a
 temporary file on disk, and a patient photo must never touch the disk. So the body is read here,
 counted as it arrives (413 as soon as it passes the limit, whatever Content-Length claimed), and
-parsed with python-multipart's streaming parser into `bytes`. A raw `image/*` body is accepted too.
+parsed with python-multipart's streaming parser into `bytes`, in a worker thread (a 20 MB form is
+CPU work the event loop must not wait for). A raw `image/*` body is accepted too. The photo's header
+is then checked, also off the event loop, against the allowed formats and the pixel limit before
+the photo waits for the model (`check_photo`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
-import warnings
 
 from fastapi import HTTPException, Request
-from PIL import Image
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
-from scinsearch.errors import EMPTY_UPLOAD, IMAGE_TOO_LARGE, NO_PHOTO, UPLOAD_TOO_LARGE, ScinSearchError
+from scinsearch.errors import EMPTY_UPLOAD, NO_PHOTO, UPLOAD_TOO_LARGE, ScinSearchError
+from scinsearch.images import ImageError, open_header
 
 MAX_PARTS = 64  # a form has a photo and a dozen filter fields; more is not a kiosk talking
 MAX_FIELD_BYTES = 4096
@@ -57,11 +60,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared and declared.isdigit() and int(declared) > limit:
         raise too_large(limit)
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large(limit)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large(limit)
+            chunks.append(chunk)
+    except ClientDisconnect:  # the client left, or the guard answered (408, 413): nobody reads this answer
+        raise HTTPException(400, "the client disconnected before the whole body arrived") from None
     return b"".join(chunks)
 
 
@@ -142,7 +148,8 @@ async def read_upload(request: Request, limit: int) -> Upload:
     content_type = request.headers.get("content-type", "")
     media_type = content_type.split(";")[0].strip().lower()
     if media_type == "multipart/form-data":
-        return parse_multipart(await read_body(request, limit), content_type)
+        body = await read_body(request, limit)
+        return await run_in_threadpool(parse_multipart, body, content_type)
     if media_type.startswith(RAW_IMAGE_TYPES):
         body = await read_body(request, limit)
         if not body:
@@ -153,19 +160,12 @@ async def read_upload(request: Request, limit: int) -> Upload:
     raise HTTPException(415, f"unsupported content type {media_type!r}: send multipart/form-data or image/*")
 
 
-def check_pixels(data: bytes, max_pixels: int) -> None:
-    """Refuse a decompression bomb (413) from its header alone, before any pixel is decoded.
-    Unreadable data passes here: decoding then gives the precise reason."""
+def check_photo(data: bytes, max_pixels: int) -> None:
+    """Refuse, from the header alone and before the photo waits for the model: a format outside the
+    allow-list (415, never parsed), not an image or a broken header (400), too many pixels (413).
+    Blocking: call it in a worker thread."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ScinSearchError("image has too many pixels (decompression bomb guard)", IMAGE_TOO_LARGE) from None
-    except Exception:
-        return
-    if width * height > max_pixels:
-        raise ScinSearchError(
-            f"image is {width}x{height} pixels (limit {max_pixels / 1e6:.0f} megapixels)", IMAGE_TOO_LARGE
-        )
+        with open_header(data, max_pixels):
+            pass
+    except ImageError as exc:
+        raise ScinSearchError(f"cannot use the photo: {exc}", exc.code) from None
