@@ -163,7 +163,8 @@ def test_service_reports_and_uses_the_adapter(adapted, planted_store):
     searcher = Searcher(adapted_settings, embedder=PlantedEmbedder())
     try:
         with TestClient(
-            create_app(ServiceSettings(search=adapted_settings, warm_up=False), searcher=searcher)
+            create_app(ServiceSettings(search=adapted_settings, warm_up=False), searcher=searcher),
+            base_url="http://localhost",  # a host name the service answers (TestClient's testserver is not)
         ) as client:
             ready = client.get("/ready").json()
             assert ready["adapter"] == adapter.id and ready["collection"] == "planted_adapted"

@@ -69,7 +69,8 @@ def test_english_speaks_for_every_code_and_value():
 
 
 def test_config_lists_the_languages_and_the_idle_reset():
-    with TestClient(create_app(ServiceSettings(warm_up=False, idle_reset_seconds=42), searcher=object())) as client:
+    app = create_app(ServiceSettings(warm_up=False, idle_reset_seconds=42), searcher=object())
+    with TestClient(app, base_url="http://localhost") as client:  # a host name the service answers
         config = client.get("/config").json()
     assert config["idle_reset_seconds"] == 42 and config["default_language"] == "en"
     codes = [language["code"] for language in config["languages"]]

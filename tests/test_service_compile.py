@@ -68,7 +68,9 @@ async def lifespan_then(app, during_start_up, after_start_up):
 
     task = asyncio.create_task(run_lifespan())
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://kiosk") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://localhost"
+        ) as client:  # a host the service answers
             await during_start_up(client)
             await asyncio.wait_for(started.wait(), timeout=600)
             await after_start_up(client)

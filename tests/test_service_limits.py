@@ -238,6 +238,7 @@ def fake_serve(monkeypatch):
 
     class Closable:
         embedder = type("Embedder", (), {"describe": lambda self: "fake"})()
+        adapter = None
 
         def close(self):
             pass
