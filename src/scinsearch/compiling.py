@@ -12,14 +12,10 @@ import logging
 import os
 import shutil
 import time
-from typing import TYPE_CHECKING
 
 import torch
 
 from scinsearch.errors import ScinSearchError
-
-if TYPE_CHECKING:
-    from scinsearch.embedding import Embedder
 
 COMPILE_CHOICES = ("auto", "on", "off")
 COMPILE_BACKEND = "inductor"  # torch.compile's code generator; tests use "aot_eager" (same graph capture, no C++)
@@ -66,7 +62,7 @@ def median_ms(function, *args, calls: int = QUERY_TIMING_CALLS) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def compile_query_towers(embedder: Embedder, choice: str) -> tuple[object | None, object | None, str]:
+def compile_query_towers(embedder, choice: str) -> tuple[object | None, object | None, str]:
     """(compiled image tower for batch 1 or None, compiled text tower for one text or None, a log line).
 
     "on": whatever compiled. "auto": only where a compiler is present, and each tower only if it answers
