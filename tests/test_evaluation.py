@@ -240,6 +240,7 @@ def test_report_files_are_written(tmp_path):
         "confusion_suggestions.png",
         "metrics.json",
         "report.md",
+        "suggestion_tradeoff.png",
     ]
     metrics = json.loads((out / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
     assert metrics["schema_version"] == 1 and metrics["model"] == "planted-model" and metrics["protocol"] == "split"
@@ -254,6 +255,7 @@ def test_report_files_are_written(tmp_path):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     report = (out / "report.md").read_text()
     assert "## By skin type" in report and "majority baseline" in report and "accuracy_by_skin_type.png" in report
+    assert "**not calibrated**" in report and "suggestion_tradeoff.png" in report
     assert result.table_lines()[0].startswith("planted-model on planted: split, k=5")
 
 

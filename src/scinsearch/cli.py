@@ -31,6 +31,7 @@ def cli():
 def register_commands() -> None:
     """Each stage keeps its commands in its own module (their heavy imports wait until a command runs)."""
     from scinsearch.commands import (
+        calibrate_cmds,
         download_cmds,
         embed_cmds,
         evaluate_cmds,
@@ -48,6 +49,7 @@ def register_commands() -> None:
         evaluate_cmds,
         finetune_cmds,
         transfer_cmds,
+        calibrate_cmds,
     ):
         for command in module.COMMANDS:
             cli.add_command(command)

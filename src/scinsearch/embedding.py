@@ -27,7 +27,7 @@ from scinsearch.compiling import (
     resolve_compile,
 )
 from scinsearch.errors import ScinSearchError
-from scinsearch.images import FAST_REDUCING_GAP, load_square, open_rgb, resize_square
+from scinsearch.images import FAST_DRAFT_FACTOR, FAST_REDUCING_GAP, load_square, open_rgb, resize_square
 from scinsearch.settings import Settings
 
 if TYPE_CHECKING:
@@ -68,6 +68,13 @@ class Preprocessor:
         if self.kind == "fixed":
             return {"pixels": load_square(source, self.image_size, self.resample, fast=self.fast)}
         return self(open_rgb(source))
+
+    def decode(self, source: bytes | Path | Image.Image) -> Image.Image:
+        """The decoding half of `load`, for a caller that also looks at the picture (the query photo's
+        quality checks): `self(self.decode(source))` equals `self.load(source)`."""
+        if self.kind == "fixed" and self.fast:
+            return open_rgb(source, draft_size=FAST_DRAFT_FACTOR * self.image_size)
+        return open_rgb(source)
 
     @property
     def mode(self) -> str:

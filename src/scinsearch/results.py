@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from scinsearch.quality import QualityReport
 from scinsearch.schema import SHOWN_FIELDS
 from scinsearch.store import Hit
 from scinsearch.suggest import Suggestions
@@ -91,6 +92,7 @@ class SearchResult:
     results: list[Neighbour]
     suggestions: Suggestions
     zero_shot: ZeroShot | None = None
+    quality: QualityReport | None = None  # photo and stored-image queries; None for text queries
     model: str = ""
     collection: str = ""
     disclaimer: str = DISCLAIMER
@@ -105,6 +107,8 @@ class SearchResult:
             "suggestions": self.suggestions.to_dict(),
             "disclaimer": self.disclaimer,
         }
+        if self.quality is not None:
+            output["quality"] = self.quality.to_dict()
         if self.zero_shot is not None:
             output["zero_shot"] = self.zero_shot.to_dict()
         return output

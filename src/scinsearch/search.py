@@ -22,10 +22,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from scinsearch import rules, suggest
+from scinsearch import quality, rules, suggest
+from scinsearch.calibration import calibration_of
 from scinsearch.errors import BAD_FILTER, EMPTY_TEXT, NOT_FOUND, ScinSearchError
 from scinsearch.finetune.apply import query_adapter
-from scinsearch.images import ImageError
+from scinsearch.images import ImageError, open_rgb, read_bytes
 from scinsearch.results import Neighbour, SearchResult, ZeroShot
 from scinsearch.schema import BODY_PARTS, point_id_for
 from scinsearch.search_filters import SearchFilters
@@ -43,7 +44,9 @@ class Searcher:
 
     `embedder` and `store` may be injected (tests, the service); otherwise they are built from
     `settings`, the embedder with the preprocessing the collection records. Either way the collection
-    must have been made with the same model."""
+    must have been made with the same model. The collection's calibration (`scinsearch calibrate`), when it
+    has one, sets the suggestion thresholds of photo and stored-image queries and the quality checks that
+    need it; `suggestion_options` overrides the thresholds (for experiments)."""
 
     def __init__(self, settings: Settings, embedder=None, store=None, suggestion_options: dict | None = None):
         self.settings = settings
@@ -59,6 +62,7 @@ class Searcher:
                 embedder = Embedder.from_settings(settings, collection)
             self.embedder = embedder
             self.info = check_model(self.store, embedder.model_name, embedder.dim)
+            self.calibration = calibration_of(self.info)  # another model's record is refused here
         except BaseException:
             self.close()
             raise
@@ -93,10 +97,18 @@ class Searcher:
         per_case: bool = True,
         zero_shot: bool = False,
     ) -> SearchResult:
-        """Cases like a photo (a path, encoded bytes or a PIL image), decoded in memory only."""
-        vector = self.embed_query_image(image)
+        """Cases like a photo (a path, encoded bytes or a PIL image), decoded in memory only, with the
+        photo's quality checks (`result.quality`)."""
+        picture, taken_size = self.decode_query_image(image)
+        checks = quality.photo_checks(picture, taken_size)
+        vector = self.embed_query_image(picture)
         query = self.adapter.transform(vector) if self.adapter else vector
         result = self.search_vector(query, {"kind": "image"}, filters, top_k, min_score, per_case)
+        probe = self.calibration.probe if self.calibration is not None else None
+        gradable = float(probe.probability(query)[0]) if probe is not None else None  # the stored vectors' space
+        checks += [quality.gradability_check(gradable), self.similarity_check(result, filters)]
+        result.quality = quality.QualityReport(checks)
+        self.abstain_when_nothing_alike(result)
         if zero_shot:
             result.zero_shot = self.zero_shot(vector)  # the base model's calibrated scores, not the adapter's
         return result
@@ -116,15 +128,7 @@ class Searcher:
             raise ScinSearchError(f"text query is {len(text)} characters long (limit {rules.MAX_TEXT_CHARS})")
         vector = self.embedder.embed_texts([text.strip()])[0]
         vector = self.adapter.transform_text(vector) if self.adapter else vector
-        return self.search_vector(
-            vector,
-            {"kind": "text", "text": text.strip()},
-            filters,
-            top_k,
-            min_score,
-            per_case,
-            min_similarity=suggest.TEXT_MIN_SIMILARITY,
-        )
+        return self.search_vector(vector, {"kind": "text", "text": text.strip()}, filters, top_k, min_score, per_case)
 
     def search_like(
         self,
@@ -150,6 +154,8 @@ class Searcher:
             exclude = exclude.and_(Filter(must_not=(Match("case_ids", tuple(case_ids)),)))
         query = {"kind": "like", "image_id": image_id, "case_ids": case_ids, "exclude_same_case": exclude_same_case}
         result = self.search_vector(point.vector, query, filters, top_k, min_score, per_case, extra=exclude)
+        result.quality = quality.QualityReport([self.similarity_check(result, filters)])
+        self.abstain_when_nothing_alike(result)
         if zero_shot:
             result.zero_shot = self.zero_shot(point.vector)
         return result
@@ -175,9 +181,9 @@ class Searcher:
         min_score: float | None,
         per_case: bool,
         extra: Filter | None = None,
-        min_similarity: float = suggest.MIN_SIMILARITY,
     ) -> SearchResult:
-        """Nearest stored images to a query vector, grouped per case, with suggestions from them."""
+        """Nearest stored images to a query vector, grouped per case, with suggestions from them (by the
+        thresholds in force for `query["kind"]`)."""
         check_limits(top_k, min_score)
         filters = filters or SearchFilters()
         store_filter = filters.to_store_filter().and_(extra)
@@ -187,11 +193,42 @@ class Searcher:
         if self.adapter is not None:
             query = {**query, "adapter": self.adapter.id}
         query = {**query, "top_k": top_k, "min_score": min_score, "per_case": per_case, "filters": filters.to_dict()}
-        options = {"min_similarity": min_similarity, **self.suggestion_options}
+        options, source = self.suggestion_thresholds(query.get("kind"))
         suggestions = suggest.suggest_conditions(
             [(n.score, n.weighted_labels) for n in one_per_case(neighbours)], **options
         )
+        suggestions.thresholds_source = source
         return SearchResult(query, neighbours, suggestions, model=self.info.model, collection=self.store.name)
+
+    def suggestion_thresholds(self, kind: str | None) -> tuple[dict, str]:
+        """The suggestion thresholds for a kind of query, and where they come from: a text query's
+        similarities are on another scale (`suggest.TEXT_MIN_SIMILARITY`) and keeps the defaults; image
+        queries use the collection's calibration when it has one."""
+        if kind == "text":
+            options, source = {"min_similarity": suggest.TEXT_MIN_SIMILARITY}, "default"
+        elif self.calibration is not None:
+            options, source = self.calibration.suggestion_options(), "calibrated"
+        else:
+            options, source = {}, "default"
+        if self.suggestion_options:
+            options, source = {**options, **self.suggestion_options}, "given"
+        return options, source
+
+    def similarity_check(self, result: SearchResult, filters: SearchFilters | None) -> quality.QualityCheck:
+        """The best match against the collection's "nothing alike" cut."""
+        best = result.results[0].score if result.results else None
+        cut = self.calibration.cut if self.calibration is not None else None
+        return quality.similarity_check(best, cut, filtered=bool(filters))
+
+    @staticmethod
+    def abstain_when_nothing_alike(result: SearchResult) -> None:
+        """No suggestion from cases that do not look alike; the cases themselves stay viewable."""
+        check = result.quality.get("similarity") if result.quality is not None else None
+        if check is not None and check.verdict == quality.WARN:
+            result.suggestions.abstain(
+                f"{suggest.NOTHING_ALIKE} (best similarity {check.value:.2f}, below the collection's "
+                f"cut {check.threshold:.2f})"
+            )
 
     def nearest(
         self, vector: np.ndarray, store_filter: Filter, top_k: int, min_score: float | None, per_case: bool
@@ -210,14 +247,23 @@ class Searcher:
             limit = min(limit * OVERFETCH, MAX_FETCH)
 
     def embed_query_image(self, image: ImageInput) -> np.ndarray:
-        if isinstance(image, str):
-            image = Path(image).expanduser()
-        if not isinstance(image, (Path, bytes, bytearray, Image.Image)):
-            raise ScinSearchError(f"query image must be a path, bytes or a PIL image, not {type(image).__name__}")
+        image = checked_image_input(image)
         try:
-            return self.embedder.embed_images([bytes(image) if isinstance(image, bytearray) else image])[0]
+            return self.embedder.embed_images([image])[0]
         except ImageError as exc:
             raise ScinSearchError(f"cannot use the query image: {exc}", exc.code) from None
+
+    def decode_query_image(self, image: ImageInput) -> tuple[Image.Image, tuple[int, int]]:
+        """The photo decoded once, in memory, as the embedder's preprocessing would (a JPEG may be decoded
+        at a reduced scale), and its size as taken (upright) for the size check."""
+        image = checked_image_input(image)
+        try:
+            raw = read_bytes(image) if isinstance(image, Path) else image
+            preprocessor = getattr(self.embedder, "preprocessor", None)
+            decoded = preprocessor.decode(raw) if hasattr(preprocessor, "decode") else open_rgb(raw)
+        except ImageError as exc:
+            raise ScinSearchError(f"cannot use the query image: {exc}", exc.code) from None
+        return decoded, quality.taken_size(raw, decoded)
 
     def stored_point(self, image_id: str):
         if not isinstance(image_id, str) or not image_id.strip():
@@ -266,6 +312,16 @@ class Searcher:
         probabilities = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
         order = np.argsort(-probabilities)[:shown]
         return ZeroShot(rules.ZERO_SHOT_PROMPT, [(conditions[i], float(probabilities[i])) for i in order])
+
+
+def checked_image_input(image: ImageInput) -> Path | bytes | Image.Image:
+    if isinstance(image, str):
+        image = Path(image).expanduser()
+    if isinstance(image, bytearray):
+        image = bytes(image)
+    if not isinstance(image, (Path, bytes, Image.Image)):
+        raise ScinSearchError(f"query image must be a path, bytes or a PIL image, not {type(image).__name__}")
+    return image
 
 
 def check_limits(top_k: int, min_score: float | None) -> None:

@@ -22,8 +22,10 @@ The ranking (`items`) is computed either way, so an evaluation can score it at a
 shown to a health worker must respect `confident` (see `Suggestions.to_dict`), because ranking noise
 as if it were evidence is what a decision-support tool must not do.
 
-Default thresholds are for image-to-image cosine similarity of SigLIP embeddings and are provisional
-until the evaluation calibrates them; text-to-image cosines are far lower (see `TEXT_MIN_SIMILARITY`).
+Default thresholds are for image-to-image cosine similarity of SigLIP embeddings and were set by hand;
+`scinsearch calibrate` derives a collection's own from its train split for a stated precision
+(`scinsearch.calibration.thresholds`), and search uses those when present. Text-to-image cosines are far
+lower (see `TEXT_MIN_SIMILARITY`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ NO_NEIGHBOURS = "no confident suggestion: no similar cases were found"
 NO_LABELS = "no confident suggestion: none of the similar cases has a dermatologist label"
 NOT_SIMILAR = "no confident suggestion: the closest cases are not similar enough"
 DISAGREE = "no confident suggestion: the similar cases disagree"
+# Set by the search when the best match is below the collection's "nothing alike" cut (`quality`).
+NOTHING_ALIKE = "no confident suggestion: no sufficiently similar case exists, the closest cases are not similar enough"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +76,11 @@ class Suggestions:
     neighbours: int = 0
     labelled_neighbours: int = 0
     thresholds: dict = dataclasses.field(default_factory=dict)
+    thresholds_source: str = "default"  # "default", "calibrated" (the collection's) or "given" (by the caller)
+
+    def abstain(self, reason: str) -> None:
+        """No suggestion after all (the ranking stays computed, for evaluation), for `reason`."""
+        self.confident, self.reason = False, reason
 
     @property
     def top(self) -> ConditionSuggestion | None:
@@ -88,6 +97,7 @@ class Suggestions:
             "neighbours": self.neighbours,
             "labelled_neighbours": self.labelled_neighbours,
             "thresholds": dict(self.thresholds),
+            "thresholds_source": self.thresholds_source,
             "method": "similarity-weighted vote of the neighbours' dermatologist label weights",
         }
 

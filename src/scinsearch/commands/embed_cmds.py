@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from scinsearch.calibration import METADATA_KEY, calibration_of
 from scinsearch.commands.options import make_settings, model_options, server_options, store_options
 from scinsearch.errors import ScinSearchError
 from scinsearch.schema import REQUIRED_FIELDS, SPLITS
@@ -184,9 +185,27 @@ def info(**options):
         for split in SPLITS:
             click.echo(f"  {split}: {store.count(Filter(must=(Match('split', (split,)),)))}")
         for key, value in collection.extra.items():
-            click.echo(f"{key}: {value}")
+            if key != METADATA_KEY:  # the calibration record is long: summarised below
+                click.echo(f"{key}: {value}")
+        click.echo(f"calibration: {calibration_summary(collection)}")
     finally:
         store.close()
+
+
+def calibration_summary(collection) -> str:
+    """One line about the collection's calibration record (`scinsearch calibrate`)."""
+    if METADATA_KEY not in collection.extra:
+        return "none (run `scinsearch calibrate`)"
+    try:
+        calibration = calibration_of(collection)
+    except ScinSearchError as exc:
+        return f"unusable: {exc}"
+    t = calibration.thresholds
+    return (
+        f"{calibration.created}, for {t['target_precision']:.0%} precision: min_similarity "
+        f"{t['min_similarity']:.4f}, min_agreement {t['min_agreement']:.2f}, min_support {t['min_support']}; "
+        f"nothing alike below {calibration.cut:.4f}; gradability probe: {'yes' if calibration.probe else 'no'}"
+    )
 
 
 @click.command()

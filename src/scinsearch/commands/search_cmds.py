@@ -185,6 +185,7 @@ def quiet_model_loading() -> None:
 def format_result(result) -> str:
     """The terminal view: disclaimer, neighbour table, suggestion (or abstention), zero-shot apart."""
     lines = [f"! {result.disclaimer}", ""]
+    lines += format_quality(result.quality)
     lines += format_neighbours(result.results)
     lines += [""] + format_suggestions(result.suggestions)
     if result.zero_shot is not None:
@@ -204,6 +205,21 @@ COLUMNS = (
     ("body parts", 20),
     ("case id", 20),
 )
+
+
+def format_quality(report) -> list[str]:
+    """The quality warnings in words, above the results (which stay listed: a warning hides nothing)."""
+    if report is None:
+        return []
+    lines = []
+    for check in report.warnings:
+        lines += [f"Warning: {check.reason}", f"  What to do: {check.advice}"]
+    if lines:
+        lines.append("  The cases below can still be looked at.")
+    skipped = [check.name for check in report.checks if check.verdict == "skipped"]
+    if skipped:
+        lines.append(f"(not checked: {', '.join(skipped)}; see --json for why)")
+    return lines + [""] if lines else []
 
 
 def format_neighbours(neighbours) -> list[str]:

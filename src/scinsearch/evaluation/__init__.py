@@ -8,7 +8,8 @@ bootstrap intervals, and breakdowns by skin type. Modules, one job each:
 - `metrics`: pure metric arithmetic (top-k, hit, recall@k, weighted rank AUC, cluster bootstrap);
 - `predictors`: neighbours or text prompts -> ranked conditions with scores;
 - `evaluate`: the pipeline and the metrics dictionary;
-- `report`: metrics.json, report.md, PNG plots, the CLI table.
+- `report`: metrics.json, report.md, PNG plots, the CLI table (`report_calibration`: the calibration part);
+- `calibrated`: the collection's calibration (`scinsearch calibrate`) measured on held-out data.
 
 metrics.json (schema_version 1), one file per run; merge runs by reading several:
 
@@ -19,7 +20,7 @@ metrics.json (schema_version 1), one file per run; merge runs by reading several
     counts: {points, labelled_points, ungradable_labelled_points, queries, query_cases,
              reference_points, reference_cases, reference_conditions, queries_by_split}
     auc_conditions: the ten conditions most often among the queries' labels (AUC classes)
-    suggestion_thresholds: the thresholds of the suggestion rule used
+    suggestion_thresholds: the thresholds of the suggestion rule used, and their source ("calibrated" | "default")
     zero_shot: null, or {model, template, conditions}
     metrics: {system: {metric: {value, ci95: [low, high] | null, baselines: {majority, random}}}}
         systems: "suggestions", "knn_majority", optional "zero_shot" with top1_accuracy,
@@ -29,6 +30,9 @@ metrics.json (schema_version 1), one file per run; merge runs by reading several
     breakdowns: {self_reported_fitzpatrick | dermatologist_skin_type_group | monk_tone_group_us:
                  {group: {queries, cases, metrics: (as above)}}}
     confusion: {conditions, columns (conditions + "other"), matrices: {predictor: counts[row][column]}}
+    calibration: {calibrated, created, suggestion_thresholds: {k, queries, frozen, calibrated, frontier},
+                  gradability_probe, nothing_alike}: the collection's calibration checked on held-out data
+                  (`calibrated`; docs/evaluation.md)
 
 Values are fractions in [0, 1]; null means undefined (e.g. no query of a group has a condition of the
 AUC list).

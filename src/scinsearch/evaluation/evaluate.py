@@ -21,6 +21,7 @@ import numpy as np
 from scinsearch.errors import ScinSearchError
 from scinsearch.evaluation import metrics as m
 from scinsearch.evaluation import predictors as p
+from scinsearch.evaluation.calibrated import calibration_metrics
 from scinsearch.evaluation.neighbours import (
     UNKNOWN,
     PointTable,
@@ -91,11 +92,13 @@ def evaluate_collection(
     collection's own model.
     `exclude_own_case=False` is the leaky protocol (only the query image itself is hidden); it exists to
     show what leakage does and is labelled as such in the output, never a default."""
+    from scinsearch.calibration import calibration_of
     from scinsearch.store import open_store, require_collection
 
     store = open_store(settings)
     try:
         info = require_collection(store)
+        calibration = calibration_of(info)
         table = load_table(store, progress=progress)
     finally:
         store.close()
@@ -114,6 +117,7 @@ def evaluate_collection(
         text_embedder=embedder if zero_shot else None,
         per_case=per_case,
         exclude_own_case=exclude_own_case,
+        calibration=calibration,
     )
     if out_dir is not None:
         from scinsearch.evaluation.report import write_report
@@ -134,8 +138,11 @@ def evaluate_table(
     text_embedder=None,
     per_case: bool = True,
     exclude_own_case: bool = True,
+    calibration=None,
 ) -> EvaluationResult:
-    """The measurement on points already in memory (see `evaluate_collection`)."""
+    """The measurement on points already in memory (see `evaluate_collection`). `calibration`: the
+    collection's `calibration.Calibration`, whose suggestion thresholds the `suggestions` predictor then
+    uses (else the defaults), and whose parts are measured on the test split."""
     if k < 1:
         raise ScinSearchError("--k must be at least 1")
     if bootstrap < 0:
@@ -146,7 +153,11 @@ def evaluate_table(
     chance = random_neighbours(table, selection, hidden, k, seed, per_case)
     queries = QueryView(table, selection)
     auc_conditions = m.most_common_conditions(queries.label_sets, AUC_CLASSES)
-    systems, extras, top_rankings = predict_all(table, selection, found, queries, auc_conditions, text_embedder)
+    thresholds = calibration.suggestion_options() if calibration is not None else {}
+    systems, extras, top_rankings = predict_all(
+        table, selection, found, queries, auc_conditions, text_embedder, thresholds
+    )
+    extras["suggestion_thresholds"]["source"] = "calibrated" if calibration is not None else "default"
     baselines = baseline_outcomes(table, selection, chance, queries, auc_conditions, k)
     systems["retrieval"] = retrieval_outcome(p.neighbour_conditions(found, table, selection), queries.truths, k)
     clusters = case_clusters(queries.case_ids)
@@ -172,6 +183,7 @@ def evaluate_table(
             "per_class_auc": summary["per_class_auc"],
             "breakdowns": breakdowns(queries, systems, baselines, clusters, bootstrap, seed),
             "confusion": confusion(queries.truths, top_rankings, CONFUSION_CLASSES),
+            "calibration": calibration_metrics(table, selection, found, calibration, bootstrap, seed),
         },
         per_query=PerQuery([table.image_ids[r] for r in selection.queries], clusters, queries.groups, systems),
     )
@@ -190,11 +202,17 @@ class QueryView:
 
 
 def predict_all(
-    table: PointTable, selection: Selection, found, queries: QueryView, auc_conditions: list[str], text_embedder
+    table: PointTable,
+    selection: Selection,
+    found,
+    queries: QueryView,
+    auc_conditions: list[str],
+    text_embedder,
+    thresholds: dict | None = None,
 ) -> tuple[dict[str, Outcome], dict, dict[str, list[list[str]]]]:
     """The outcomes of every predictor, what the metrics file should record about them, and the
     rankings of the neighbour predictors (for the confusion matrices)."""
-    suggested = p.suggestions(found, table, selection)
+    suggested = p.suggestions(found, table, selection, **(thresholds or {}))
     knn = p.knn_majority(found, table, selection)
     systems = {
         "suggestions": prediction_outcome(suggested, queries, auc_conditions),

@@ -266,3 +266,11 @@ def random_neighbours(
     if per_case:
         return one_per_case(idx, keys, reference_cases, k)
     return Neighbours(idx[:, :k], np.where(idx[:, :k] >= 0, keys[:, :k], np.nan).astype(np.float32))
+
+
+def nearest_other_case(table: PointTable, rows: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Each row's cosine similarity to its most similar reference image of another case (NaN when there is
+    none): what the collection's own photos find among themselves (the "nothing alike" cut)."""
+    selection = Selection("nearest-other-case", np.asarray(rows), np.asarray(reference))
+    found = nearest(table, selection, exclusions(table, selection), 1, per_case=False)
+    return found.similarities[:, 0].astype(np.float64)

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from scinsearch.errors import ScinSearchError
+from scinsearch.evaluation.report_calibration import PLOT as TRADEOFF_PLOT
+from scinsearch.evaluation.report_calibration import calibration_section, plot_tradeoff
 
 METRIC_NAMES = {
     "top1_accuracy": "top-1 accuracy",
@@ -43,6 +45,9 @@ def write_report(metrics: dict, out_dir: Path) -> list[Path]:
     files.append(plot_breakdowns(metrics, out_dir / "accuracy_by_skin_type.png"))
     for name in metrics["confusion"]["matrices"]:
         files.append(plot_confusion(metrics, name, out_dir / f"confusion_{name}.png"))
+    tradeoff = plot_tradeoff(metrics, out_dir / TRADEOFF_PLOT)
+    if tradeoff is not None:
+        files.append(tradeoff)
     report = out_dir / "report.md"
     report.write_text(markdown(metrics, [f.name for f in files if f.suffix == ".png"]), encoding="utf-8")
     return [files[0], report, *files[1:]]
@@ -104,6 +109,12 @@ def summary_table(metrics: dict) -> list[str]:
         f"{counts['queries']} queries from {counts['query_cases']} cases, "
         f"{counts['reference_points']} reference images"
     ]
+    used = metrics.get("suggestion_thresholds") or {}
+    if used:
+        lines.append(
+            f"suggestion thresholds ({used.get('source', 'default')}): min_similarity {used['min_similarity']:.3f}, "
+            f"min_agreement {used['min_agreement']:.2f}, min_support {used['min_support']}"
+        )
     header = ["metric", *systems, "majority", "random"]
     body = [
         [METRIC_NAMES[n], *[fmt(e) for e in entries], number(b.get("majority")), number(b.get("random"))]
@@ -165,6 +176,7 @@ def markdown(metrics: dict, plots: list[str]) -> str:
     lines += markdown_table(["metric", "search", "majority baseline", "random baseline"], rows) + [""]
     lines += per_class_section(metrics) + breakdown_section(metrics, systems, plots)
     lines += ["## Confusion of the top conditions", ""] + [f"![{p}]({p})" for p in plots if p.startswith("confusion")]
+    lines += [""] + calibration_section(metrics)
     lines += ["", "## Reading these numbers", "", *READING_NOTES]
     return "\n".join(lines) + "\n"
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scinsearch.calibration.record import METADATA_KEY as CALIBRATION_KEY
 from scinsearch.errors import ScinSearchError
 from scinsearch.finetune import record as R
 from scinsearch.finetune.adapter import Adapter
@@ -90,7 +91,7 @@ def prepare_target(target, info: CollectionInfo, adapter: Adapter, source_name: 
             f"{source_name!r}): pick another --to-collection, or --recreate to replace it"
         )
     extra = {
-        **info.extra,
+        **{k: v for k, v in info.extra.items() if k != CALIBRATION_KEY},  # the source's: another vector space
         ADAPTER_ID: adapter.id,
         ADAPTER_DIR: str(adapter.folder.resolve()),
         ADAPTED_FROM: source_name,

@@ -111,11 +111,13 @@ def json_filter_values(filters: dict[str, Any]) -> dict[str, list[str]]:
 def search_response(result, started: float, kind: str) -> JSONResponse:
     body = notices(params.with_image_urls(result.to_dict()))
     milliseconds = (time.perf_counter() - started) * 1000
+    warnings = [c["code"] for c in (body.get("quality") or {}).get("checks", []) if c["verdict"] == "warn"]
     log.info(
-        "%s search: %d results, confident=%s, %.0f ms",
+        "%s search: %d results, confident=%s, quality warnings=%s, %.0f ms",
         kind,
         len(body.get("results", [])),
         body.get("suggestions", {}).get("confident"),
+        ",".join(warnings) or "none",
         milliseconds,
     )  # never the photo or the text
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
@@ -144,6 +146,7 @@ def status_router(state) -> APIRouter:
             "images": state.images.root is not None,
             "adapter": adapter.id if adapter else None,
             "compiled": state.compiled_towers(),
+            "calibrated": getattr(state.searcher, "calibration", None) is not None,
         }
 
     @router.get("/filters", summary="Filter values the page offers, and the notices")

@@ -118,6 +118,10 @@ class VectorStore(abc.ABC):
         """Make the collection with its payload indexes; keep an existing one unless `recreate`."""
 
     @abc.abstractmethod
+    def update_metadata(self, extra: dict) -> None:
+        """Add or replace keys of the collection's record (`CollectionInfo.extra`); the others are kept."""
+
+    @abc.abstractmethod
     def upsert(self, points: Sequence[StoredPoint]) -> None:
         """Write points (same id: replaced, so re-running a write is harmless)."""
 

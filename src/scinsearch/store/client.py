@@ -123,6 +123,12 @@ class ClientStore(VectorStore):
             for field, kind in INDEXED_FIELDS.items():
                 self.call("create_payload_index", self.name, field_name=field, field_schema=SCHEMAS[kind])
 
+    def update_metadata(self, extra: dict) -> None:
+        """Qdrant merges the given keys into the collection's metadata."""
+        if not self.call("collection_exists", self.name):
+            raise ScinSearchError(f"collection {self.name!r} does not exist on {self.where}")
+        self.call("update_collection", self.name, metadata=extra)
+
     def upsert(self, points: Sequence[StoredPoint]) -> None:
         if points:
             self.call(

@@ -106,9 +106,19 @@ class EdgeStore(VectorStore):
         self._shard = edge.EdgeShard.create(str(self.shard_dir), config)
         for field, kind in INDEXED_FIELDS.items():
             self._shard.update(edge.UpdateOperation.create_field_index(field, SCHEMAS[kind]))
+        self._write_metadata(info.as_metadata())
+
+    def _write_metadata(self, metadata: dict) -> None:
+        """collection.json, replaced atomically: a crash leaves the old record or the new one, never half."""
         temporary = self.meta_file.with_suffix(".tmp")
-        temporary.write_text(json.dumps(info.as_metadata(), indent=2))
+        temporary.write_text(json.dumps(metadata, indent=2))
         os.replace(temporary, self.meta_file)
+
+    def update_metadata(self, extra: dict) -> None:
+        info = self.info()
+        if info is None:
+            raise ScinSearchError(f"collection {self.name!r} does not exist in {self.folder.parent}")
+        self._write_metadata({**info.as_metadata(), **extra})
 
     @property
     def shard(self) -> edge.EdgeShard:
