@@ -15,6 +15,7 @@ import json
 import time
 
 import httpx
+import numpy as np
 import pytest
 
 from kiosk_page import (
@@ -417,10 +418,29 @@ def test_quality_warnings_above_the_results(server, browser, photo):
     assert above
     assert_clean_axe(browser, "quality warnings")
     screenshot(browser, "phone-quality.png")
-    browser.execute_script("window.__patch = {results: []};")  # no results, no filters: the way on is a new photo
+    # no results, no filters, no warnings: the way on is a new photo
+    browser.execute_script("window.__patch = {results: [], quality: null};")
     upload(browser, photo)
     wait(browser, lambda d: shown(d, "empty"))
     assert not shown(browser, "quality") and browser.find_element(By.ID, "empty-action").text == EN["retake_photo"]
+
+
+def test_the_real_api_warns_about_a_dark_photo_above_the_results(server, browser, tmp_path):
+    """No mock: the service's own quality checks, rendered by the page in the catalogue's words."""
+    from PIL import Image
+
+    dark = tmp_path / "dark.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 25, (480, 640, 3), dtype=np.uint8)).save(dark)  # a photo taken in the dark
+    open_page(browser, server, "phone")
+    upload(browser, dark)
+    wait(browser, lambda d: len(cards(d)) >= 1 and shown(d, "quality"))
+    warnings = browser.find_elements(By.CSS_SELECTOR, "#quality li.warning")
+    assert "too_dark" in [w.get_attribute("data-code") for w in warnings]
+    too_dark = next(w for w in warnings if w.get_attribute("data-code") == "too_dark")
+    assert too_dark.text.startswith(EN["quality_too_dark"]) and EN["quality_too_dark_advice"] in too_dark.text
+    assert shown(browser, "results-section")
+    screenshot(browser, "phone-quality-real.png")
 
 
 def test_take_photo_only_where_a_camera_is(server, browser):
