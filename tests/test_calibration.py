@@ -310,3 +310,24 @@ def test_the_cli_calibrates_writes_a_file_and_a_dry_run_records_nothing(tmp_path
     assert main(["info", "--qdrant-path", str(settings.qdrant_path), "--collection", "c"]) == 0
     shown = capsys.readouterr().out
     assert "calibration: 20" in shown and "for 80% precision" in shown and "weights" not in shown
+
+
+def test_a_calibration_is_bound_to_the_adapter_its_vectors_came_from(tmp_path):
+    """`finetune apply` writes transformed vectors to a new collection: the source's calibration (another vector
+    space) is not copied there, and a record of another space is refused."""
+    from types import SimpleNamespace
+
+    from scinsearch.finetune.apply import prepare_target
+    from scinsearch.finetune.record import ADAPTER_ID
+
+    document = calibrate_table(table_from_points(planted_points()), "planted-model", DIM, 0.5, bootstrap=20).to_dict()
+    with pytest.raises(
+        ScinSearchError, match="vectors without an adapter, this collection holds vectors of the adapter"
+    ):
+        calibration_of(CollectionInfo("planted-model", DIM, {METADATA_KEY: document, ADAPTER_ID: "f" * 64}))
+    source = CollectionInfo("planted-model", DIM, {METADATA_KEY: document, "image_root": "/data"})
+    target = open_store(Settings(qdrant_path=tmp_path / "q", collection="adapted"))
+    adapter = SimpleNamespace(id="f" * 64, folder=tmp_path / "adapter")
+    prepare_target(target, source, adapter, "planted", recreate=False)
+    assert METADATA_KEY not in target.info().extra and target.info().extra["image_root"] == "/data"
+    target.close()

@@ -110,6 +110,10 @@ class VectorSearcher(Searcher):
     def embed_query_image(self, image):
         return self.embedder.embed_images([image])[0]
 
+    def photo_vector(self, image):
+        """The planted 'photo' is a vector: nothing to decode, no photo checks."""
+        return self.embed_query_image(image), []
+
 
 def test_queries_go_through_the_adapter(planted_store, adapted):
     _, adapter_dir, points = planted_store

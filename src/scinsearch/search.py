@@ -99,9 +99,7 @@ class Searcher:
     ) -> SearchResult:
         """Cases like a photo (a path, encoded bytes or a PIL image), decoded in memory only, with the
         photo's quality checks (`result.quality`)."""
-        picture, taken_size = self.decode_query_image(image)
-        checks = quality.photo_checks(picture, taken_size)
-        vector = self.embed_query_image(picture)
+        vector, checks = self.photo_vector(image)
         query = self.adapter.transform(vector) if self.adapter else vector
         result = self.search_vector(query, {"kind": "image"}, filters, top_k, min_score, per_case)
         probe = self.calibration.probe if self.calibration is not None else None
@@ -252,6 +250,11 @@ class Searcher:
             return self.embedder.embed_images([image])[0]
         except ImageError as exc:
             raise ScinSearchError(f"cannot use the query image: {exc}", exc.code) from None
+
+    def photo_vector(self, image: ImageInput) -> tuple[np.ndarray, list[quality.QualityCheck]]:
+        """The photo's vector and its photo checks, from one in-memory decode."""
+        picture, taken_size = self.decode_query_image(image)
+        return self.embed_query_image(picture), quality.photo_checks(picture, taken_size)
 
     def decode_query_image(self, image: ImageInput) -> tuple[Image.Image, tuple[int, int]]:
         """The photo decoded once, in memory, as the embedder's preprocessing would (a JPEG may be decoded
