@@ -331,3 +331,20 @@ def test_a_calibration_is_bound_to_the_adapter_its_vectors_came_from(tmp_path):
     prepare_target(target, source, adapter, "planted", recreate=False)
     assert METADATA_KEY not in target.info().extra and target.info().extra["image_root"] == "/data"
     target.close()
+
+
+def test_the_calibration_moves_with_the_collection_through_parquet_and_copy(tmp_path, capsys):
+    from scinsearch.transfer import copy_collection, export_parquet, import_parquet
+
+    settings = write_collection(Settings(qdrant_path=tmp_path / "q", collection="c"), planted_points())
+    calibrated = calibrate_collection(settings, target_precision=0.8, bootstrap=20).calibration.to_dict()
+    source = open_store(settings)
+    export_parquet(source, tmp_path / "c.parquet", progress=False)
+    copied = open_store(Settings(qdrant_location=":memory:", collection="copied"))
+    copy_collection(source, copied, progress=False)
+    source.close()
+    imported = open_store(Settings(qdrant_path=tmp_path / "q2", collection="imported"))
+    import_parquet(tmp_path / "c.parquet", imported, progress=False)
+    for store in (copied, imported):
+        assert calibration_of(store.info()).to_dict() == calibrated
+        store.close()

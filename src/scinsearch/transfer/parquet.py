@@ -25,6 +25,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from scinsearch.calibration.record import METADATA_KEY as CALIBRATION_KEY
+from scinsearch.calibration.record import calibration_of
 from scinsearch.errors import ScinSearchError
 from scinsearch.schema import BY_NAME
 from scinsearch.store import CollectionInfo, StoredPoint, VectorStore, require_collection
@@ -268,8 +270,10 @@ class ParquetPoints:
         return metadata
 
     def read_record(self, record) -> CollectionInfo:
-        """The collection record: model and preprocessing as text, a sane size, plain values only."""
-        if not isinstance(record, dict) or not all(isinstance(v, (str, int, float, bool)) for v in record.values()):
+        """The collection record: model and preprocessing as text, a sane size, plain values only, except a
+        calibration record (`scinsearch calibrate`), which must be one for this model and vector size."""
+        plain = {k: v for k, v in record.items() if k != CALIBRATION_KEY} if isinstance(record, dict) else None
+        if plain is None or not all(isinstance(v, (str, int, float, bool)) for v in plain.values()):
             self.fail("its collection record is not a flat JSON object")
         dim = record.get("scinsearch_dim")
         if not is_int64(dim) or not 1 <= dim <= MAX_DIM:
@@ -278,7 +282,12 @@ class ParquetPoints:
             self.fail("its collection record names no model")
         if record.get("scinsearch_preprocessing", "fast") not in ("fast", "exact"):
             self.fail("its collection record names an unknown preprocessing")
-        return CollectionInfo.from_metadata(record)
+        info = CollectionInfo.from_metadata(record)
+        try:
+            calibration_of(info)
+        except ScinSearchError as exc:
+            self.fail(f"its calibration record is unusable ({exc})")
+        return info
 
     def check_columns(self, schema: pa.Schema, columns) -> dict[str, str]:
         """The columns the metadata declares, in the file, each of the type its declaration implies."""
