@@ -236,7 +236,7 @@ def test_the_cli_table_says_the_warnings_in_words(calibrated_settings, tmp_path,
 def test_the_service_returns_quality_in_the_json(calibrated):
     _, searcher = calibrated
     app = create_app(ServiceSettings(warm_up=False), searcher=searcher)
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:  # a host name the service accepts
         assert client.get("/ready").json()["calibrated"] is True
         normal = client.post("/search", files={"photo": ("p.png", png(look_alike()), "image/png")}).json()
         assert normal["quality"]["ok"] is True
