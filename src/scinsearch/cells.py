@@ -10,13 +10,17 @@ from __future__ import annotations
 import ast
 import hashlib
 import math
+import re
 import statistics
 from typing import Any
 
 from scinsearch.schema import SPLIT_FRACTIONS
 
 MISSING_MARKERS = {"", "nan", "NaN", "NAN", "None", "none", "null", "NULL", "<NA>", "NaT"}
-MAX_LITERAL_CHARS = 20_000
+MAX_CELL_CHARS = 20_000  # any CSV cell; SCIN's longest are a few hundred characters
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection").
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+PLAIN_NUMBER = re.compile(r"[+-]?\d+(\.\d+)?(\.[A-Za-z0-9]{1,5})?")  # -123, 3.5, -123.png: no formula possible
 
 GRADABLE_FOR_CONDITION = "DEFAULT_YES_IMAGE_QUALITY_SUFFICIENT"
 SKIN_TYPE_GROUPS = {1: "I-II", 2: "I-II", 3: "III-IV", 4: "III-IV", 5: "V-VI", 6: "V-VI"}
@@ -45,8 +49,8 @@ def parse_literal(value: Any, expected: type) -> Any:
     raw = text(value)
     if raw is None:
         return expected()
-    if len(raw) > MAX_LITERAL_CHARS:
-        raise CellError(f"value is {len(raw)} characters long (limit {MAX_LITERAL_CHARS})")
+    if len(raw) > MAX_CELL_CHARS:
+        raise CellError(f"value is {len(raw)} characters long (limit {MAX_CELL_CHARS})")
     try:
         parsed = ast.literal_eval(raw)
     except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
@@ -126,11 +130,28 @@ def generic_value(value: Any) -> Any:
         pass
     if raw[0] in "[{":
         try:
-            parsed = ast.literal_eval(raw) if len(raw) <= MAX_LITERAL_CHARS else raw
+            parsed = ast.literal_eval(raw) if len(raw) <= MAX_CELL_CHARS else raw
             return parsed if isinstance(parsed, (list, dict)) else raw
         except (ValueError, SyntaxError, MemoryError, RecursionError):
             return raw
     return raw
+
+
+def to_csv_cell(value: str) -> str:
+    """Neutralise a cell a spreadsheet would run as a formula: prefix a single quote when it starts with
+    = + - @ TAB or CR, unless it is a plain number or number-named file (SCIN's ids and image paths,
+    `-5669089898008966381.png`, hold no formula and must stay as they are). A cell that already starts
+    with a quote gets one more, so `from_csv_cell` gives every value back exactly."""
+    if value.startswith("'") or (value.startswith(FORMULA_TRIGGERS) and not PLAIN_NUMBER.fullmatch(value)):
+        return "'" + value
+    return value
+
+
+def from_csv_cell(value: Any) -> Any:
+    """The value `to_csv_cell` was given: one leading quote removed where it added one."""
+    if isinstance(value, str) and value.startswith("'") and value[1:].startswith(("'", *FORMULA_TRIGGERS)):
+        return value[1:]
+    return value
 
 
 def primary_condition(weighted: dict[str, float], names: list[str]) -> str | None:

@@ -9,6 +9,11 @@ Column formats follow the scripts that read this file: `image_path` is relative 
 `<scin>/dataset/images` (so `embed --metadata OUT --images-dir <scin>/dataset/images` works),
 `all_conditions` and `weighted_labels` are Python-literal text as in the release, and `description`
 is the factual sentence `dataset.describe` builds from the case's own metadata.
+
+The CSV is meant to be opened in spreadsheets too: a cell that starts with = + - @ TAB or CR (other than
+a plain number or number-named file, as SCIN's ids and paths are) is written with a leading single
+quote, so a spreadsheet shows it as text instead of running it as a formula (`cells.to_csv_cell`);
+`embed --metadata` reads such cells back as they were.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import dataclasses
 import os
 from pathlib import Path, PurePosixPath
 
-from scinsearch import dataset
+from scinsearch import cells, dataset
 from scinsearch.errors import ScinSearchError
 from scinsearch.schema import BY_NAME, FLAT_COLUMNS
 
@@ -64,7 +69,7 @@ def images_relative_path(record: dataset.ImageRecord, images_dir: Path) -> str |
 def flat_row(record: dataset.ImageRecord, image_path: str) -> dict[str, str]:
     """One CSV row from one record's payload (an image shared by several cases: its first case)."""
     payload = {**record.payload, "image_id": record.image_id, "image_path": image_path}
-    return {name: flat_cell(BY_NAME[name].type, payload.get(name)) for name in FLAT_COLUMNS}
+    return {name: cells.to_csv_cell(flat_cell(BY_NAME[name].type, payload.get(name))) for name in FLAT_COLUMNS}
 
 
 def flat_cell(kind: str, value) -> str:
