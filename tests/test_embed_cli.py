@@ -231,8 +231,8 @@ def test_seed_embed_script_keeps_its_command_line(tmp_path, scin_release, tiny_s
         timeout=300,
         env=script_env(),
     )
-    assert result.returncode == 0, result.stderr
-    assert "of 8 images" in result.stdout
+    assert "of 8 images" in result.stdout, result.stderr
+    assert result.returncode == 1 and "truncated" in result.stdout  # the synthetic release's broken file: exit 1
 
 
 def test_seed_check_script_passes_on_ten_images(tmp_path, clean_release, tiny_siglip_dir):
@@ -283,3 +283,66 @@ def test_seed_scripts_apply_the_original_defaults(monkeypatch):
     assert pairs["--images-dir"].endswith("data/scin/images")
     chosen = with_defaults(["--scin-dir", "/d", "--batch-size", "8"], embed_scin_siglip.SEED_DEFAULTS)
     assert "--metadata" not in chosen and chosen.count("--batch-size") == 1
+
+
+# ------------------------------------------------------------------ exit codes (issue 10, item 9)
+
+
+def embed_args(release, tiny_siglip_dir, tmp_path, *extra):
+    return [
+        "embed",
+        "--scin-dir",
+        release,
+        "--model",
+        tiny_siglip_dir,
+        "--qdrant-path",
+        tmp_path / "q",
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        "--quiet",
+        "--compile",
+        "off",
+        *extra,
+    ]
+
+
+def test_embed_exits_1_when_an_image_is_not_stored_and_prints_the_summary(
+    capsys, tmp_path, scin_release, tiny_siglip_dir
+):
+    code, out, err = run(capsys, *embed_args(scin_release, tiny_siglip_dir, tmp_path))
+    assert code == 1, err
+    assert "failed: " in out and "incomplete:" in out and "empty file" in out  # the summary, with each reason
+    assert err.strip().splitlines()[-1].startswith("Error: embed incomplete:") and "Traceback" not in err
+    code, out, err = run(capsys, *embed_args(scin_release, tiny_siglip_dir, tmp_path))  # nothing new: still 1
+    assert code == 1 and "embedded 0" in out
+
+
+def test_embed_exits_1_when_every_image_failed(capsys, tmp_path, tiny_siglip_dir):
+    from scinsearch import testing
+
+    release = testing.write_release(tmp_path / "scin", cases=4, broken_files=False)
+    for image in (release / "dataset" / "images").iterdir():
+        image.write_bytes(b"not a picture")
+    code, out, err = run(capsys, *embed_args(release, tiny_siglip_dir, tmp_path))
+    assert code == 1 and "embedded 0, already present 0, failed" in out and "Error: embed incomplete" in err
+
+
+def test_embed_exits_0_when_only_the_releases_known_gap_is_missing(capsys, tmp_path, scin_release, tiny_siglip_dir):
+    from scinsearch import testing
+
+    records = read_release(scin_release).records
+    limit = next(n for n, r in enumerate(records, start=1) if r.payload["image_path"] == testing.MISSING_IMAGE) + 1
+    code, out, err = run(capsys, *embed_args(scin_release, tiny_siglip_dir, tmp_path, "--limit", limit))
+    assert code == 0, out + err
+    assert "known gap of the release (not an error)" in out and "-2243186711511406658.png" in out
+    assert "complete: every image is stored" in out and "failed: " not in out
+
+
+def test_decode_timeout_default_in_the_help_is_the_one_the_run_uses():
+    from scinsearch.commands.embed_cmds import embed
+    from scinsearch.decoding import DECODE_TIMEOUT
+
+    option = next(p for p in embed.params if p.name == "decode_timeout")
+    assert f"default {DECODE_TIMEOUT:g};" in option.help

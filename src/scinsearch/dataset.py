@@ -23,7 +23,13 @@ from typing import Any
 from scinsearch import cells
 from scinsearch.errors import ScinSearchError
 from scinsearch.paths import resolve_image
-from scinsearch.schema import CHECKBOX_FIELDS, FLAT_COLUMNS, SPLITS, point_id_for
+from scinsearch.schema import (  # noqa: F401  (KNOWN_MISSING_OBJECTS: the downloader reads it here)
+    CHECKBOX_FIELDS,
+    FLAT_COLUMNS,
+    KNOWN_MISSING_OBJECTS,
+    SPLITS,
+    point_id_for,
+)
 from scinsearch.tables import read_csv, require_columns  # noqa: F401  (dataset.read_csv: also the downloader's)
 
 CASES_CSV = "scin_cases.csv"
@@ -31,16 +37,6 @@ LABELS_CSV = "scin_labels.csv"
 LABEL_NAMES = "dermatologist_skin_condition_on_label_name"
 LABEL_CONFIDENCES = "dermatologist_skin_condition_confidence"
 WEIGHTED_LABELS = "weighted_skin_condition_label"
-# Referenced by case 1834609919572055750 but absent from the bucket (google-research-datasets/scin issue #1):
-# `download` reports it as a known gap, and `embed` does not count it against a complete run.
-KNOWN_MISSING_OBJECTS = frozenset({"dataset/images/-2243186711511406658.png"})
-
-
-def is_known_missing(path: str) -> bool:
-    """The release's known gap, by its object path or (a file laid out elsewhere) by its file name."""
-    return path in KNOWN_MISSING_OBJECTS or PurePosixPath(path.replace("\\", "/")).name in {
-        PurePosixPath(known).name for known in KNOWN_MISSING_OBJECTS
-    }
 
 
 @dataclasses.dataclass

@@ -10,6 +10,10 @@ set); the `Batcher` regroups them into exact model batches, on CUDA straight int
 (a fast DMA copy; it does not overlap with filling the next batch, see `Batcher`).
 On a CPU there is one worker per core at the lowest priority, so decoding fills the time the model
 leaves free; an optional `PixelCache` skips decoding altogether on later runs.
+
+Robustness: a file that kills or hangs its decode worker is found and skipped (`scinsearch.decoding`),
+and remembered beside the images so the next run skips it at once (`scinsearch.undecodable`). The run
+is `complete` only when every image is stored, the release's one known-missing file excepted.
 """
 
 from __future__ import annotations
@@ -19,26 +23,34 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, NamedTuple
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import DataLoader
-from torch.utils.data import Dataset as TorchDataset
 from tqdm import tqdm
 
-from scinsearch.embedding import Preprocessor, collate
+from scinsearch.decoding import (  # noqa: F401  (DecodedChunk, DECODE_NICENESS: part of this module's API)
+    DECODE_NICENESS,
+    DECODE_TIMEOUT,
+    PREFETCH,
+    DecodedChunk,
+    DecodeImages,
+    DecodePool,
+    collate_decoded,
+    lower_priority,
+)
 from scinsearch.errors import ScinSearchError
-from scinsearch.images import ImageError
 from scinsearch.pixel_cache import PixelCache
+from scinsearch.schema import is_known_missing
 from scinsearch.store import CollectionInfo, StoredPoint, VectorStore
+from scinsearch.undecodable import UndecodableFiles
 
 if TYPE_CHECKING:  # for annotations only: the embed job itself needs no pandas (benchmarks/gpu_bench.py)
     from scinsearch.dataset import Dataset, ImageRecord
 
 MAX_WORKERS = 32
-DECODE_NICENESS = 19  # decode workers on the CPU: run when the model does not need the core
 CHUNK = 16  # images per decode-worker task
-PREFETCH = 2  # chunks queued per worker
 
 
 @dataclasses.dataclass
@@ -54,10 +66,29 @@ class EmbedSummary:
     store: str = ""
     decoded: int = 0  # images decoded from their files in this run
     from_cache: int = 0  # images whose pixels came from the pixel cache
+    undecodable_record: str = ""  # where files that crash or hang the decoder are remembered
+    crashed: list[tuple[Path, str]] = dataclasses.field(default_factory=list)  # such files found in this run
+    skipped_as_recorded: int = 0  # such files found by an earlier run and skipped at once
 
     @property
     def images_per_second(self) -> float:
         return self.embedded / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def known_gaps(self) -> list[tuple[str, str]]:
+        """Failures that are the release's own gap (its one missing image): reported, not counted."""
+        return [(path, reason) for path, reason in self.failed if is_known_missing(path) and reason == "file not found"]
+
+    @property
+    def missing(self) -> list[tuple[str, str]]:
+        """Images that should be in the store and are not."""
+        gaps = set(self.known_gaps)
+        return [failure for failure in self.failed if failure not in gaps]
+
+    @property
+    def complete(self) -> bool:
+        """Every image stored (the known gap excepted): what `scinsearch embed`'s exit code 0 means."""
+        return not self.missing
 
     def lines(self) -> list[str]:
         lines = [
@@ -69,58 +100,24 @@ class EmbedSummary:
         ]
         if self.from_cache:
             lines.append(f"pixels: {self.from_cache} from the cache, {self.decoded} decoded")
-        lines += [f"  failed: {path}: {reason}" for path, reason in self.failed]
+        gaps = set(self.known_gaps)
+        lines += [f"  known gap of the release (not an error): {path}: {reason}" for path, reason in sorted(gaps)]
+        lines += [f"  failed: {path}: {reason}" for path, reason in self.failed if (path, reason) not in gaps]
+        if self.crashed:
+            lines.append(
+                f"{len(self.crashed)} file(s) crashed or hung the decoder: listed in {self.undecodable_record}, "
+                f"so the next run skips them at once (delete a line there to try that file again)"
+            )
+        if self.skipped_as_recorded:
+            lines.append(
+                f"{self.skipped_as_recorded} file(s) skipped at once: they crashed or hung the decoder in an "
+                f"earlier run (listed in {self.undecodable_record}; delete a line there to try that file again)"
+            )
+        if self.complete:
+            lines.append("complete: every image is stored" + (" (the known gap excepted)" if gaps else ""))
+        else:
+            lines.append(f"incomplete: {len(self.missing)} image(s) not stored (see above)")
         return lines
-
-
-class DecodeImages(TorchDataset):
-    """Runs in DataLoader workers: decode one file and preprocess it (or load its pixels from the cache),
-    or return the reason it failed. Items: (index, arrays or None, reason or None, came from the cache)."""
-
-    def __init__(self, records: Sequence[ImageRecord], preprocessor: Preprocessor, cache: PixelCache | None = None):
-        self.records = records
-        self.preprocessor = preprocessor
-        self.cache = cache
-        self.cache_key = preprocessor.cache_key if cache is not None else None
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, index: int):
-        file = self.records[index].file
-        try:
-            if self.cache_key:
-                side = self.preprocessor.image_size
-                pixels = self.cache.get(file, self.cache_key, (side, side, 3))
-                if pixels is not None:
-                    return index, {"pixels": pixels}, None, True
-            arrays = self.preprocessor.load(file)
-            if self.cache_key:
-                self.cache.put(file, self.cache_key, arrays["pixels"])
-            return index, arrays, None, False
-        except ImageError as exc:
-            return index, None, str(exc), False
-        except Exception as exc:  # a decoder bug must not stop a 10,000-image run
-            return index, None, f"unexpected {type(exc).__name__}: {exc}", False
-
-
-class DecodedChunk(NamedTuple):
-    """What a decode worker hands back: a few images as one tensor per input (shared memory, no pickling)."""
-
-    indices: list[int]
-    arrays: dict[str, torch.Tensor] | None
-    failures: list[tuple[int, str]]
-    from_cache: int
-
-
-def collate_decoded(items) -> DecodedChunk:
-    """Split a worker chunk into (indices, stacked tensors or None, failures, cache hits)."""
-    good = [(index, arrays) for index, arrays, _, _ in items if arrays is not None]
-    failures = [(index, reason) for index, arrays, reason, _ in items if arrays is None]
-    arrays = None
-    if good:
-        arrays = {key: torch.from_numpy(value) for key, value in collate([a for _, a in good]).items()}
-    return DecodedChunk([index for index, _ in good], arrays, failures, sum(1 for item in items if item[3]))
 
 
 class Batcher:
@@ -201,14 +198,6 @@ def default_workers(device_type: str = "cpu") -> int:
     return max(1, min(MAX_WORKERS, cores if device_type == "cpu" else cores - 1))
 
 
-def lower_priority(_worker_id: int) -> None:
-    """DataLoader worker_init_fn: decode at the lowest CPU priority (the model thread comes first)."""
-    try:
-        os.nice(DECODE_NICENESS)
-    except (OSError, AttributeError):  # not permitted, or not a POSIX system: keep the priority
-        pass
-
-
 def prepare_collection(
     store: VectorStore, model: str, dim: int, recreate: bool, extra: dict, preprocessing: str = "fast"
 ) -> None:
@@ -241,12 +230,19 @@ def run_embed(
     progress: bool = True,
     warn: Callable[[str], None] = tqdm.write,
     cache: PixelCache | None = None,
+    decode_timeout: float = DECODE_TIMEOUT,
+    remember_undecodable: bool = True,
 ) -> EmbedSummary:
-    """Embed every record not yet in the store; return what happened.
+    """Embed every record not yet in the store; return what happened (`summary.complete`: all stored).
 
-    `cache`: a `PixelCache` to read preprocessed pixels from and write them to (None = decode every image)."""
+    `cache`: a `PixelCache` to read preprocessed pixels from and write them to (None = decode every image).
+    `decode_timeout`: seconds one file may take to decode before its worker is killed and the file
+    tried alone. `remember_undecodable`: list files that crash or hang the decoder beside the images
+    (`scinsearch.undecodable`), and skip the ones listed there at once."""
     if batch_size < 1:
         raise ScinSearchError("--batch-size must be at least 1")
+    if not decode_timeout > 0:
+        raise ScinSearchError("--decode-timeout must be more than 0 seconds")
     records = dataset.records[:limit] if limit is not None else dataset.records
     prepare_collection(
         store,
@@ -259,29 +255,60 @@ def run_embed(
     present = store.existing_ids([r.point_id for r in records])
     todo = [r for r in records if r.point_id not in present]
     summary = EmbedSummary(
-        total=len(records),
+        total=len(records) + len(dataset.refused),
         already_present=len(records) - len(todo),
+        failed=list(dataset.refused),
         model=embedder.model_name,
         device=str(embedder.device),
         precision=embedder.precision_name,
         store=getattr(store, "folder", None) and str(store.folder) or store.name,
     )
+    undecodable = UndecodableFiles(dataset.image_root) if remember_undecodable else None
+    if undecodable is not None:
+        summary.undecodable_record = str(undecodable.path)
+        todo = skip_recorded(todo, undecodable, summary)
     started = time.perf_counter()
     if todo:
         prepare = getattr(embedder, "prepare", None)  # compile (or not) before the decode workers start
         note = prepare(batch_size, len(todo)) if prepare else ""
         if note:
             warn(note)
-        embed_records(todo, embedder, store, batch_size, workers, progress, warn, summary, cache)
+        embed_records(todo, embedder, store, batch_size, workers, progress, warn, summary, cache, decode_timeout)
+        if undecodable is not None and summary.crashed:
+            remember(summary, undecodable, warn)
     store.finish_writes()
     summary.seconds = time.perf_counter() - started
     return summary
 
 
+def skip_recorded(todo: list[ImageRecord], undecodable: UndecodableFiles, summary: EmbedSummary) -> list[ImageRecord]:
+    """Leave out the files an earlier run found undecodable (unchanged since): each would cost a worker again."""
+    kept = []
+    for record in todo:
+        reason = undecodable.reason(record.file)
+        if reason is None:
+            kept.append(record)
+        else:
+            summary.failed.append((str(record.file), f"skipped: in an earlier run {reason}"))
+            summary.skipped_as_recorded += 1
+    return kept
+
+
+def remember(summary: EmbedSummary, undecodable: UndecodableFiles, warn) -> None:
+    """Write this run's culprits to the record beside the images."""
+    for file, reason in summary.crashed:
+        if not undecodable.add(file, reason):
+            warn(f"cannot write {undecodable.path} ({undecodable.unwritable}): the next run will find these again")
+            summary.undecodable_record = f"{undecodable.path} (not written: {undecodable.unwritable})"
+            return
+
+
 def make_loader(
     todo: Sequence[ImageRecord], embedder, workers: int | None, cache: PixelCache | None, chunk: int
 ) -> DataLoader:
-    """Decode workers: chunks of `chunk` images, at most PREFETCH chunks queued per worker (bounded memory)."""
+    """A plain DataLoader over the decode workers (chunks of `chunk` images, at most PREFETCH chunks queued
+    per worker), for callers that need one. `embed_records` uses the guarded `DecodePool` instead: a file
+    that kills a DataLoader worker stops the whole loader."""
     on_cpu = embedder.device.type == "cpu"
     workers = default_workers(embedder.device.type) if workers is None else workers
     return DataLoader(
@@ -295,6 +322,15 @@ def make_loader(
     )
 
 
+def decode_pool(
+    todo: Sequence[ImageRecord], embedder, workers: int | None, cache: PixelCache | None, chunk: int, timeout: float
+) -> DecodePool:
+    """The guarded decode workers (`scinsearch.decoding`): a file that crashes or hangs one is found and skipped."""
+    workers = default_workers(embedder.device.type) if workers is None else workers
+    decode = DecodeImages(todo, embedder.preprocessor, cache)
+    return DecodePool(decode, workers, chunk, timeout=timeout, nice=embedder.device.type == "cpu")
+
+
 def embed_records(
     todo: list[ImageRecord],
     embedder,
@@ -305,8 +341,8 @@ def embed_records(
     warn: Callable[[str], None],
     summary: EmbedSummary,
     cache: PixelCache | None = None,
+    decode_timeout: float = DECODE_TIMEOUT,
 ) -> None:
-    loader = make_loader(todo, embedder, workers, cache, chunk=min(batch_size, CHUNK))
     batcher = Batcher(batch_size, pin=embedder.device.type == "cuda")
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scinsearch-store")
     pending: list[Future] = []
@@ -320,17 +356,21 @@ def embed_records(
         pending = wait_for_writes(pending, keep=2)
         bar.update(len(indices))
 
+    pool = decode_pool(todo, embedder, workers, cache, min(batch_size, CHUNK), decode_timeout)
     with tqdm(total=len(todo), unit="img", desc="embedding", disable=not progress, dynamic_ncols=True) as bar:
         try:
-            for chunk in loader:
-                for index, reason in chunk.failures:
-                    summary.failed.append((str(todo[index].file), reason))
-                    warn(f"skipped {todo[index].file}: {reason}")
-                bar.update(len(chunk.failures))
-                summary.from_cache += chunk.from_cache
-                summary.decoded += len(chunk.indices) - chunk.from_cache
-                for indices, arrays in batcher.add(chunk):
-                    embed(indices, arrays)
+            with pool:
+                for chunk in pool.chunks(range(len(todo))):
+                    for index, reason in chunk.failures:
+                        summary.failed.append((str(todo[index].file), reason))
+                        warn(f"skipped {todo[index].file}: {reason}")
+                    reasons = dict(chunk.failures)
+                    summary.crashed += [(todo[index].file, reasons[index]) for index in chunk.crashed]
+                    bar.update(len(chunk.failures))
+                    summary.from_cache += chunk.from_cache
+                    summary.decoded += len(chunk.indices) - chunk.from_cache
+                    for indices, arrays in batcher.add(chunk):
+                        embed(indices, arrays)
             for indices, arrays in batcher.flush():
                 embed(indices, arrays)
             wait_for_writes(pending, keep=0)

@@ -81,6 +81,7 @@ class Settings:
     cache_dir: Path | None = None  # preprocessed-pixel cache (`embed --cache-dir`); None = off
     exact_preprocessing: bool = False  # True: resize exactly as the processor; False: the faster tested path
     adapter: Path | None = None  # a `scinsearch finetune` adapter folder: search transforms queries through it
+    decode_timeout: float | None = None  # seconds one image may take to decode when embedding; None = the default
 
     @property
     def uses_server(self) -> bool:

@@ -7,6 +7,8 @@ Nothing here is needed for real data; the product never imports it.
 - `build_tiny_siglip` / `build_tiny_siglip2` save tiny randomly initialised models with a real
   processor and tokenizer (`save_pretrained`), so the real loading code runs on them.
 - `scin_sized_png` makes a photo-like PNG the size of a SCIN image, for benchmarks.
+- `SabotagedPreprocessor` kills or hangs the process that decodes chosen files, as a decoder that
+  segfaults, runs out of memory or loops would, to test that an embed run survives it.
 Real architectures with random weights (same arithmetic, same speed) come from
 `scinsearch.models.random_vision_model`. The test suite (tests/conftest.py) and benchmarks/ use these.
 """
@@ -14,12 +16,19 @@ Real architectures with random weights (same arithmetic, same speed) come from
 from __future__ import annotations
 
 import csv
+import dataclasses
+import faulthandler
 import io
+import os
 import random
+import signal
+import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from scinsearch.embedding import Preprocessor
 
 CONDITIONS = [
     "Eczema",
@@ -85,6 +94,30 @@ LABEL_COLUMNS = (
     ]
 )
 MISSING_IMAGE = "dataset/images/-2243186711511406658.png"
+
+
+@dataclasses.dataclass(frozen=True)
+class SabotagedPreprocessor(Preprocessor):
+    """A preprocessor whose decoding of the files named by stem kills its process with `signal_number`
+    (`crash_on`) or never returns (`hang_on`). Test-only: the product never builds one."""
+
+    crash_on: frozenset = frozenset()
+    hang_on: frozenset = frozenset()
+    signal_number: int = signal.SIGKILL
+
+    @classmethod
+    def around(cls, preprocessor: Preprocessor, **sabotage) -> SabotagedPreprocessor:
+        return cls(**{f.name: getattr(preprocessor, f.name) for f in dataclasses.fields(Preprocessor)}, **sabotage)
+
+    def load(self, source):
+        stem = Path(source).stem
+        if stem in self.crash_on:
+            faulthandler.disable()  # pytest's traceback dump would only clutter the test output
+            os.kill(os.getpid(), self.signal_number)
+            time.sleep(60)  # a signal that does not end the process at once
+        if stem in self.hang_on:
+            time.sleep(3600)
+        return super().load(source)
 
 
 def condition_image(condition: str | None, size: tuple[int, int], rng: random.Random) -> Image.Image:

@@ -6,17 +6,12 @@ from pathlib import Path
 
 import click
 
+from scinsearch.commands.options import IncompleteRun
 from scinsearch.errors import ScinSearchError
 
 # Same as scinsearch.download.DEFAULT_BASE_URL (a test checks): not imported, so that `scinsearch --help`
 # does not pay for importing httpx and pandas.
 DEFAULT_BASE_URL = "https://storage.googleapis.com/dx-scin-public-data/"
-
-
-class IncompleteDownload(click.ClickException):
-    """Exit code 1 after the summary, in click's standalone mode and through `scinsearch.cli.main` alike."""
-
-    exit_code = 1
 
 
 @click.command()
@@ -83,7 +78,7 @@ def download(to, limit, base_url, connections, retries, quiet):
     for line in summary.lines():
         click.echo(line)
     if not summary.complete:
-        raise IncompleteDownload(f"download incomplete: {len(summary.missing)} object(s) could not be had")
+        raise IncompleteRun(f"download incomplete: {len(summary.missing)} object(s) could not be had")
 
 
 @click.command()

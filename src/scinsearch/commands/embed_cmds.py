@@ -9,7 +9,7 @@ import click
 import numpy as np
 
 from scinsearch.calibration import METADATA_KEY, calibration_of
-from scinsearch.commands.options import make_settings, model_options, server_options, store_options
+from scinsearch.commands.options import IncompleteRun, make_settings, model_options, server_options, store_options
 from scinsearch.errors import ScinSearchError
 from scinsearch.schema import REQUIRED_FIELDS, SPLITS
 
@@ -102,6 +102,14 @@ def open_embedder(settings):
     help="Resize exactly as the checkpoint's processor (default: a faster path within 0.6 grey "
     "levels of it on average).",
 )
+@click.option(
+    "--decode-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    envvar="SCINSEARCH_DECODE_TIMEOUT",
+    help="Seconds one image may take to decode before its worker is stopped and the image skipped "
+    "(default 300; a SCIN image takes a few hundredths of a second).",
+)
 def embed(scin_dir, metadata, images_dir, alias, batch_size, limit, workers, recreate, quiet, **options):
     """Embed SCIN images with SigLIP into Qdrant; re-runs embed only what is missing.
 
@@ -109,8 +117,13 @@ def embed(scin_dir, metadata, images_dir, alias, batch_size, limit, workers, rec
     scinsearch embed --scin-dir ~/data/scin
     scinsearch embed --metadata real_labeled_metadata.csv --images-dir ~/data/scin/images
     scinsearch embed --scin-dir ~/data/scin --qdrant-url http://qdrant:6333 --alias scin_dermatology
+
+    Images that cannot be used (missing, broken, or crashing or hanging the decoder) are skipped and
+    named in the summary. Exit code 0 when every image is stored (the one image the release itself
+    lacks is reported, not counted), 1 otherwise: run again after fixing them to add just those.
     """
     from scinsearch.dataset import load_dataset
+    from scinsearch.decoding import DECODE_TIMEOUT
     from scinsearch.pipeline import default_batch_size, run_embed
     from scinsearch.pixel_cache import PixelCache
     from scinsearch.store import open_store
@@ -133,7 +146,14 @@ def embed(scin_dir, metadata, images_dir, alias, batch_size, limit, workers, rec
                 f"(a new version, switched when finished)"
             )
         cache = PixelCache(settings.cache_dir) if settings.cache_dir else None
-        run = dict(batch_size=batch_size, workers=settings.workers, limit=limit, progress=not quiet, cache=cache)
+        run = dict(
+            batch_size=batch_size,
+            workers=settings.workers,
+            limit=limit,
+            progress=not quiet,
+            cache=cache,
+            decode_timeout=settings.decode_timeout or DECODE_TIMEOUT,
+        )
         collection = settings.collection
         if alias is None:
             summary = run_embed(data, embedder, store, recreate=recreate, **run)
@@ -150,6 +170,8 @@ def embed(scin_dir, metadata, images_dir, alias, batch_size, limit, workers, rec
         click.echo(line)
     if alias_line:
         click.echo(alias_line)
+    if not summary.complete:
+        raise IncompleteRun(f"embed incomplete: {len(summary.missing)} image(s) not stored (listed above)")
 
 
 def alias_settings(settings, alias: str):

@@ -167,6 +167,13 @@ def adapter_option(function):
     )(function)
 
 
+class IncompleteRun(click.ClickException):
+    """A run that kept going past failures and ended without all of its work done: its summary is printed,
+    then `Error: <message>` and exit code 1 (in click's standalone mode and through `scinsearch.cli.main`)."""
+
+    exit_code = 1
+
+
 def make_settings(
     collection: str = DEFAULT_COLLECTION,
     qdrant_path: Path = DEFAULT_QDRANT_PATH,

@@ -1,0 +1,134 @@
+"""A file that kills or hangs its decode worker: the run finishes, the file is named, everything else is
+stored; the rerun skips it at once (it is remembered beside the images) and says so."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+
+import pytest
+
+from scinsearch.dataset import read_release
+from scinsearch.pipeline import run_embed
+from scinsearch.settings import Settings
+from scinsearch.store import open_store
+from scinsearch.testing import SabotagedPreprocessor
+from scinsearch.undecodable import RECORD_NAME
+
+pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
+
+
+@pytest.fixture
+def release(clean_release, tmp_path):
+    """A copy: the run writes its record of undecodable files beside the images."""
+    return shutil.copytree(clean_release, tmp_path / "scin")
+
+
+def embed(data, embedder, store, **options):
+    options = {"batch_size": 4, "workers": 2, "progress": False, "warn": lambda message: None, **options}
+    return run_embed(data, embedder, store, **options)
+
+
+def sabotage(embedder, **how) -> None:
+    embedder.preprocessor = SabotagedPreprocessor.around(embedder.preprocessor, **how)
+
+
+def stored_ids(store) -> set[str]:
+    return {point.id for point in store.scroll()}
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGKILL, signal.SIGSEGV], ids=["oom-kill", "segfault"])
+def test_a_file_that_kills_its_worker_is_named_skipped_and_remembered(release, spy_embedder, tmp_path, signal_number):
+    data = read_release(release)
+    culprit = data.records[7]
+    sabotage(spy_embedder, crash_on=frozenset({culprit.image_id}), signal_number=signal_number)
+    store = open_store(Settings(qdrant_path=tmp_path / "q", collection="c"))
+    summary = embed(data, spy_embedder, store)
+    assert [path for path, _ in summary.failed] == [str(culprit.file)]
+    reason = summary.failed[0][1]
+    assert "crashes on it" in reason and signal.Signals(signal_number).name in reason, reason
+    assert stored_ids(store) == {r.point_id for r in data.records} - {culprit.point_id}
+    assert not summary.complete and any(RECORD_NAME in line for line in summary.lines())
+    assert (release / RECORD_NAME).is_file()
+
+    rerun = embed(data, spy_embedder, store, workers=1)
+    assert rerun.already_present == len(data.records) - 1 and rerun.embedded == 0
+    assert [path for path, _ in rerun.failed] == [str(culprit.file)] and rerun.skipped_as_recorded == 1
+    assert "earlier run" in rerun.failed[0][1] and not rerun.complete
+    assert any("skipped at once" in line for line in rerun.lines())
+    store.close()
+
+
+def test_a_file_that_hangs_its_worker_times_out_the_same_way(release, spy_embedder, tmp_path):
+    data = read_release(release)
+    culprit = data.records[3]
+    sabotage(spy_embedder, hang_on=frozenset({culprit.image_id}))
+    store = open_store(Settings(qdrant_path=tmp_path / "q", collection="c"))
+    summary = embed(data, spy_embedder, store, decode_timeout=1.0)
+    assert [path for path, _ in summary.failed] == [str(culprit.file)]
+    assert "hangs on it" in summary.failed[0][1] and "overran the 1 s deadline" in summary.failed[0][1]
+    assert stored_ids(store) == {r.point_id for r in data.records} - {culprit.point_id}
+    rerun = embed(data, spy_embedder, store, decode_timeout=1.0)
+    assert [path for path, _ in rerun.failed] == [str(culprit.file)] and rerun.skipped_as_recorded == 1
+    store.close()
+
+
+def test_without_the_record_the_rerun_finds_the_culprit_again(release, spy_embedder, tmp_path):
+    data = read_release(release)
+    culprits = [data.records[2], data.records[9]]
+    sabotage(spy_embedder, crash_on=frozenset(r.image_id for r in culprits))
+    store = open_store(Settings(qdrant_path=tmp_path / "q", collection="c"))
+    for _ in range(2):
+        summary = embed(data, spy_embedder, store, remember_undecodable=False, workers=3)
+        assert sorted(path for path, _ in summary.failed) == sorted(str(r.file) for r in culprits)
+        assert all("crashes on it" in reason for _, reason in summary.failed)
+    assert stored_ids(store) == {r.point_id for r in data.records} - {r.point_id for r in culprits}
+    assert not (release / RECORD_NAME).exists()
+    store.close()
+
+
+def test_a_changed_file_is_tried_again(release, spy_embedder, tmp_path):
+    data = read_release(release)
+    culprit = data.records[4]
+    sabotage(spy_embedder, crash_on=frozenset({culprit.image_id}))
+    store = open_store(Settings(qdrant_path=tmp_path / "q", collection="c"))
+    embed(data, spy_embedder, store)
+    spy_embedder.preprocessor = SabotagedPreprocessor.around(spy_embedder.preprocessor)  # the decoder is fixed
+    culprit.file.write_bytes(culprit.file.read_bytes())  # ...and the file re-downloaded: the record no longer applies
+    import os
+
+    os.utime(culprit.file, ns=(culprit.file.stat().st_atime_ns, culprit.file.stat().st_mtime_ns + 10**9))
+    summary = embed(data, spy_embedder, store)
+    assert summary.complete and summary.embedded == 1 and culprit.point_id in stored_ids(store)
+    store.close()
+
+
+def test_a_worker_killed_by_a_bystander_problem_redoes_its_chunk(release, spy_embedder, tmp_path, monkeypatch):
+    """The out-of-memory killer may pick a worker whose file is fine: the probe clears it, nothing is lost."""
+    from scinsearch import decoding
+
+    data = read_release(release)
+    probed = []
+    real_probe = decoding.DecodePool.probe
+
+    def probe_after_a_random_kill(self, index):
+        probed.append(index)
+        return real_probe(self, index)
+
+    killed = []
+    real_collect = decoding.DecodePool.collect
+
+    def collect_and_kill_once(self, queue, done):
+        if not killed and any(w.held for w in self.pool) and self.journal[1] >= 0:
+            killed.append(int(self.journal[1]))
+            self.pool[0].process.kill()
+        real_collect(self, queue, done)
+
+    monkeypatch.setattr(decoding.DecodePool, "probe", probe_after_a_random_kill)
+    monkeypatch.setattr(decoding.DecodePool, "collect", collect_and_kill_once)
+    store = open_store(Settings(qdrant_path=tmp_path / "q", collection="c"))
+    summary = embed(data, spy_embedder, store)
+    assert killed and probed == killed
+    assert summary.complete and not summary.failed and stored_ids(store) == {r.point_id for r in data.records}
+    assert not (release / RECORD_NAME).exists()
+    store.close()
