@@ -11,9 +11,11 @@ import base64
 import csv
 import hashlib
 import http.server
+import json
 import shutil
 import socket
 import threading
+import time
 import urllib.parse
 from collections import Counter
 from pathlib import Path
@@ -33,7 +35,10 @@ FAST = dl.RetryPolicy(attempts=3, first_delay=0.01, max_delay=0.02, timeout=5)
 
 class FakeBucket:
     """What the server serves and how it misbehaves: `faults[path]` is one of
-    '404', '500-once', '503' (always), 'drop-once' (half the body, then the connection closes), 'bad-md5'."""
+    '404', '500-once', '503' (always), 'drop-once' (half the body, then the connection closes), 'bad-md5',
+    'no-hash' (no x-goog-hash), 'bare' (neither x-goog-hash nor Content-Length: the body ends when the
+    connection closes), 'bare-cut-once' (bare, and half the body the first time), 'trickle' (a few
+    bytes every 50 ms)."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -71,17 +76,32 @@ class BucketHandler(http.server.BaseHTTPRequestHandler):
             return self.send_error(500 if fault == "500-once" else 503)
         body = file.read_bytes()
         md5 = hashlib.md5(b"something else" if fault == "bad-md5" else body).digest()
+        bare = fault in ("bare", "bare-cut-once")
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("x-goog-hash", "crc32c=AAAAAA==")
-        self.send_header("x-goog-hash", "md5=" + base64.b64encode(md5).decode())
+        if bare:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        else:
+            self.send_header("Content-Length", str(len(body)))
+        if fault not in ("no-hash", "bare", "bare-cut-once"):
+            self.send_header("x-goog-hash", "crc32c=AAAAAA==")
+            self.send_header("x-goog-hash", "md5=" + base64.b64encode(md5).decode())
         self.end_headers()
-        if fault == "drop-once" and nth == 1:
+        if (fault == "drop-once" or fault == "bare-cut-once") and nth == 1:
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if fault == "trickle":
+            try:
+                for start in range(0, len(body), 64):
+                    self.wfile.write(body[start : start + 64])
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except OSError:  # the client gave up
+                self.close_connection = True
             return
         self.wfile.write(body)
 
@@ -279,8 +299,8 @@ def test_interrupted_run_loses_nothing(bucket, release_root, tmp_path, monkeypat
     recorded = []
     real_record = dl.Ledger.record
 
-    def record_then_interrupt(self, path, size, md5):
-        real_record(self, path, size, md5)
+    def record_then_interrupt(self, path, *details):
+        real_record(self, path, *details)
         recorded.append(path)
         if len(recorded) == 5:
             raise KeyboardInterrupt  # Ctrl-C in the middle of the images
@@ -371,6 +391,19 @@ def test_garbage_cases_csv_is_a_user_error(bucket, tmp_path):
         fetch(bucket, tmp_path / "out")
 
 
+def test_a_malformed_row_of_the_cases_csv_loses_that_case_only(bucket, release_root, tmp_path):
+    copy = shutil.copytree(release_root, tmp_path / "bucket-copy")
+    cases = copy / dl.CASES_OBJECT
+    lines = cases.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines.insert(2, "1234,with,too,few,fields\n")
+    cases.write_text("".join(lines), encoding="utf-8")
+    bucket.reset(copy)
+    summary = fetch(bucket, tmp_path / "out")
+    assert summary.complete and summary.cases_total == len(lines) - 2
+    assert summary.lines()[0].startswith("warning: scin_cases.csv line 3: 5 fields where the header has")
+    assert_same_bytes(copy, tmp_path / "out", image_objects(copy))
+
+
 def test_expected_md5_reads_combined_and_repeated_headers():
     import httpx
 
@@ -395,3 +428,85 @@ def test_prepare_after_a_limited_download_lists_only_that_subset(bucket, tmp_pat
     with (tmp_path / "meta.csv").open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert {f"dataset/images/{row['image_path']}" for row in rows} == images and table.rows == len(images)
+
+
+# ------------------------------------------------------------------ what was verified (issue 10, item 12)
+
+
+def ledger_lines(to: Path) -> dict[str, dict]:
+    return {entry["path"]: entry for entry in map(json.loads, (to / dl.LEDGER_NAME).read_text().splitlines())}
+
+
+def test_each_file_says_what_it_was_verified_against(bucket, release_root, tmp_path):
+    images = image_objects(release_root)
+    bucket.faults.update({images[0]: "no-hash", images[1]: "bare", dl.LABELS_OBJECT: "bare"})
+    summary = fetch(bucket, tmp_path)
+    assert summary.complete
+    ledger = ledger_lines(tmp_path)
+    assert ledger[images[0]]["verified"] == ["size"]
+    assert ledger[images[1]]["verified"] == ["png-end"]
+    assert ledger[dl.LABELS_OBJECT]["verified"] == []  # a CSV without size or MD5: nothing to check it against
+    assert ledger[images[2]]["verified"] == ["size", "md5"] and ledger[dl.CASES_OBJECT]["verified"] == ["size", "md5"]
+    text = "\n".join(summary.lines())
+    assert f"by size and md5: {len(images) - 1}" in text and "by size: 1" in text and "by png-end: 1" in text
+    assert f"NOT verified (the server sent no size and no MD5): 1\n  unverified: {dl.LABELS_OBJECT}" in text
+    assert_same_bytes(release_root, tmp_path, images)
+
+
+def test_a_cut_off_body_without_length_or_hash_is_caught_for_images(bucket, release_root, tmp_path):
+    image = image_objects(release_root)[3]
+    bucket.faults[image] = "bare-cut-once"
+    summary = fetch(bucket, tmp_path)
+    assert summary.complete and bucket.requests[image] == 2  # the half body was refused, the retry kept
+    assert_same_bytes(release_root, tmp_path, [image]) and no_part_files(tmp_path)
+    assert ledger_lines(tmp_path)[image]["verified"] == ["png-end"]
+
+
+def test_each_object_has_an_overall_deadline(bucket, release_root, tmp_path):
+    image = image_objects(release_root)[0]
+    bucket.faults[image] = "trickle"
+    policy = dl.RetryPolicy(attempts=3, first_delay=0.01, max_delay=0.02, timeout=5, deadline=1.0)
+    started = time.monotonic()
+    summary = fetch(bucket, tmp_path, retry=policy)
+    assert time.monotonic() - started < 10
+    assert image in summary.missing and "1 s deadline" in summary.missing[image]
+    assert not (tmp_path / image).exists() and no_part_files(tmp_path)
+
+
+def test_a_redirect_from_https_to_http_is_refused(tmp_path):
+    import httpx
+
+    from scinsearch.fetch import make_client
+
+    body = b"swapped on the way"
+
+    def ok(content: bytes) -> httpx.Response:
+        return httpx.Response(200, stream=httpx.ByteStream(content), headers={"Content-Length": str(len(content))})
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.scheme == "https":
+            return httpx.Response(302, headers={"Location": "http://mirror.example/dataset/x.csv"})
+        return ok(body)
+
+    client = make_client(FAST, 1, transport=httpx.MockTransport(handler))
+    with pytest.raises(http_fetch.PermanentError, match="refused a redirect from HTTPS to HTTP"):
+        http_fetch.fetch_object(
+            client, "https://bucket.example/dataset/x.csv", tmp_path / "x.csv", FAST, lambda n: None, threading.Event()
+        )
+    assert not (tmp_path / "x.csv").exists() and not list(tmp_path.iterdir())
+    # an HTTPS to HTTPS redirect (a mirror moving its files) is followed
+    secure = make_client(
+        FAST,
+        1,
+        transport=httpx.MockTransport(
+            lambda r: (
+                httpx.Response(301, headers={"Location": "https://cdn.example/x"})
+                if r.url.host == "bucket.example"
+                else ok(body)
+            )
+        ),
+    )
+    size, _, verified = http_fetch.fetch_object(
+        secure, "https://bucket.example/x.csv", tmp_path / "x.csv", FAST, lambda n: None, threading.Event()
+    )
+    assert (tmp_path / "x.csv").read_bytes() == body and size == len(body) and verified == ("size",)

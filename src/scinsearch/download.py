@@ -5,12 +5,14 @@ Objects are fetched anonymously over HTTPS as `<base URL><object path>` (the buc
 (`<to>/dataset/scin_cases.csv`, `<to>/dataset/images/<id>.png`), which is what `embed --scin-dir` reads.
 
 Why a file on disk can be trusted: every object is streamed to `<file>.part`, its size is checked
-against Content-Length and its MD5 against `x-goog-hash: md5=...` (when the server sends one),
-it is fsync'ed and only then renamed into place. So a file at its final name is complete, and a second
-run skips it without asking the server. A ledger (`<to>/.scinsearch-download.jsonl`, one JSON line per
-verified file: path, size, server MD5) catches files changed later (size differs: fetched again) and
-keeps the MD5s for anyone who wants to re-check. Files put there by other tools (`gcloud storage cp`)
-have no ledger line and are trusted as they are. A leftover `.part` is discarded and fetched again
+against Content-Length and its MD5 against `x-goog-hash: md5=...` (GCS sends both; a PNG that comes
+with neither must at least end with its IEND chunk), it is fsync'ed and only then renamed into place.
+So a file at its final name is complete, and a second run skips it without asking the server. A ledger
+(`<to>/.scinsearch-download.jsonl`, one JSON line per file: path, size, MD5, and `verified`: what it
+was checked against, `size`, `md5`, `png-end`, or nothing) catches files changed later (size differs:
+fetched again) and keeps the MD5s for anyone who wants to re-check; the summary counts what was
+verified how and names every file that could not be verified at all. Files put there by other tools
+(`gcloud storage cp`) have no ledger line and are trusted as they are. A leftover `.part` is discarded and fetched again
 from the start: images are about 1 MB, so byte-range resume would not pay for its complexity.
 """
 
@@ -24,17 +26,14 @@ import threading
 import urllib.parse
 from pathlib import Path, PurePosixPath
 
-import httpx
-
 from scinsearch import cells, dataset
 from scinsearch.errors import ScinSearchError
-from scinsearch.fetch import LocalWriteError, PermanentError, RetryPolicy, fetch_object
+from scinsearch.fetch import LocalWriteError, PermanentError, RetryPolicy, fetch_object, make_client
 
 DEFAULT_BASE_URL = "https://storage.googleapis.com/dx-scin-public-data/"
 CASES_OBJECT = f"dataset/{dataset.CASES_CSV}"
 LABELS_OBJECT = f"dataset/{dataset.LABELS_CSV}"
-# Referenced by case 1834609919572055750 but absent from the bucket (google-research-datasets/scin issue #1).
-KNOWN_MISSING_OBJECTS = frozenset({"dataset/images/-2243186711511406658.png"})
+KNOWN_MISSING_OBJECTS = dataset.KNOWN_MISSING_OBJECTS  # the release's known gap, defined with the release layout
 LEDGER_NAME = ".scinsearch-download.jsonl"
 
 
@@ -50,6 +49,8 @@ class DownloadSummary:
     skipped: list[str] = dataclasses.field(default_factory=list)
     failed: dict[str, str] = dataclasses.field(default_factory=dict)
     bytes_downloaded: int = 0
+    verified: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)  # downloaded path -> checks
+    warnings: list[str] = dataclasses.field(default_factory=list)  # e.g. malformed rows of the cases CSV
 
     @property
     def known_gaps(self) -> dict[str, str]:
@@ -66,11 +67,13 @@ class DownloadSummary:
 
     def lines(self) -> list[str]:
         total = len(self.downloaded) + len(self.skipped) + len(self.failed)
-        lines = [
+        lines = [f"warning: {warning}" for warning in self.warnings]
+        lines += [
             f"{self.cases_selected} of {self.cases_total} cases, {total} objects, under {self.to}",
             f"downloaded {len(self.downloaded)} ({human_bytes(self.bytes_downloaded)}), "
             f"already complete {len(self.skipped)}, not had {len(self.failed)}",
         ]
+        lines += self.verification_lines()
         for path, reason in sorted(self.known_gaps.items()):
             lines.append(f"  known gap of the release (not an error): {path}: {reason}")
         if self.missing:
@@ -79,6 +82,23 @@ class DownloadSummary:
             lines.append("incomplete: run the same command again to fetch only what is missing")
         else:
             lines.append("complete")
+        return lines
+
+    def verification_lines(self) -> list[str]:
+        """How this run's downloads were verified, e.g. 'verified by size and md5: 17'; unverified ones by name."""
+        if not self.verified:
+            return []
+        counts: dict[tuple[str, ...], int] = {}
+        for checks in self.verified.values():
+            counts[checks] = counts.get(checks, 0) + 1
+        parts = [
+            f"by {' and '.join(checks)}: {n}" for checks, n in sorted(counts.items(), key=lambda i: -i[1]) if checks
+        ]
+        lines = ["verified " + ", ".join(parts)] if parts else []
+        unverified = sorted(path for path, checks in self.verified.items() if not checks)
+        if unverified:
+            lines.append(f"NOT verified (the server sent no size and no MD5): {len(unverified)}")
+            lines += [f"  unverified: {path}" for path in unverified]
         return lines
 
 
@@ -140,15 +160,16 @@ class Ledger:
         entry = self.entries.get(path)
         return entry is None or entry.get("size") == dest.stat().st_size
 
-    def record(self, path: str, size: int, md5: str) -> None:
+    def record(self, path: str, size: int, md5: str, verified: tuple[str, ...]) -> None:
+        entry = {"path": path, "size": size, "md5": md5, "verified": list(verified)}
         try:
             if self.handle is None:
                 self.handle = self.path.open("a", encoding="utf-8")
-            self.handle.write(json.dumps({"path": path, "size": size, "md5": md5}) + "\n")
+            self.handle.write(json.dumps(entry) + "\n")
             self.handle.flush()
         except OSError as exc:
             raise ScinSearchError(f"cannot write {self.path}: {exc.strerror or exc}") from None
-        self.entries[path] = {"path": path, "size": size, "md5": md5}
+        self.entries[path] = entry
 
     def close(self) -> None:
         if self.handle is not None:
@@ -199,11 +220,7 @@ class Downloader:
         self.ledger = Ledger(to / LEDGER_NAME)
         self.progress = Progress(progress)
         self.stop = threading.Event()
-        self.client = httpx.Client(
-            timeout=httpx.Timeout(policy.timeout, connect=min(policy.timeout, 15.0)),
-            follow_redirects=True,
-            limits=httpx.Limits(max_connections=self.connections, max_keepalive_connections=self.connections),
-        )
+        self.client = make_client(policy, self.connections)
 
     def close(self) -> None:
         self.client.close()
@@ -227,7 +244,7 @@ class Downloader:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
 
-    def fetch_one(self, path: str) -> tuple[int, str]:
+    def fetch_one(self, path: str) -> tuple[int, str, tuple[str, ...]]:
         return fetch_object(
             self.client,
             object_url(self.base_url, path),
@@ -240,14 +257,15 @@ class Downloader:
     def record(self, path: str, future: concurrent.futures.Future, summary: DownloadSummary) -> None:
         self.progress.files_done()
         try:
-            size, md5 = future.result()
+            size, md5, verified = future.result()
         except PermanentError as exc:
             summary.failed[path] = str(exc)
             return
         except LocalWriteError as exc:
             raise ScinSearchError(str(exc)) from None
-        self.ledger.record(path, size, md5)
+        self.ledger.record(path, size, md5, verified)
         summary.downloaded.append(path)
+        summary.verified[path] = verified
         summary.bytes_downloaded += size
 
 
@@ -275,7 +293,7 @@ def select_cases(case_ids: list[str], limit: int | None) -> set[str]:
 
 def image_objects(cases_csv: Path, limit: int | None, summary: DownloadSummary) -> list[str]:
     """The distinct, validated image paths of the selected cases, in file order."""
-    cases = dataset.read_csv(cases_csv)
+    cases = dataset.read_csv(cases_csv, summary.warnings)
     dataset.require_columns(cases, ["case_id", "image_1_path"], cases_csv)
     rows = [row for row in cases.to_dict("records") if cells.text(row["case_id"])]
     case_ids = [cells.text(row["case_id"]) for row in rows]

@@ -1,8 +1,12 @@
 """Fetch one object over HTTPS, verified and retried: the network half of `scinsearch.download`.
 
 A body is streamed to `<file>.part`, checked against Content-Length and the MD5 of `x-goog-hash`,
-fsync'ed and only then renamed, so a file at its final name is complete. Connection trouble, 5xx and
-short or corrupt bodies are retried with exponential backoff and jitter; 404, 403 and other 4xx are not.
+fsync'ed and only then renamed, so a file at its final name is complete. What could be checked is
+returned with it (`VERIFIED_*`): a server that sends neither header gives nothing to check a body
+against, except that a PNG must end with its IEND chunk (a cut-off image is caught even then).
+Connection trouble, 5xx and short or corrupt bodies are retried with exponential backoff and jitter;
+404, 403 and other 4xx are not. A redirect from HTTPS to plain HTTP is refused (the body could be
+swapped on the way), and each object has an overall deadline, all attempts together.
 """
 
 from __future__ import annotations
@@ -14,12 +18,17 @@ import hashlib
 import os
 import random
 import threading
+import time
 from pathlib import Path
 
 import httpx
 
 PERMANENT_STATUSES = {400, 401, 403, 404, 405, 410, 451}
 CHUNK_BYTES = 1 << 16
+MAX_REDIRECTS = 5
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk every complete PNG ends with
+# What a downloaded file was checked against (recorded in the ledger, counted in the summary).
+VERIFIED_SIZE, VERIFIED_MD5, VERIFIED_PNG_END = "size", "md5", "png-end"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +39,7 @@ class RetryPolicy:
     first_delay: float = 0.5
     max_delay: float = 20.0
     timeout: float = 60.0  # seconds without progress on one connection
+    deadline: float = 600.0  # seconds for one object, every attempt and backoff included (~1 MB: 1.7 KB/s)
 
     def delay(self, attempt: int) -> float:
         """Exponential backoff with jitter, so parallel workers do not retry in lock-step."""
@@ -48,8 +58,33 @@ class LocalWriteError(Exception):
     """The disk, not the network: stops the whole run (the next file would fail the same way)."""
 
 
+class DeadlineExceeded(TransientError):
+    """The object's overall deadline passed (the next attempt, if any, finds no time left)."""
+
+
 class Cancelled(Exception):
     """The run was interrupted; the current file is dropped, finished files are kept."""
+
+
+def refuse_downgrade(response: httpx.Response) -> None:
+    """httpx response hook (it sees every response, redirects included, before one is followed):
+    a redirect from HTTPS to anything else is refused."""
+    if response.has_redirect_location and response.request.url.scheme == "https":
+        target = response.request.url.join(response.headers["location"])
+        if target.scheme != "https":
+            raise PermanentError(f"refused a redirect from HTTPS to {target.scheme.upper()} ({target.host})")
+
+
+def make_client(policy: RetryPolicy, connections: int, transport: httpx.BaseTransport | None = None) -> httpx.Client:
+    """The download client: a bounded connection pool, timeouts, at most MAX_REDIRECTS, never to plain HTTP."""
+    return httpx.Client(
+        timeout=httpx.Timeout(policy.timeout, connect=min(policy.timeout, 15.0)),
+        follow_redirects=True,
+        max_redirects=MAX_REDIRECTS,
+        event_hooks={"response": [refuse_downgrade]},
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        transport=transport,
+    )
 
 
 def expected_md5(response: httpx.Response) -> bytes | None:
@@ -65,8 +100,11 @@ def expected_md5(response: httpx.Response) -> bytes | None:
     return None
 
 
-def stream_once(client: httpx.Client, url: str, dest: Path, on_bytes, stop: threading.Event) -> tuple[int, str]:
-    """One attempt: stream to `<dest>.part`, verify size and MD5, rename. -> (size, md5 base64)."""
+def stream_once(
+    client: httpx.Client, url: str, dest: Path, on_bytes, stop: threading.Event, deadline: float
+) -> tuple[int, str, tuple[str, ...]]:
+    """One attempt: stream to `<dest>.part`, verify what can be verified, rename.
+    -> (size, md5 base64, what was verified: VERIFIED_* names, possibly none)."""
     part = dest.with_name(dest.name + ".part")
     written = 0
 
@@ -76,17 +114,28 @@ def stream_once(client: httpx.Client, url: str, dest: Path, on_bytes, stop: thre
         on_bytes(size)
 
     try:
-        with client.stream("GET", url, headers={"Accept-Encoding": "identity"}) as response:
+        with client.stream(
+            "GET", url, headers={"Accept-Encoding": "identity"}, timeout=attempt_timeout(client, deadline)
+        ) as response:
             check_status(response)
             length, md5 = response.headers.get("content-length"), expected_md5(response)
-            digest = write_body(response, part, count, stop)
-        if length is not None and length.isdigit() and written != int(length):
-            raise TransientError(f"incomplete body: {written} of {length} bytes")
-        if md5 is not None and digest.digest() != md5:
-            raise TransientError("MD5 mismatch: the body differs from the server's x-goog-hash")
+            digest, tail = write_body(response, part, count, stop, deadline)
+        verified = []
+        if length is not None and length.strip().isdigit():
+            if written != int(length):
+                raise TransientError(f"incomplete body: {written} of {length.strip()} bytes")
+            verified.append(VERIFIED_SIZE)
+        if md5 is not None:
+            if digest.digest() != md5:
+                raise TransientError("MD5 mismatch: the body differs from the server's x-goog-hash")
+            verified.append(VERIFIED_MD5)
+        if not verified and dest.suffix.lower() == ".png":
+            if tail != PNG_END:
+                raise TransientError("cut off: the body does not end as a PNG does (and no size or MD5 came with it)")
+            verified.append(VERIFIED_PNG_END)
         with local_write(dest):
             os.replace(part, dest)
-        return written, base64.b64encode(digest.digest()).decode()
+        return written, base64.b64encode(digest.digest()).decode(), tuple(verified)
     except BaseException:
         on_bytes(-written)  # the bytes bar counts kept bytes only
         with contextlib.suppress(OSError):
@@ -94,9 +143,23 @@ def stream_once(client: httpx.Client, url: str, dest: Path, on_bytes, stop: thre
         raise
 
 
-def write_body(response: httpx.Response, part: Path, count, stop: threading.Event):
-    """Stream the raw body into `part` and fsync it, so that once renamed it cannot be short after a crash."""
+def attempt_timeout(client: httpx.Client, deadline: float) -> httpx.Timeout:
+    """The client's timeouts, shortened so that no wait outlasts the object's deadline."""
+    left = max(0.1, deadline - time.monotonic())
+    timeout = client.timeout
+    return httpx.Timeout(
+        connect=min(timeout.connect or left, left),
+        read=min(timeout.read or left, left),
+        write=timeout.write,
+        pool=timeout.pool,
+    )
+
+
+def write_body(response: httpx.Response, part: Path, count, stop: threading.Event, deadline: float):
+    """Stream the raw body into `part` and fsync it, so that once renamed it cannot be short after a crash.
+    -> (its MD5, its last bytes)."""
     digest = hashlib.md5()
+    tail = b""
     with local_write(part):
         part.parent.mkdir(parents=True, exist_ok=True)
         with part.open("wb") as handle:
@@ -104,14 +167,17 @@ def write_body(response: httpx.Response, part: Path, count, stop: threading.Even
                 for chunk in response.iter_raw(CHUNK_BYTES):
                     if stop.is_set():
                         raise Cancelled()
+                    if time.monotonic() > deadline:
+                        raise DeadlineExceeded()
                     handle.write(chunk)
                     digest.update(chunk)
+                    tail = (tail + chunk)[-len(PNG_END) :]
                     count(len(chunk))
             except httpx.TransportError as exc:
                 raise TransientError(f"connection lost mid-body ({describe_error(exc)})") from None
             handle.flush()
             os.fsync(handle.fileno())
-    return digest
+    return digest, tail
 
 
 @contextlib.contextmanager
@@ -143,18 +209,25 @@ def describe_error(exc: Exception) -> str:
 
 def fetch_object(
     client: httpx.Client, url: str, dest: Path, policy: RetryPolicy, on_bytes, stop: threading.Event
-) -> tuple[int, str]:
-    """Fetch with retries and backoff; raises PermanentError with the last reason when it gives up."""
+) -> tuple[int, str, tuple[str, ...]]:
+    """Fetch with retries and backoff within `policy.deadline`; raises PermanentError with the last reason
+    when it gives up. -> (size, md5 base64, what was verified)."""
+    deadline = time.monotonic() + policy.deadline
     for attempt in range(1, policy.attempts + 1):
         try:
-            return stream_once(client, url, dest, on_bytes, stop)
+            return stream_once(client, url, dest, on_bytes, stop, deadline)
+        except DeadlineExceeded:
+            reason = "body too slow"
         except TransientError as exc:
             reason = str(exc)
         except httpx.TransportError as exc:  # could not connect, timed out before the body, ...
             reason = describe_error(exc)
         except httpx.HTTPError as exc:  # too many redirects, a malformed URL: retrying cannot help
             raise PermanentError(describe_error(exc)) from None
-        if attempt < policy.attempts and not stop.wait(policy.delay(attempt)):
+        delay = policy.delay(attempt)
+        if time.monotonic() + delay >= deadline:
+            raise PermanentError(f"{reason}; gave up at the {policy.deadline:g} s deadline for one object")
+        if attempt < policy.attempts and not stop.wait(delay):
             continue
         if stop.is_set():
             raise Cancelled()
