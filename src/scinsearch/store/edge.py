@@ -1,17 +1,27 @@
 """Embedded store: Qdrant Edge (`qdrant-edge-py`, pinned: it is beta and its API drifts).
 
-Layout: `<qdrant_path>/<collection>/shard/` (the Edge shard), `collection.json` (model id, vector
-size, preprocessing) and `.lock`, an OS lock held while the store is open, so a second process gets a
+Layout: `<qdrant_path>/<collection>/collection.json` (model id, vector size, preprocessing, and the
+name of the shard folder beside it), the Edge shard (`shard-<hex>/`; `shard/` in stores made before
+the name was recorded) and `.lock`, an OS lock held while the store is open, so a second process gets a
 clear message instead of a corrupted shard. Edge has no background optimizer: below
 `exact_search_below` points (EXACT_SEARCH_BELOW unless told otherwise) queries are exact
 (milliseconds for SCIN's 10k); above it `finish_writes` builds the HNSW index once, after ingest.
+
+Creating (or recreating) a collection never touches the current one until the new one is whole: the
+new shard is built in a folder of its own, then `collection.json`, naming it, replaces the old record
+in one atomic rename, and only then is the old shard deleted. A crash at any point leaves either the
+old collection or the new one; folders left over are removed the next time the store is opened.
+Whether the collection exists is checked again under the lock, so one that another process created
+after this store was opened is used (or, with another model, refused), never deleted.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +35,8 @@ from scinsearch.schema import INDEXED_FIELDS
 from scinsearch.store.base import CollectionInfo, StoredPoint, VectorStore, vector_list
 
 EXACT_SEARCH_BELOW = 20_000  # points; under this, exact search is a few ms and beats an approximate index
+SHARD_KEY = "edge_shard"  # in collection.json: the shard folder beside it that holds the collection
+SHARD_NAME = re.compile(r"shard(-[0-9a-f]{12})?")  # what a shard folder may be called (the record is untrusted)
 SCHEMAS = {
     "keyword": edge.PayloadSchemaType.Keyword,
     "integer": edge.PayloadSchemaType.Integer,
@@ -41,16 +53,48 @@ class EdgeStore(VectorStore):
             raise ScinSearchError(f"invalid collection name {collection!r}")
         self.name = collection
         self.folder = Path(qdrant_path).expanduser() / collection
-        self.shard_dir = self.folder / "shard"
         self.meta_file = self.folder / "collection.json"
+        self.shard_dir = self.folder / "shard"  # the current shard's folder once one is loaded
         self.exact_search_below = exact_search_below
         self._lock = None
         self._shard: edge.EdgeShard | None = None
         self._exact_search: bool | None = None  # decided from the point count; reset by writes
         if self.folder.exists():
             self._acquire_lock()
-            if self.shard_dir.exists() and self.meta_file.exists():
-                self._shard = self._load_shard()
+            self._load_existing()
+
+    def _load_existing(self) -> None:
+        """Open the collection the record names, if there is one; then remove what a crash left over."""
+        metadata = self._read_metadata()
+        if metadata is None:
+            return
+        name = metadata.get(SHARD_KEY, "shard")
+        if not isinstance(name, str) or not SHARD_NAME.fullmatch(name):
+            raise ScinSearchError(f"{self.meta_file} names an invalid shard folder {name!r}")
+        shard_dir = self.folder / name
+        if shard_dir.is_dir():
+            self.shard_dir = shard_dir
+            self._shard = self._load_shard()
+            self._remove_leftovers(keep=shard_dir.name)
+
+    def _read_metadata(self) -> dict | None:
+        try:
+            metadata = json.loads(self.meta_file.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise ScinSearchError(f"unreadable collection metadata {self.meta_file}: {exc}") from None
+        if not isinstance(metadata, dict):
+            raise ScinSearchError(f"unreadable collection metadata {self.meta_file}: not a JSON object")
+        return metadata
+
+    def _remove_leftovers(self, keep: str) -> None:
+        """Shard folders other than the current one, and half-written records: what a crash left behind."""
+        for entry in self.folder.iterdir():
+            if entry.is_dir() and SHARD_NAME.fullmatch(entry.name) and entry.name != keep:
+                shutil.rmtree(entry, ignore_errors=True)
+            elif entry.is_file() and entry.name.startswith("collection.") and entry.name.endswith(".tmp"):
+                entry.unlink(missing_ok=True)
 
     def _acquire_lock(self) -> None:
         try:
@@ -83,42 +127,61 @@ class EdgeStore(VectorStore):
     def info(self) -> CollectionInfo | None:
         if self._shard is None:
             return None
-        try:
-            return CollectionInfo.from_metadata(json.loads(self.meta_file.read_text()))
-        except (OSError, ValueError) as exc:
-            raise ScinSearchError(f"unreadable collection metadata {self.meta_file}: {exc}") from None
+        metadata = self._read_metadata() or {}
+        return CollectionInfo.from_metadata({k: v for k, v in metadata.items() if k != SHARD_KEY})
 
     def create(self, info: CollectionInfo, recreate: bool = False) -> None:
         if self._lock is None:
             self._acquire_lock()
-        if self._shard is not None:
-            if not recreate:
-                return
-            self._shard.close()
-            self._shard = None
+        if self._shard is None:
+            self._load_existing()  # under the lock: another process may have created it since we opened
+            existing = self.info()
+            if existing is not None and not recreate and not same_kind(existing, info):
+                raise ScinSearchError(
+                    f"collection {self.name!r} was created meanwhile by another process, with {existing.model!r} "
+                    f"({existing.dim}-d, {existing.preprocessing} preprocessing): use another --collection, "
+                    f"or --recreate to start it over"
+                )
+        if self._shard is not None and not recreate:
+            return
         self._exact_search = None
-        if self.shard_dir.exists():
-            shutil.rmtree(self.shard_dir)
+        shard_dir = self.folder / f"shard-{uuid.uuid4().hex[:12]}"
+        shard = self._build_shard(shard_dir, info)
+        old, self._shard = self._shard, None
+        if old is not None:
+            old.close()
+        self._write_metadata(info.as_metadata(), shard_dir.name)  # the commit: one atomic rename
+        self._shard, self.shard_dir = shard, shard_dir
+        self._remove_leftovers(keep=shard_dir.name)
+
+    def _build_shard(self, shard_dir: Path, info: CollectionInfo) -> edge.EdgeShard:
+        """A new, empty shard with the payload indexes, in its own folder (the current one is untouched)."""
         config = edge.EdgeConfig(
             vectors=edge.EdgeVectorParams(size=info.dim, distance=edge.Distance.Cosine),
             hnsw_config=edge.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=10_000),
         )
-        self._shard = edge.EdgeShard.create(str(self.shard_dir), config)
+        shard = edge.EdgeShard.create(str(shard_dir), config)
         for field, kind in INDEXED_FIELDS.items():
-            self._shard.update(edge.UpdateOperation.create_field_index(field, SCHEMAS[kind]))
-        self._write_metadata(info.as_metadata())
+            shard.update(edge.UpdateOperation.create_field_index(field, SCHEMAS[kind]))
+        shard.flush()
+        return shard
 
-    def _write_metadata(self, metadata: dict) -> None:
-        """collection.json, replaced atomically: a crash leaves the old record or the new one, never half."""
-        temporary = self.meta_file.with_suffix(".tmp")
-        temporary.write_text(json.dumps(metadata, indent=2))
+    def _write_metadata(self, metadata: dict, shard_name: str) -> None:
+        """collection.json, naming the shard folder, replaced atomically: a crash leaves the old record or
+        the new one, never half."""
+        temporary = self.folder / f"{self.meta_file.name}.{uuid.uuid4().hex[:8]}.tmp"
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump({**metadata, SHARD_KEY: shard_name}, handle, indent=2)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(temporary, self.meta_file)
+        sync_folder(self.folder)
 
     def update_metadata(self, extra: dict) -> None:
         info = self.info()
         if info is None:
             raise ScinSearchError(f"collection {self.name!r} does not exist in {self.folder.parent}")
-        self._write_metadata({**info.as_metadata(), **extra})
+        self._write_metadata({**info.as_metadata(), **extra}, self.shard_dir.name)
 
     @property
     def shard(self) -> edge.EdgeShard:
@@ -195,3 +258,22 @@ class EdgeStore(VectorStore):
 
     def _range(self, key: str, gte: float | None, lte: float | None):
         return edge.FieldCondition(key=key, range=edge.RangeFloat(gte=gte, lte=lte))
+
+
+def same_kind(existing: CollectionInfo, wanted: CollectionInfo) -> bool:
+    """Vectors of the same model, size and preprocessing: safe to add to."""
+    return (existing.model, existing.dim, existing.preprocessing) == (wanted.model, wanted.dim, wanted.preprocessing)
+
+
+def sync_folder(folder: Path) -> None:
+    """Persist a rename in `folder` (POSIX; elsewhere the rename itself has to do)."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
