@@ -23,13 +23,7 @@ from typing import Any
 from scinsearch import cells
 from scinsearch.errors import ScinSearchError
 from scinsearch.paths import resolve_image
-from scinsearch.schema import (  # noqa: F401  (KNOWN_MISSING_OBJECTS: the downloader reads it here)
-    CHECKBOX_FIELDS,
-    FLAT_COLUMNS,
-    KNOWN_MISSING_OBJECTS,
-    SPLITS,
-    point_id_for,
-)
+from scinsearch.schema import CHECKBOX_FIELDS, FLAT_COLUMNS, SPLITS, point_id_for
 from scinsearch.tables import read_csv, require_columns  # noqa: F401  (dataset.read_csv: also the downloader's)
 
 CASES_CSV = "scin_cases.csv"

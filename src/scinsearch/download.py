@@ -29,11 +29,11 @@ from pathlib import Path, PurePosixPath
 from scinsearch import cells, dataset
 from scinsearch.errors import ScinSearchError
 from scinsearch.fetch import LocalWriteError, PermanentError, RetryPolicy, fetch_object, make_client
+from scinsearch.schema import KNOWN_MISSING_OBJECTS
 
 DEFAULT_BASE_URL = "https://storage.googleapis.com/dx-scin-public-data/"
 CASES_OBJECT = f"dataset/{dataset.CASES_CSV}"
 LABELS_OBJECT = f"dataset/{dataset.LABELS_CSV}"
-KNOWN_MISSING_OBJECTS = dataset.KNOWN_MISSING_OBJECTS  # the release's known gap, defined with the release layout
 LEDGER_NAME = ".scinsearch-download.jsonl"
 
 
