@@ -148,16 +148,17 @@ def phase_decode(args) -> dict:
 
     import torch
 
-    from scinsearch import pipeline
+    from scinsearch import decoding, pipeline
 
     data = load_records(Path(args.data), args.images)
     _, side = machine.build_vision_model(args.model)
     shape = types.SimpleNamespace(preprocessor=make_preprocessor(args, side), device=torch.device("cpu"))
     workers = args.decode_workers or decode_workers(args)
-    pipeline.DECODE_NICENESS = 0  # alone on the machine: no need to yield
+    decoding.DECODE_NICENESS = 0  # alone on the machine: no need to yield
     started = time.perf_counter()
     chunk = min(args.batch_size, pipeline.CHUNK)
-    count = sum(len(c.indices) for c in pipeline.make_loader(data.records, shape, workers, None, chunk=chunk))
+    with pipeline.decode_pool(data.records, shape, workers, None, chunk, decoding.DECODE_TIMEOUT) as pool:
+        count = sum(len(c.indices) for c in pool.chunks(range(len(data.records))))
     seconds = time.perf_counter() - started
     assert count == args.images, count
     main_rss, child_rss = peak_rss_mib()
@@ -190,12 +191,12 @@ def phase_model(args) -> dict:
 
 def phase_end_to_end(args) -> dict:
     """End-to-end: scinsearch.pipeline.run_embed into a temporary Qdrant Edge store."""
-    from scinsearch import pipeline
+    from scinsearch import decoding, pipeline
     from scinsearch.settings import Settings
     from scinsearch.store import open_store
 
     if args.niceness is not None:
-        pipeline.DECODE_NICENESS = args.niceness
+        decoding.DECODE_NICENESS = args.niceness
     data = load_records(Path(args.data), args.images)
     embedder, _ = build_embedder(args, args.compile_choice)
     with tempfile.TemporaryDirectory(prefix="bench-store-") as folder:

@@ -265,11 +265,10 @@ def model_only(embedder, batch_size: int, min_seconds: float, min_batches: int =
 def decode_only(records, preprocessor, workers: int) -> float:
     from scinsearch import pipeline
 
-    shape = types.SimpleNamespace(preprocessor=preprocessor, device=torch.device("cpu"))  # all make_loader reads
+    shape = types.SimpleNamespace(preprocessor=preprocessor, device=torch.device("cpu"))  # all decode_pool reads
     started = time.perf_counter()
-    count = sum(
-        len(chunk.indices) for chunk in pipeline.make_loader(records, shape, workers, None, chunk=pipeline.CHUNK)
-    )
+    with pipeline.decode_pool(records, shape, workers, None, pipeline.CHUNK, pipeline.DECODE_TIMEOUT) as pool:
+        count = sum(len(chunk.indices) for chunk in pool.chunks(range(len(records))))
     if count != len(records):
         raise RuntimeError(f"decoded {count} of {len(records)} images")
     return count / (time.perf_counter() - started)
