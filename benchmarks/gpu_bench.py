@@ -284,7 +284,8 @@ def end_to_end(records, embedder, batch_size: int, workers: int, edge_folder: Pa
         store = open_store(Settings(qdrant_path=edge_folder / f"run{time.time_ns()}", collection="bench"))
     else:
         store = MemoryStore()
-    data = types.SimpleNamespace(records=records, image_root=records[0].file.parent)
+    # what run_embed reads of a dataset.Dataset (that module needs pandas, which the GPU machine lacks)
+    data = types.SimpleNamespace(records=records, image_root=records[0].file.parent, refused=[])
     try:
         summary = run_embed(data, embedder, store, batch_size=batch_size, workers=workers, progress=False, warn=say)
     finally:
