@@ -310,7 +310,8 @@ class DecodePool:
         verdict = self.probe(suspect) if holder is not None else None
         if verdict is not None:
             holder.indices.remove(suspect)
-            holder.failures.append((suspect, f"{verdict}; its decode worker {how}"))
+            overran = f"; its worker {how}" if worker.overran is not None else ""
+            holder.failures.append((suspect, verdict + overran))
             holder.crashed.append(suspect)
             self.deaths_in_a_row = 0
         else:
