@@ -27,6 +27,12 @@ def tiny_siglip_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_siglip2_fixres_dir(tmp_path_factory) -> Path:
+    """A tiny random SigLIP 2 at a fixed resolution: SigLIP's architecture with Gemma's tokenizer."""
+    return testing.build_tiny_siglip2_fixres(tmp_path_factory.mktemp("models") / "tiny-siglip2-fixres")
+
+
+@pytest.fixture(scope="session")
 def tiny_siglip2_dir(tmp_path_factory) -> Path:
     """A tiny random SigLIP 2 NaFlex model with its real processor."""
     return testing.build_tiny_siglip2(tmp_path_factory.mktemp("models") / "tiny-siglip2")

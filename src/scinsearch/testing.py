@@ -4,8 +4,9 @@ Nothing here is needed for real data; the product never imports it.
 
 - `write_release` writes a small data set in the official SCIN layout, with the release's traps
   (Python-literal cells, commas inside names, `{}` labels, shared and missing images, broken files).
-- `build_tiny_siglip` / `build_tiny_siglip2` save tiny randomly initialised models with a real
-  processor and tokenizer (`save_pretrained`), so the real loading code runs on them.
+- `build_tiny_siglip`, `build_tiny_siglip2_fixres` and `build_tiny_siglip2` save tiny randomly initialised
+  SigLIP, SigLIP 2 (fixed resolution) and SigLIP 2 NaFlex models with a real processor and tokenizer
+  (`save_pretrained`), so the real loading code runs on them.
 - `scin_sized_png` makes a photo-like PNG the size of a SCIN image, for benchmarks.
 - `SabotagedPreprocessor` kills or hangs the process that decodes chosen files, as a decoder that
   segfaults, runs out of memory or loops would, to test that an embed run survives it.
@@ -325,6 +326,49 @@ def build_tiny_siglip(folder: Path, image_size: int = 32, seed: int = 0) -> Path
     return folder
 
 
+def tiny_gemma_vocab() -> dict[str, int]:
+    """A character-level vocabulary in Gemma's id layout (pad 0, eos 1, bos 2, unk 3, mask 4): lower-case
+    letters, digits, the word marker and some punctuation. Capitals are not in it (they become <unk>), so
+    lower-casing changes the tokens, as it does for SigLIP 2's real tokenizer. (With no BPE merges,
+    word-level entries would never be produced: every text would be a single <unk>.)"""
+    import string
+
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<mask>": 4}
+    for piece in "\u2581" + string.ascii_lowercase + string.digits + ",.-'":
+        vocab.setdefault(piece, len(vocab))
+    return vocab
+
+
+def build_tiny_siglip2_fixres(folder: Path, image_size: int = 32, seed: int = 0) -> Path:
+    """A tiny random SigLIP 2 fixed-resolution model, laid out as google/siglip2-base-patch16-224 is: a
+    SiglipModel with a SiglipProcessor whose tokenizer is Gemma's (not SigLIP's SentencePiece)."""
+    import torch
+    from transformers import GemmaTokenizer, SiglipConfig, SiglipModel, SiglipProcessor
+    from transformers.models.siglip import SiglipImageProcessorPil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = tiny_gemma_vocab()
+    tokenizer = GemmaTokenizer(vocab=vocab, merges=[], model_max_length=64, model_input_names=["input_ids"])
+    image_processor = SiglipImageProcessorPil(size={"height": image_size, "width": image_size})
+    processor = SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    config = SiglipConfig(
+        text_config=dict(
+            TINY_TOWER,
+            vocab_size=len(vocab),
+            max_position_embeddings=64,
+            pad_token_id=0,
+            eos_token_id=1,
+            bos_token_id=2,
+        ),
+        vision_config=dict(TINY_TOWER, image_size=image_size, patch_size=8),
+    )
+    torch.manual_seed(seed)
+    model = SiglipModel(config).eval()
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
 def build_tiny_siglip2(folder: Path, max_num_patches: int = 16, seed: int = 0) -> Path:
     """A tiny random SigLIP 2 NaFlex model (aspect-preserving patches) with a real Siglip2Processor."""
     import torch
@@ -332,10 +376,7 @@ def build_tiny_siglip2(folder: Path, max_num_patches: int = 16, seed: int = 0) -
     from transformers.models.siglip2 import Siglip2ImageProcessorPil, Siglip2Tokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
-    words = sorted({w for c in CONDITIONS for w in c.lower().replace(",", "").split()} | {"a", "photo", "of", "skin"})
-    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<mask>": 4}
-    for word in words:
-        vocab.setdefault("\u2581" + word, len(vocab))
+    vocab = tiny_gemma_vocab()
     tokenizer = Siglip2Tokenizer(vocab=vocab, merges=[], model_max_length=64, model_input_names=["input_ids"])
     image_processor = Siglip2ImageProcessorPil(patch_size=8, max_num_patches=max_num_patches)
     processor = Siglip2Processor(image_processor=image_processor, tokenizer=tokenizer)
