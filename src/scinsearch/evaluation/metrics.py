@@ -88,9 +88,12 @@ def weighted_auc(scores: np.ndarray, positives: np.ndarray, weights: np.ndarray 
     the weighted positives or negatives are empty."""
     scores, positives = np.asarray(scores, dtype=np.float64), np.asarray(positives, dtype=bool)
     w = np.ones_like(scores) if weights is None else np.asarray(weights, dtype=np.float64)
+    if len(scores) == 0:  # no samples (an empty subgroup): undefined, like one class
+        empty = np.full(w.shape[:-1], np.nan)
+        return float(empty) if empty.ndim == 0 else empty
     order = np.argsort(scores, kind="mergesort")
     sorted_scores, pos, w = scores[order], positives[order], w[..., order]
-    new_group = np.r_[True, np.diff(sorted_scores) != 0] if len(sorted_scores) else np.zeros(0, bool)
+    new_group = np.r_[True, np.diff(sorted_scores) != 0]
     group = np.cumsum(new_group) - 1  # tie group of each sorted sample
     group_end = np.r_[np.flatnonzero(new_group)[1:], len(sorted_scores)] - 1
     neg_through = np.cumsum(w * ~pos, axis=-1)[..., group_end]  # negative weight up to each group's end
