@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import csv
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 from click.testing import CliRunner
 
+import csv_reference
 from scinsearch import cells, dataset, schema, testing
 from scinsearch.commands.download_cmds import prepare
 from scinsearch.errors import ScinSearchError
@@ -40,18 +42,24 @@ def test_columns_and_one_row_per_distinct_image_on_disk(prepared, scin_release):
     assert all((images_dir / row["image_path"]).is_file() and "/" not in row["image_path"] for row in rows)
 
 
-def test_values_parse_back_to_the_embedding_payloads(prepared):
-    out, _, records = prepared
+def test_values_equal_the_release_csvs_read_independently(prepared, scin_release):
+    """Each row against the release's two CSVs read with the csv module (tests/csv_reference.py), not against
+    the payloads the table was written from."""
+    out, _, _ = prepared
+    expected = csv_reference.release_images(scin_release / "dataset")
     _, rows = read_rows(out)
+    assert rows
     for row in rows:
-        payload = records[row["image_id"]].payload
-        assert cells.parse_weighted_labels(row["weighted_labels"]) == payload["weighted_labels"]
-        assert cells.parse_string_list(row["all_conditions"]) == payload["all_conditions"]
-        assert row["split"] == cells.split_for_case(row["case_id"]) == payload["split"]
-        assert row["case_id"] == payload["case_id"] and (row["condition"] or None) == payload["condition"]
-        assert cells.parse_int(row["condition_label"]) == payload["condition_label"]
-        assert row["description"] == payload["description"]
-        assert (row["age_group"] or None) == payload["age_group"]
+        want = expected[row["image_id"]]
+        assert row["image_path"] == PurePosixPath(want["image_path"]).name
+        assert row["case_id"] == want["case_id"] and (row["condition"] or None) == want["condition"]
+        assert ast.literal_eval(row["all_conditions"]) == want["all_conditions"]
+        assert list(ast.literal_eval(row["weighted_labels"]).items()) == list(want["weighted_labels"].items())
+        for column in ("age_group", "sex_at_birth", "fitzpatrick_skin_type"):
+            assert (row[column] or None) == want[column], column
+        assert (int(row["condition_label"]) if row["condition_label"] else None) == want["condition_label"]
+        assert row["split"] == want["split"]
+        assert all(fact in row["description"] for fact in csv_reference.description_facts(want)), row["description"]
 
 
 def test_labels_keep_commas_and_descriptions_are_factual(prepared):
