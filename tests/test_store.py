@@ -178,17 +178,3 @@ def test_collection_records_its_preprocessing(store):
     assert (info.preprocessing, info.extra) == ("exact", {"image_root": "/data"})
     older = CollectionInfo.from_metadata({"scinsearch_model": "model-a", "scinsearch_dim": 4, "image_root": "/x"})
     assert (older.preprocessing, older.extra) == ("fast", {"image_root": "/x"})
-
-
-def test_edge_approximate_search_past_the_threshold_finds_what_exact_search_finds(tmp_path):
-    exact, approximate = EdgeStore(tmp_path / "a", "c"), EdgeStore(tmp_path / "b", "c", exact_search_below=5)
-    for store in (exact, approximate):
-        store.create(CollectionInfo("model-a", 4))
-        store.upsert(points())
-        store.finish_writes()
-    query = points()[7].vector
-    found = [[h.id for h in store.query(query, limit=5)] for store in (exact, approximate)]
-    assert approximate._exact_search is False and exact._exact_search is True  # the two paths were taken
-    assert found[0] == found[1] and found[0][0] == points()[7].id
-    for store in (exact, approximate):
-        store.close()
