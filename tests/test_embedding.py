@@ -126,6 +126,31 @@ def test_compiled_tower_pads_short_batches_and_splits_long_ones(tiny_siglip_dir)
     np.testing.assert_allclose(embedder.embed_batch({"pixels": pixels[:1]}), expected[:1], atol=1e-5)
 
 
+def test_compiled_tower_is_used_matches_eager_and_compiles_once(tiny_siglip_dir, monkeypatch):
+    """Always runs: torch.compile for real (dynamo captures the tower's graph for the run's batch size),
+    with the aot_eager backend standing in for inductor, whose C++ code generation takes 20-120 s on
+    2 cores (the opt-in test below)."""
+    from torch._dynamo.utils import counters
+
+    from scinsearch import compiling
+
+    monkeypatch.setattr(compiling, "COMPILE_BACKEND", "aot_eager")
+    torch._dynamo.reset()
+    counters.clear()
+    embedder = Embedder(str(tiny_siglip_dir), device="cpu", precision="fp32", compile="on")
+    side = embedder.preprocessor.image_size
+    pixels = np.random.default_rng(1).integers(0, 256, (7, side, side, 3), dtype=np.uint8)
+    expected = embedder.embed_batch({"pixels": pixels})  # eager: nothing compiled yet
+    note = embedder.prepare(batch_size=4, images=7)
+    assert embedder.compiled and "compiled the image tower for batches of 4" in note, note
+    assert counters["stats"]["unique_graphs"] == 1
+    compiled, shapes = embedder._compiled, []
+    embedder._compiled = lambda chunk: shapes.append(tuple(chunk.shape)) or compiled(chunk)
+    np.testing.assert_allclose(embedder.embed_batch({"pixels": pixels}), expected, atol=1e-5)
+    assert shapes == [(4, 3, side, side)] * 2  # a full batch, then the short one padded: both compiled
+    assert counters["stats"]["unique_graphs"] == 1, "the padded last batch compiled the tower a second time"
+
+
 @pytest.mark.skipif(
     not os.environ.get("SCINSEARCH_SLOW_TESTS"),
     reason="compiling takes 20-90 s on 2 cores: set SCINSEARCH_SLOW_TESTS=1",

@@ -361,7 +361,8 @@ class Embedder:
             tensor = pixels if isinstance(pixels, torch.Tensor) else torch.from_numpy(np.asarray(pixels))
             tensor = tensor.to(self.device, non_blocking=non_blocking).permute(0, 3, 1, 2).float()
             tensor = torch.addcmul(self._shift, tensor, self._scale)
-            return {"pixel_values": tensor.to(self.dtype)}
+            # contiguous: a compiled tower guards on strides, and a padded batch (torch.cat) is contiguous
+            return {"pixel_values": tensor.to(self.dtype, memory_format=torch.contiguous_format)}
         inputs = {}
         for key, value in batch.items():
             tensor = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.asarray(value))
