@@ -63,7 +63,13 @@ def test_image_search_prints_a_table_with_the_disclaimer(search, edge_store, cle
     assert "score" in out and "condition (dermatologist labels)" in out
     assert f"image {point.payload['image_id']}: {point.payload['image_path']}" in out
     assert "1.000" in out
-    assert "Suggestion: no confident suggestion" in out or "Conditions suggested by the similar cases' labels" in out
+    code, as_json, _ = search("--image", str(clean_release / point.payload["image_path"]), "--top-k", "3", "--json")
+    suggestions = json.loads(as_json)["suggestions"]  # the same query: the table must say what the JSON says
+    if suggestions["confident"]:
+        assert f"Conditions suggested by the similar cases' labels: {suggestions['reason']}" in out
+        assert all(item["condition"] in out for item in suggestions["conditions"])
+    else:
+        assert f"Suggestion: {suggestions['reason']}." in out and "Conditions suggested" not in out
 
 
 def test_json_output_follows_the_schema(search, edge_store, clean_release):
@@ -93,8 +99,9 @@ def test_like_excludes_the_same_case_unless_asked(search, edge_store):
     points = edge_store[1]
     source = next(p for p in points if sum(q.payload["case_id"] == p.payload["case_id"] for q in points) >= 2)
     code, out, _ = search("--like", source.payload["image_id"], "--exclude-same-case", "--top-k", "20", "--json")
-    assert code == 0
-    assert all(source.payload["case_id"] not in r["case_ids"] for r in json.loads(out)["results"])
+    results = json.loads(out)["results"]
+    assert code == 0 and len(results) == 20
+    assert all(source.payload["case_id"] not in r["case_ids"] for r in results)
     code, out, _ = search(
         "--like", source.payload["image_id"], "--include-same-case", "--all-images", "--top-k", "20", "--json"
     )
@@ -103,14 +110,31 @@ def test_like_excludes_the_same_case_unless_asked(search, edge_store):
     assert all(r["image_id"] != source.payload["image_id"] for r in results)
 
 
-def test_filters_and_min_score_from_the_command_line(search):
+def matches_the_filters(payload: dict) -> bool:
+    """The command-line filters below, applied by hand to a stored payload."""
+    return (
+        payload["monk_skin_tone_label_us"] is not None
+        and 4 <= payload["monk_skin_tone_label_us"] <= 8
+        and payload["sex_at_birth"] == "FEMALE"
+        and payload["gradable"]
+        and payload["age_group"] in ("AGE_30_TO_39", "AGE_18_TO_29")
+        and "arm" in payload["body_parts"]
+        and bool(
+            {"Psoriasis", "Tinea", "Acute dermatitis, NOS", "Abrasion, scrape, or scab"} & set(payload["conditions"])
+        )
+    )
+
+
+def test_filters_from_the_command_line_return_exactly_the_matching_images(search, edge_store):
+    expected = {p.payload["image_id"] for p in edge_store[1] if matches_the_filters(p.payload)}
+    assert len(expected) >= 2, "the synthetic release no longer has images for this test's filters"
     code, out, _ = search(
         "--text",
         "red patch",
         "--monk-min",
-        "3",
+        "4",
         "--monk-max",
-        "6",
+        "8",
         "--sex",
         "female",
         "--age-group",
@@ -121,21 +145,32 @@ def test_filters_and_min_score_from_the_command_line(search):
         "--split",
         "train,val,test",
         "--condition",
-        "Eczema",
+        "Psoriasis",
+        "--condition",
+        "Tinea",
         "--condition",
         "Acute dermatitis, NOS",
+        "--condition",
+        "Abrasion, scrape, or scab",
         "--top-k",
         "50",
         "--all-images",
         "--json",
     )
     assert code == 0
-    for r in json.loads(out)["results"]:
-        assert 3 <= r["monk_skin_tone_label_us"] <= 6 and r["sex_at_birth"] == "FEMALE" and r["gradable"]
-        assert r["age_group"] in ("AGE_30_TO_39", "AGE_18_TO_29") and "arm" in r["body_parts"]
-        assert {"Eczema", "Acute dermatitis, NOS"} & set(r["weighted_labels"])
-    code, out, _ = search("--text", "red patch", "--min-score", "0.99", "--json")
-    assert code == 0 and all(r["score"] >= 0.99 for r in json.loads(out)["results"])
+    assert {r["image_id"] for r in json.loads(out)["results"]} == expected
+
+
+def test_min_score_keeps_exactly_the_results_above_it(search, edge_store):
+    image_id = edge_store[1][3].payload["image_id"]
+    code, out, _ = search("--like", image_id, "--all-images", "--top-k", "10", "--json")
+    results = json.loads(out)["results"]
+    scores = [r["score"] for r in results]
+    assert code == 0 and len(scores) == 10 and scores == sorted(scores, reverse=True) and scores[2] > scores[3]
+    threshold = (scores[2] + scores[3]) / 2
+    code, out, _ = search("--like", image_id, "--all-images", "--top-k", "10", "--min-score", str(threshold), "--json")
+    kept = json.loads(out)["results"]
+    assert code == 0 and [r["image_id"] for r in kept] == [r["image_id"] for r in results[:3]]
 
 
 def test_zero_shot_is_shown_apart_and_labelled(search, edge_store):
