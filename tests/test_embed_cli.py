@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import os
+import re
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -167,7 +169,10 @@ def test_siglip2_naflex_model_embeds(capsys, tmp_path, clean_release, tiny_sigli
         (["--metadata", "{csv}", "--images-dir", "/nonexistent/images"], "images folder not found"),
         (["--scin-dir", "{release}", "--model", "/nonexistent/model"], "cannot load model"),
         (["--scin-dir", "{release}", "--model", "{model}", "--device", "cuda:7"], "CUDA is not available"),
-        (["--scin-dir", "{release}", "--model", "{model}", "--device", "tpu"], "device"),
+        (
+            ["--scin-dir", "{release}", "--model", "{model}", "--device", "tpu"],
+            "unknown device 'tpu': use auto, cpu, cuda or cuda:N",
+        ),
         ([], "no data given"),
     ],
 )
@@ -177,8 +182,8 @@ def test_bad_input_is_one_line_and_non_zero(capsys, tmp_path, clean_release, tin
     fill = {"{csv}": str(bad_csv), "{release}": str(clean_release), "{model}": str(tiny_siglip_dir)}
     extra = [fill.get(value, value) for value in extra]
     code, out, err = run(capsys, "embed", "--qdrant-path", tmp_path / "q", "--quiet", *extra)
-    assert code != 0
-    assert message in err and len(err.strip().splitlines()) <= 2 and "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("Error: ")]
+    assert code == 1 and len(errors) == 1 and message in errors[0] and "Traceback" not in err
 
 
 def test_bad_csv_content(capsys, tmp_path):
@@ -205,7 +210,13 @@ def script_env():
 
 
 def test_seed_embed_script_keeps_its_command_line(tmp_path, scin_release, tiny_siglip_dir):
+    """The old command line embeds what it names, where it names, with the model it names."""
+    from scinsearch.dataset import read_flat_csv
+    from scinsearch.settings import Settings
+    from scinsearch.store import open_store
+
     flat = write_flat_csv(scin_release, tmp_path / "real_labeled_metadata.csv")
+    images_dir = scin_release / "dataset" / "images"
     result = subprocess.run(
         [
             sys.executable,
@@ -213,7 +224,7 @@ def test_seed_embed_script_keeps_its_command_line(tmp_path, scin_release, tiny_s
             "--metadata",
             str(flat),
             "--images-dir",
-            str(scin_release / "dataset" / "images"),
+            str(images_dir),
             "--collection",
             "scin_dermatology",
             "--batch-size",
@@ -231,8 +242,80 @@ def test_seed_embed_script_keeps_its_command_line(tmp_path, scin_release, tiny_s
         timeout=300,
         env=script_env(),
     )
-    assert "of 8 images" in result.stdout, result.stderr
+    counts = re.search(r"^embedded (\d+), already present 0, failed (\d+) \(of 8 images\)$", result.stdout, re.M)
+    assert counts, result.stdout + result.stderr
+    embedded, failed_count = int(counts[1]), int(counts[2])
+    failed = re.findall(r"^  (?:failed|known gap of the release \(not an error\)): (\S+): ", result.stdout, re.M)
+    assert embedded + failed_count == 8 and len(failed) == failed_count and embedded >= 4
+    assert result.returncode == (0 if "complete: every image is stored" in result.stdout else 1)
     assert result.returncode == 1 and "truncated" in result.stdout  # the synthetic release's broken file: exit 1
+    store = open_store(Settings(qdrant_path=tmp_path / "q", collection="scin_dermatology"))
+    try:
+        assert (store.info().model, store.info().dim) == (str(tiny_siglip_dir), 32)
+        first_eight = read_flat_csv(flat, images_dir).records[:8]
+        assert {p.payload["image_id"] for p in store.scroll()} == {
+            r.image_id for r in first_eight if str(r.file) not in failed
+        }
+    finally:
+        store.close()
+
+
+def test_seed_embed_script_batch_size_reaches_the_model(monkeypatch, tmp_path, clean_release, tiny_siglip_dir):
+    """--batch-size 3 of the old command line: every model call gets 3 images (the last one the rest)."""
+    from scinsearch.embedding import Embedder
+
+    flat = write_flat_csv(clean_release, tmp_path / "real_labeled_metadata.csv", rows=8)
+    batches: list[int] = []
+    real_embed_batch = Embedder.embed_batch
+    monkeypatch.setattr(
+        Embedder,
+        "embed_batch",
+        lambda self, batch: batches.append(len(batch["pixels"])) or real_embed_batch(self, batch),
+    )
+    arguments = ["--metadata", flat, "--images-dir", clean_release / "dataset" / "images", "--batch-size", "3"]
+    arguments += ["--model", tiny_siglip_dir, "--qdrant-path", tmp_path / "q", "--workers", "0", "--quiet"]
+    monkeypatch.setattr(sys, "argv", ["embed_scin_siglip.py", *map(str, arguments)])
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(str(ROOT / "scripts" / "embed_scin_siglip.py"), run_name="__main__")
+    assert exit_.value.code == 0 and batches == [3, 3, 2]
+
+
+def test_embedding_with_another_model_is_refused_in_one_line_and_keeps_the_collection(
+    capsys, tmp_path, clean_release, tiny_siglip_dir, tiny_siglip2_fixres_dir
+):
+    def embed(model):
+        return run(
+            capsys,
+            "embed",
+            "--scin-dir",
+            clean_release,
+            "--model",
+            model,
+            "--qdrant-path",
+            tmp_path / "q",
+            "--collection",
+            "c",
+            "--device",
+            "cpu",
+            "--workers",
+            "0",
+            "--quiet",
+            "--limit",
+            "3",
+        )
+
+    assert embed(tiny_siglip_dir)[0] == 0
+    code, out, err = embed(tiny_siglip2_fixres_dir)
+    errors = [line for line in err.splitlines() if line.strip() and not line.startswith(("data:", "model:", "Loading"))]
+    assert code == 1 and out == "" and len(errors) == 1 and "Traceback" not in err
+    assert errors[0] == (
+        f"Error: collection 'c' holds 32-d vectors of {str(tiny_siglip_dir)!r}; embedding with "
+        f"{str(tiny_siglip2_fixres_dir)!r} (32-d) would mix models: use another --collection, "
+        f"or --recreate to start it over"
+    )
+    code, out, _ = run(capsys, "info", "--qdrant-path", tmp_path / "q", "--collection", "c")
+    assert code == 0 and "points: 3" in out and f"model: {tiny_siglip_dir} (32-d)" in out
 
 
 def test_seed_check_script_passes_on_ten_images(tmp_path, clean_release, tiny_siglip_dir):
