@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
+from scinsearch import schema
 from scinsearch.dataset import read_release
 from scinsearch.errors import ScinSearchError
 from scinsearch.pipeline import run_embed
@@ -110,31 +113,59 @@ def test_store_failure_is_one_clear_error_and_keeps_what_was_stored(clean_releas
     store.upsert = failing_upsert
     with pytest.raises(ScinSearchError, match="disk full.*run again to resume"):
         embed(data, spy_embedder, store, batch_size=2)
-    assert store.count() >= 6
+    # the first run's 4, and the one batch of 2 written before the failure: not one point more or less
+    assert {p.id for p in store.scroll()} == {r.point_id for r in data.records[:6]}
 
 
-def test_payload_is_typed_and_complete(clean_release, spy_embedder, store):
-    embed(read_release(clean_release), spy_embedder, store)
-    for point in store.scroll():
-        payload = point.payload
-        for field in (
-            "image_id",
-            "image_path",
-            "case_id",
-            "condition",
-            "all_conditions",
-            "weighted_labels",
-            "age_group",
-            "sex_at_birth",
-            "fitzpatrick_skin_type",
-            "description",
-            "split",
-            "body_parts",
-        ):
-            assert field in payload
-        assert isinstance(payload["weighted_labels"], dict) and isinstance(payload["body_parts"], list)
-        assert payload["split"] in {"train", "val", "test"}
-        assert not any(isinstance(v, float) and np.isnan(v) for v in payload.values())
+PYTHON_TYPES = {
+    "keyword": str,
+    "text": str,
+    "integer": int,
+    "bool": bool,
+    "dict": dict,
+    "keyword[]": list,
+    "integer[]": list,
+    "checkboxes": list,
+}
+
+
+def test_payload_is_typed_as_the_schema_declares_and_filled(clean_release, spy_embedder, store):
+    """Every stored value has its declared type (no NaN, no numbers as text), every required field is
+    there, and none is empty on every point. (The values themselves: tests/test_payload_reference.py.)"""
+    data = read_release(clean_release)
+    embed(data, spy_embedder, store)
+    payloads = [point.payload for point in store.scroll()]
+    assert len(payloads) == len(data.records)
+    for payload in payloads:
+        assert set(schema.REQUIRED_FIELDS) <= payload.keys()
+        for name, value in payload.items():
+            kind = schema.BY_NAME[name].type
+            if value is None:
+                continue
+            assert isinstance(value, PYTHON_TYPES[kind]) and not (kind == "integer" and isinstance(value, bool)), name
+            if kind in ("keyword[]", "checkboxes"):
+                assert all(isinstance(item, str) and item for item in value), name
+            if kind == "integer[]":
+                assert all(isinstance(item, int) and not isinstance(item, bool) for item in value), name
+            if kind == "dict":
+                assert all(isinstance(k, str) and isinstance(w, float) and w >= 0 for k, w in value.items()), name
+        assert payload["split"] in schema.SPLITS
+    for name in schema.REQUIRED_FIELDS:
+        assert any(payload[name] not in (None, "", [], {}) for payload in payloads), f"{name} is empty everywhere"
+
+
+def test_a_collection_of_another_vector_size_is_refused(clean_release, spy_embedder, store):
+    """Same model name, other size (e.g. a checkpoint swapped under the same folder name): refused too."""
+    from scinsearch.store import CollectionInfo
+
+    store.create(CollectionInfo(spy_embedder.model_name, 16))
+    with pytest.raises(ScinSearchError) as refused:
+        embed(read_release(clean_release), spy_embedder, store)
+    assert str(refused.value) == (
+        "collection 'test' holds 16-d vectors of 'spy-model'; embedding with 'spy-model' (8-d) would mix "
+        "models: use another --collection, or --recreate to start it over"
+    )
+    assert store.count() == 0 and spy_embedder.images_embedded == 0 and store.info().dim == 16
 
 
 # ------------------------------------------------------------------ throughput plumbing (issue 7)
@@ -225,21 +256,56 @@ def test_model_batches_are_full_whatever_the_decode_chunks(clean_release, spy_em
     assert all(size == 20 for size in sizes[:-1]) and 0 < sizes[-1] <= 20
 
 
-def test_embedder_prepare_is_called_with_the_run_size(clean_release, spy_embedder, store):
-    calls, notes = [], []
-    spy_embedder.prepare = lambda batch_size, images: calls.append((batch_size, images)) or "compiled in 1 s"
-    data = read_release(clean_release)
-    run_embed(data, spy_embedder, store, batch_size=8, workers=0, limit=10, progress=False, warn=notes.append)
-    assert calls == [(8, 10)] and notes == ["compiled in 1 s"]
+def test_the_run_prepares_for_the_images_left_to_embed(clean_release, tiny_siglip_dir, store, monkeypatch):
+    """The real Embedder decides to compile from the images still to embed (not the data set's size);
+    its note reaches the log; a run with nothing to do prepares nothing."""
+    import torch
+
+    from scinsearch import embedding
+
+    monkeypatch.setattr(embedding, "COMPILE_MIN_IMAGES", 12)
+    monkeypatch.setattr(embedding, "compiler_available", lambda: True)
+    attempts = []
+
+    def no_compiler(function, **options):  # an attempt is all this test needs to see
+        attempts.append(options)
+        raise RuntimeError("no compiler on this kiosk")
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    embedder = embedding.Embedder(str(tiny_siglip_dir), device="cpu", precision="fp32", compile="auto")
+    data, notes = read_release(clean_release), []
+
+    def run(limit):
+        return run_embed(data, embedder, store, batch_size=4, workers=0, limit=limit, progress=False, warn=notes.append)
+
+    run(10)  # 10 to embed: below 12, eager
+    run(16)  # a run of 16 images, but 6 left to embed: still eager
+    assert attempts == [] and notes == [] and not embedder.compiled and store.count() == 16
+    summary = run(40)  # 24 left: compile is attempted, fails, and the run goes on eagerly
+    assert len(attempts) == 1 and summary.embedded == 24 and store.count() == 40
+    assert notes == ["torch.compile failed, running eager (RuntimeError: no compiler on this kiosk)"]
+    run(40)  # nothing left to embed
+    assert len(attempts) == 1 and len(notes) == 1
 
 
-def test_decode_workers_run_at_low_priority_on_the_cpu(monkeypatch):
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="POSIX priorities")
+def test_cpu_decode_workers_really_run_at_low_priority(clean_release, spy_embedder):
+    """make_loader installs the hook, and the worker processes it starts do run at the lowest priority."""
+    import torch
+
     from scinsearch import pipeline
 
-    seen = []
-    monkeypatch.setattr(pipeline.os, "nice", lambda increment: seen.append(increment))
-    pipeline.lower_priority(0)
-    assert seen == [pipeline.DECODE_NICENESS]
+    records = read_release(clean_release).records
+    loader = pipeline.make_loader(records, spy_embedder, workers=2, cache=None, chunk=4)
+    iterator = iter(loader)
+    assert next(iterator).indices == [0, 1, 2, 3]
+    workers = [worker.pid for worker in iterator._workers]
+    expected = min(19, os.getpriority(os.PRIO_PROCESS, 0) + pipeline.DECODE_NICENESS)
+    assert len(workers) == 2 and [os.getpriority(os.PRIO_PROCESS, pid) for pid in workers] == [expected] * 2
+    assert os.getpriority(os.PRIO_PROCESS, 0) < expected  # the model's process keeps its priority
+    iterator._shutdown_workers()
+    spy_embedder.device = torch.device("cuda")  # with a GPU the workers feed it: normal priority
+    assert pipeline.make_loader(records, spy_embedder, workers=2, cache=None, chunk=4).worker_init_fn is None
 
 
 def test_decode_workers_follow_the_cpu_set_not_the_host(monkeypatch):
