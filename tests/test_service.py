@@ -203,7 +203,11 @@ def test_case_endpoint(client):
         ),
         (lambda c: c.post("/search/text", json={}), 422, "text"),
         (lambda c: c.post("/search/text", json={"text": "   "}), 400, "empty text"),
-        (lambda c: c.post("/search/text", content=b"{not json", headers={"Content-Type": "application/json"}), 422, ""),
+        (
+            lambda c: c.post("/search/text", content=b"{not json", headers={"Content-Type": "application/json"}),
+            422,
+            "JSON decode error",
+        ),
         (lambda c: c.get("/images/123456"), 404, "unknown image"),
         (lambda c: c.get("/images/123456/similar"), 404, "unknown image"),
         (lambda c: c.get("/cases/987654"), 404, "unknown case"),

@@ -131,12 +131,26 @@ def test_embed_and_a_second_serve_get_a_clear_message_while_serve_runs(
     assert code == 0, capsys.readouterr().err  # the lock went with the stopped service
 
 
-def test_serve_refuses_a_store_held_by_embed(built_store, tiny_siglip_dir, capsys):
+def test_serve_checks_the_store_before_loading_the_model(built_store, tiny_siglip_dir, capsys, monkeypatch):
+    """The order itself, not a time bound: a held store fails before the model is loaded; a free one is
+    opened, then the model loaded, then the server started."""
+    import uvicorn
+
+    from scinsearch import embedding
+    from scinsearch import store as store_module
+
+    events: list[str] = []
+    real_load, real_open = embedding.load_pretrained, store_module.open_store
+    monkeypatch.setattr(embedding, "load_pretrained", lambda *a, **k: events.append("model") or real_load(*a, **k))
+    monkeypatch.setattr(store_module, "open_store", lambda settings: events.append("store") or real_open(settings))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: events.append("serve"))  # do not block the test
     holder = EdgeStore(built_store, COLLECTION)  # what a running `embed` holds
     try:
-        started = time.monotonic()
         code = main(["serve", *store_args(built_store, tiny_siglip_dir), "--port", str(free_port())])
         assert_clear_lock_message(code, capsys.readouterr().err)
-        assert time.monotonic() - started < 30  # the store is checked before the model is loaded
+        assert events == ["store"], "the model was loaded before the store was checked"
     finally:
         holder.close()
+    events.clear()
+    assert main(["serve", *store_args(built_store, tiny_siglip_dir), "--port", str(free_port())]) == 0
+    assert events == ["store", "model", "serve"]
