@@ -200,3 +200,85 @@ def test_selection_rules_and_errors():
         select(table_from_points(points[3:]), "split")
     with pytest.raises(ScinSearchError, match="unknown protocol"):
         select(table, "image-split")
+
+
+# The small helpers, every branch (written to kill the meaningful survivors of mutation testing) -------------
+
+
+def test_score_and_positive_matrices():
+    scores = m.score_matrix([{"A": 0.5, "B": 0.2}, {"C": 0.9}], ["A", "C"])
+    assert scores.dtype == np.float64 and scores.tolist() == [[0.5, 0.0], [0.0, 0.9]]
+    assert m.score_matrix([], ["A", "C"]).shape == (0, 2) and m.score_matrix([{"A": 1}], []).shape == (1, 0)
+    assert m.score_matrix([{"A": 1}], ["A"]).dtype == np.float64  # vote counts arrive as integers
+    positives = m.positive_matrix([["A", "B"], [], ["C"]], ["A", "C"])
+    assert positives.dtype == bool and positives.tolist() == [[True, False], [False, False], [False, True]]
+    assert m.positive_matrix([], ["A"]).shape == (0, 1) and m.positive_matrix([["A"]], []).shape == (1, 0)
+    assert m.positive_matrix([], ["A"]).dtype == bool
+
+
+def test_auc_takes_integer_labels_and_returns_a_float():
+    scores = [0.1, 0.4, 0.35, 0.8]
+    value = m.weighted_auc(scores, [0, 0, 1, 1])
+    assert type(value) is float and value == pytest.approx(0.75)
+    as_bools = m.weighted_auc(np.array(scores), np.array([False, False, True, True]), np.array([2.0, 1, 1, 1]))
+    assert m.weighted_auc(scores, [0, 0, 1, 1], [2, 1, 1, 1]) == pytest.approx(as_bools) == pytest.approx(5 / 6)
+    assert type(m.weighted_auc(np.zeros(0), np.zeros(0, bool))) is float
+    assert m.weighted_auc([0.1, 0.9], [0, 1]) == 1.0 and m.weighted_auc([0.1, 0.9], [0, 1], [0.5, 0.5]) == 1.0
+
+
+def test_macro_auc_without_defined_classes_is_nan_of_the_right_shape():
+    scores, positives = np.ones((4, 2)), np.ones((4, 2), bool)
+    macro, _ = m.macro_auc(scores, positives)
+    assert type(macro) is float and np.isnan(macro)
+    assert np.isnan(m.macro_auc(scores, positives, np.ones(4))[0])
+    batch, _ = m.macro_auc(scores, positives, np.ones((3, 4)))
+    assert batch.shape == (3,) and np.isnan(batch).all()
+    assert type(m.macro_auc(np.array([[0.1], [0.9]]), np.array([[False], [True]]))[0]) is float
+
+
+def test_macro_auc_interval_comes_from_the_resampled_macro_aucs():
+    scores = np.array([[0.1, 0.9], [0.4, 0.2], [0.35, 0.6], [0.8, 0.3], [0.5, 0.5], [0.2, 0.1]])
+    positives = np.array([[0, 1], [0, 0], [1, 1], [1, 0], [0, 1], [1, 0]], dtype=bool)
+    weights = m.cluster_weights(np.array([0, 0, 1, 2, 3, 4]), resamples=50, seed=2)
+    macro, ci, per_class = m.macro_auc_with_interval(scores, positives, weights)
+    assert macro == pytest.approx(m.macro_auc(scores, positives)[0]) and per_class == m.macro_auc(scores, positives)[1]
+    assert ci == m.interval(m.macro_auc(scores, positives, weights, classes=[True, True])[0])
+    assert ci[0] < macro < ci[1]
+    assert m.macro_auc_with_interval(scores, positives, weights[:0])[1] is None  # no resamples: no interval
+    undefined = m.macro_auc_with_interval(scores, np.ones_like(positives), weights)
+    assert undefined[:2] == (None, None) and np.isnan(undefined[2]).all()
+
+
+def test_interval_is_the_central_percentile_range():
+    samples = np.arange(101, dtype=float)
+    assert m.interval(samples) == pytest.approx([2.5, 97.5]) and m.interval(samples, level=0.9) == pytest.approx(
+        [5, 95]
+    )
+    assert m.interval(np.array([3.0, np.nan, 1.0, 2.0]), level=0.5) == pytest.approx([1.5, 2.5])
+    assert m.interval(np.array([])) is None and all(type(v) is float for v in m.interval(samples))
+
+
+def test_defined_mean():
+    assert m.defined_mean(np.array([1.0, np.nan, 0.0, 1.0])) == pytest.approx(2 / 3)
+    assert m.defined_mean(np.array([np.nan])) is None and m.defined_mean(np.array([])) is None
+    assert type(m.defined_mean([1, 0])) is float
+
+
+def test_mean_with_interval_skips_resamples_without_defined_values():
+    values = np.array([0.5, np.nan])
+    assert m.mean_with_interval(values, np.array([[1.0, 1.0], [0.0, 2.0]])) == (0.5, [0.5, 0.5])
+    assert m.mean_with_interval(values, np.array([[0.0, 2.0]])) == (0.5, None)
+
+
+def test_cluster_weights_edge_cases():
+    assert m.cluster_weights(np.array([5, 5, 5]), resamples=4, seed=0).tolist() == [[1, 1, 1]] * 4  # one case
+    for clusters, resamples, shape in (([], 5, (5, 0)), ([], 0, (0, 0)), ([1, 2], 0, (0, 2)), ([1, 2], -1, (0, 2))):
+        weights = m.cluster_weights(np.array(clusters), resamples=resamples, seed=0)
+        assert weights.shape == shape and weights.dtype == np.float32
+    weights = m.cluster_weights(np.array(["c", "a", "b"]), resamples=300, seed=1)
+    assert weights.dtype == np.float32 and (weights > 0).any(axis=0).all()  # every case gets drawn sometimes
+
+
+def test_majority_vote_ties_go_to_the_summed_similarity():
+    assert m.majority_vote(["A", "A", "B", "B"], [0.1, 0.1, 0.3, 0.0]) == ["B", "A"]  # 0.3 > 0.2
+    assert m.majority_vote(["A", "B"], [float("nan"), 0.1]) == ["B", "A"]  # no similarity counts as none

@@ -127,7 +127,8 @@ def test_degenerate_auc_inputs():
     # all weight on one class: undefined for both
     assert np.isnan(m.weighted_auc(ties, positives, np.array([1, 0, 1, 0, 0, 1.0])))
     assert np.isnan(m.weighted_auc(np.zeros(0), np.zeros(0, bool)))  # an empty subgroup: was an IndexError
-    assert np.isnan(m.weighted_auc(np.zeros(0), np.zeros(0, bool), np.zeros((3, 0)))).all()
+    per_resample = m.weighted_auc(np.zeros(0), np.zeros(0, bool), np.zeros((3, 0)))
+    assert per_resample.shape == (3,) and np.isnan(per_resample).all()
     macro, per_class = m.macro_auc(np.ones((4, 2)), np.ones((4, 2), bool))
     assert np.isnan(macro) and all(np.isnan(per_class))
 

@@ -90,3 +90,45 @@ def test_to_dict_is_json_serialisable():
     payload = suggest_conditions([(0.9, {"Eczema": 1.0}), (0.8, {"Eczema": 1.0})]).to_dict()
     assert json.loads(json.dumps(payload))["confident"] is True
     assert set(payload) >= {"confident", "reason", "conditions", "neighbours", "labelled_neighbours", "thresholds"}
+
+
+def test_json_form_rounds_to_four_places_and_names_the_method():
+    item = ConditionSuggestion("Eczema", 0.123456, 3, 0.987654)
+    assert item.to_dict() == {"condition": "Eczema", "score": 0.1235, "support": 3, "best_similarity": 0.9877}
+    payload = suggest_conditions([(0.9, {"Eczema": 1.0}), (0.8, {"Eczema": 1.0})]).to_dict()
+    assert payload["method"] == "similarity-weighted vote of the neighbours' dermatologist label weights"
+    assert payload["conditions"] == [{"condition": "Eczema", "score": 1.0, "support": 2, "best_similarity": 0.9}]
+    assert (payload["neighbours"], payload["labelled_neighbours"]) == (2, 2)
+
+
+def test_label_weights_are_cleaned_before_they_are_normalised():
+    assert normalised_labels({"A": "x", "B": 1.0}) == {"B": 1.0}  # a bad weight skips that label only
+    assert normalised_labels({"A": 0, "B": 1.0}) == {"B": 1.0}  # a zero weight is no label
+    assert normalised_labels({" A": 1.0, "A ": 1.0, "B": 2.0}) == {"A": 0.5, "B": 0.5}  # same name once stripped
+    assert normalised_labels({"A": 0.0}) == {} and normalised_labels(None) == {}
+
+
+def test_neighbours_without_usable_similarity_carry_no_weight():
+    result = suggest_conditions([(float("nan"), {"Tinea": 1.0}), (0.5, {"Eczema": 1.0})], min_support=1)
+    assert [(i.condition, i.score) for i in result.items] == [("Eczema", 1.0), ("Tinea", 0.0)]
+    dissimilar = suggest_conditions([(-0.2, {"Tinea": 1.0}), (0.0, {"Eczema": 1.0})])
+    assert [i.score for i in dissimilar.items] == [0.0, 0.0] and not dissimilar.confident
+
+
+def test_equal_shares_rank_the_better_supported_condition_first():
+    result = suggest_conditions([(0.5, {"Acne": 1.0}), (0.25, {"Zoster": 1.0}), (0.25, {"Zoster": 1.0})])
+    assert [(i.condition, i.score, i.support) for i in result.items] == [("Zoster", 0.5, 2), ("Acne", 0.5, 1)]
+
+
+def test_no_neighbours_is_never_confident_and_no_suggestions_can_be_asked_for():
+    assert not suggest_conditions([]).confident and suggest_conditions([]).items == []
+    assert suggest_conditions([(0.9, {"Eczema": 1.0})] * 3, max_suggestions=0).items == []
+
+
+def test_thresholds_are_inclusive():
+    neighbours = [(0.5, {"Eczema": 1.0}), (0.5, {"Eczema": 0.5, "Tinea": 0.5})]
+    top_share = 0.75  # (0.5 * 1 + 0.5 * 0.5) / 1.0
+    assert suggest_conditions(neighbours, min_similarity=0.5, min_agreement=top_share, min_support=2).confident
+    assert not suggest_conditions(neighbours, min_similarity=0.51, min_agreement=top_share, min_support=2).confident
+    assert not suggest_conditions(neighbours, min_similarity=0.5, min_agreement=0.76, min_support=2).confident
+    assert not suggest_conditions(neighbours, min_similarity=0.5, min_agreement=top_share, min_support=3).confident
