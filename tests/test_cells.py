@@ -19,9 +19,9 @@ def test_present_values_are_stripped_text(value, text):
 
 
 def test_literal_size_limit_is_inclusive():
-    at_limit = "[" + " " * (cells.MAX_LITERAL_CHARS - 2) + "]"
-    assert len(at_limit) == cells.MAX_LITERAL_CHARS and cells.parse_string_list(at_limit) == []
-    over = "[" + " " * (cells.MAX_LITERAL_CHARS - 1) + "]"
+    at_limit = "[" + " " * (cells.MAX_CELL_CHARS - 2) + "]"
+    assert len(at_limit) == cells.MAX_CELL_CHARS and cells.parse_string_list(at_limit) == []
+    over = "[" + " " * (cells.MAX_CELL_CHARS - 1) + "]"
     with pytest.raises(cells.CellError, match=rf"^value is {len(over)} characters long \(limit 20000\)$"):
         cells.parse_string_list(over)
 
@@ -121,9 +121,9 @@ def test_generic_values(cell, value):
 
 
 def test_generic_oversized_literal_stays_text():
-    huge = "[" + "1, " * cells.MAX_LITERAL_CHARS + "1]"
+    huge = "[" + "1, " * cells.MAX_CELL_CHARS + "1]"
     assert cells.generic_value(huge) == huge
-    at_limit = "[" + " " * (cells.MAX_LITERAL_CHARS - 2) + "]"
+    at_limit = "[" + " " * (cells.MAX_CELL_CHARS - 2) + "]"
     assert cells.generic_value(at_limit) == []
 
 
