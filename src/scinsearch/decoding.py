@@ -43,6 +43,7 @@ PREFETCH = 2  # chunks handed to each worker ahead of time (bounds memory in fli
 DECODE_TIMEOUT = 300.0  # seconds one file may take to decode before its worker is killed (SCIN's: ~0.03 s)
 MAX_ATTEMPTS = 3  # a chunk whose worker died this often, with no single file to blame, is given up
 POLL_SECONDS = 0.25  # how often the main process looks for dead or overrunning workers while it waits
+PARENT_CHECK_SECONDS = 1.0  # how often an idle worker checks that the main process is still there
 
 
 class DecodeImages(TorchDataset):
@@ -123,8 +124,14 @@ def worker_main(decode: DecodeImages, tasks, results, journal, slot: int, nice: 
     torch.set_num_threads(1)
     if nice:
         lower_priority(slot)
+    parent = os.getppid()
     while True:
         try:
+            # A forked worker holds the write ends of the task pipes (and the store's lock file) too, so the
+            # main process dying (SIGKILL, out of memory) never reaches it as end-of-file: it checks instead.
+            while not tasks.poll(PARENT_CHECK_SECONDS):
+                if os.getppid() != parent:
+                    return
             task = tasks.recv()
         except (EOFError, OSError):
             return
