@@ -117,11 +117,16 @@ def test_a_worker_killed_by_a_bystander_problem_redoes_its_chunk(release, spy_em
 
     killed = []
     real_collect = decoding.DecodePool.collect
+    bystander = data.records[len(data.records) // 2]
+    sabotage(spy_embedder, pause_on=frozenset({bystander.file.stem}))  # a fine file, caught in flight
 
     def collect_and_kill_once(self, queue, done):
-        if not killed and any(w.held for w in self.pool) and self.journal[1] >= 0:
-            killed.append(int(self.journal[1]))
-            self.pool[0].process.kill()
+        for worker in self.pool:
+            index = int(self.journal[2 * worker.slot + 1])
+            if not killed and index >= 0 and self.decode.records[index].image_id == bystander.image_id:
+                worker.process.kill()  # while it sleeps on the bystander: the journal cannot move on
+                worker.process.join()
+                killed.append(index)
         real_collect(self, queue, done)
 
     monkeypatch.setattr(decoding.DecodePool, "probe", probe_after_a_random_kill)

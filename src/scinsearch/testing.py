@@ -100,10 +100,13 @@ MISSING_IMAGE = "dataset/images/-2243186711511406658.png"
 @dataclasses.dataclass(frozen=True)
 class SabotagedPreprocessor(Preprocessor):
     """A preprocessor whose decoding of the files named by stem kills its process with `signal_number`
-    (`crash_on`) or never returns (`hang_on`). Test-only: the product never builds one."""
+    (`crash_on`), never returns (`hang_on`) or takes `PAUSE_SECONDS` and then succeeds (`pause_on`: a
+    fine file a test can catch in flight). Test-only: the product never builds one."""
 
+    PAUSE_SECONDS = 2.0
     crash_on: frozenset = frozenset()
     hang_on: frozenset = frozenset()
+    pause_on: frozenset = frozenset()
     signal_number: int = signal.SIGKILL
 
     @classmethod
@@ -118,6 +121,8 @@ class SabotagedPreprocessor(Preprocessor):
             time.sleep(60)  # a signal that does not end the process at once
         if stem in self.hang_on:
             time.sleep(3600)
+        if stem in self.pause_on:
+            time.sleep(self.PAUSE_SECONDS)
         return super().load(source)
 
 
