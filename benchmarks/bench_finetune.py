@@ -59,12 +59,13 @@ def peak_rss_mib() -> float:
 def bench_adapter(points: int, dim: int, rank: int) -> list[str]:
     import torch
 
-    from scinsearch.evaluation.neighbours import load_table
-    from scinsearch.finetune.adapter import Adapter, AdapterConfig, save_adapter, train_adapter
+    from scinsearch.finetune.adapter import AdapterConfig, save_adapter, train_adapter
     from scinsearch.finetune.apply import apply_adapter
     from scinsearch.finetune.planted import PlantedSpace, planted_points
     from scinsearch.settings import Settings
     from scinsearch.store import CollectionInfo, open_store
+    from scinsearch.vectors.adapter import Adapter
+    from scinsearch.vectors.neighbours import load_table
 
     space = PlantedSpace(dim=dim, conditions=8, nuisance_directions=min(16, dim - 12))
     with tempfile.TemporaryDirectory(prefix="bench-finetune-") as folder:

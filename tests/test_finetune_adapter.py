@@ -13,10 +13,11 @@ import pytest
 
 from scinsearch.errors import ScinSearchError
 from scinsearch.evaluation import evaluate_table
-from scinsearch.evaluation.neighbours import table_from_points
-from scinsearch.finetune.adapter import Adapter, AdapterConfig, save_adapter, train_adapter, transform
+from scinsearch.finetune.adapter import AdapterConfig, save_adapter, train_adapter
 from scinsearch.finetune.data import choose_examples
 from scinsearch.finetune.planted import PlantedSpace, planted_points, text_vectors
+from scinsearch.vectors.adapter import Adapter, transform
+from scinsearch.vectors.neighbours import table_from_points
 
 SPACE = PlantedSpace()
 CASES = 400
@@ -150,7 +151,7 @@ def test_an_adapter_starts_as_the_identity_and_a_useless_one_stays_there():
     """No condition signal at all: with the temperature calibrated to the frozen vectors first, no epoch
     beats epoch 0 (the identity) on validation, so the saved adapter is the frozen model. (With a fixed
     temperature of 0.05 the same data 'improved' for 45 epochs by squeezing the space: calibration.)"""
-    from scinsearch.finetune.adapter import ResidualMap
+    from scinsearch.vectors.adapter import ResidualMap
 
     vectors = np.random.default_rng(0).normal(size=(4, 16)).astype(np.float32)
     untrained = transform(ResidualMap(16, 4), vectors)

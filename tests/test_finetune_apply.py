@@ -9,13 +9,14 @@ from fastapi.testclient import TestClient
 
 from scinsearch.cli import main
 from scinsearch.errors import ScinSearchError
-from scinsearch.evaluation.neighbours import table_from_points
-from scinsearch.finetune.adapter import Adapter, AdapterConfig, save_adapter, train_adapter
+from scinsearch.finetune.adapter import AdapterConfig, save_adapter, train_adapter
 from scinsearch.finetune.apply import apply_adapter
 from scinsearch.finetune.planted import PlantedSpace, planted_points
 from scinsearch.search import Searcher
 from scinsearch.settings import Settings
 from scinsearch.store import CollectionInfo, open_store
+from scinsearch.vectors.adapter import Adapter
+from scinsearch.vectors.neighbours import table_from_points
 
 SPACE = PlantedSpace(seed=7)
 MODEL = "planted-model"

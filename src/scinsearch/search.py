@@ -25,13 +25,13 @@ from PIL import Image
 from scinsearch import quality, rules, suggest
 from scinsearch.calibration import calibration_of
 from scinsearch.errors import BAD_FILTER, EMPTY_TEXT, NOT_FOUND, ScinSearchError
-from scinsearch.finetune.apply import query_adapter
 from scinsearch.images import ImageError, open_rgb, read_bytes
 from scinsearch.results import Neighbour, SearchResult, ZeroShot
 from scinsearch.schema import BODY_PARTS, point_id_for
 from scinsearch.search_filters import SearchFilters
 from scinsearch.settings import Settings
 from scinsearch.store import Filter, Match, check_model, open_store, require_collection
+from scinsearch.vectors.adapter import query_adapter
 
 OVERFETCH = 4  # images fetched per wanted case before grouping (a case has up to 3 images)
 MAX_FETCH = 4096

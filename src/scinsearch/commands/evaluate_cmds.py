@@ -96,7 +96,7 @@ def evaluate(ctx, out_dir, leave_case_out, k, bootstrap, seed, zero_shot, adapte
 def evaluate_with_adapter(settings, adapter_dir: Path, out_dir: Path, **options) -> None:
     """Frozen vs adapted on the test split (the adapter was trained on train-split cases)."""
     from scinsearch.evaluation.compare import evaluate_adapter
-    from scinsearch.finetune.adapter import Adapter
+    from scinsearch.vectors.adapter import Adapter
 
     comparison = evaluate_adapter(settings, Adapter.load(adapter_dir), out_dir=out_dir, progress=True, **options)
     for line in comparison.table_lines():

@@ -171,10 +171,9 @@ def finetune(
 
 
 def train_adapter_command(settings, out_dir: Path, picked: dict, common: dict, log) -> None:
-    from scinsearch.evaluation.neighbours import load_table
     from scinsearch.finetune.adapter import AdapterConfig, save_adapter, train_adapter
-    from scinsearch.finetune.record import ADAPTED_FROM, ADAPTER_ID
-    from scinsearch.store import open_store, require_collection
+    from scinsearch.vectors.adapter import require_frozen
+    from scinsearch.vectors.neighbours import read_collection
 
     config = AdapterConfig(
         rank=picked["rank"],
@@ -185,17 +184,7 @@ def train_adapter_command(settings, out_dir: Path, picked: dict, common: dict, l
         **common,
     )
     config.check()
-    store = open_store(settings)
-    try:
-        info = require_collection(store)
-        if info.extra.get(ADAPTER_ID):
-            raise ScinSearchError(
-                f"collection {settings.collection!r} holds adapted vectors: train on the original "
-                f"collection ({info.extra.get(ADAPTED_FROM)!r})"
-            )
-        table = load_table(store, progress=True)
-    finally:
-        store.close()
+    info, table = read_collection(settings, progress=True, check=lambda info: require_frozen(info, settings.collection))
     trained = train_adapter(
         table,
         model=info.model,
@@ -215,7 +204,7 @@ def train_adapter_command(settings, out_dir: Path, picked: dict, common: dict, l
 def train_lora_command(settings, out_dir: Path, picked: dict, common: dict, data: tuple, **options) -> None:
     from scinsearch.dataset import load_dataset
     from scinsearch.finetune.lora import LoraSettings, train_lora
-    from scinsearch.finetune.record import read_json
+    from scinsearch.vectors.adapter import read_json
 
     dataset = load_dataset(*data)
     config = LoraSettings(
@@ -260,8 +249,8 @@ def apply(adapter_dir, to_collection, recreate, quiet, **options):
         --to-collection scin_dermatology_adapted
     scinsearch serve --collection scin_dermatology_adapted --adapter models/scin-adapter
     """
-    from scinsearch.finetune.adapter import Adapter
     from scinsearch.finetune.apply import apply_adapter
+    from scinsearch.vectors.adapter import Adapter
 
     summary = apply_adapter(
         make_settings(**options), Adapter.load(adapter_dir), to_collection, recreate=recreate, progress=not quiet

@@ -7,9 +7,9 @@ bootstrap: the same resampled cases score both runs, so the interval of the diff
 than two overlapping intervals would suggest. A difference whose 95% interval contains 0 is reported as
 within the interval (no clear difference).
 
-The adapter is duck-typed (`record`, `transform`, `transform_text`, `check_frozen_collection`), so this module
-does not import the fine-tuning package (no import circle). Before anything is measured, the adapter's
-recorded training and validation cases are checked against the test split: a leak is refused.
+The adapter is the runtime one (`vectors.adapter.Adapter`: no training code). Before anything is
+measured, the adapter's recorded training and validation cases are checked against the test split: a
+leak is refused.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from scinsearch.errors import ScinSearchError
-from scinsearch.evaluation import metrics as m
-from scinsearch.evaluation.evaluate import EvaluationResult, evaluate_table, package_version
-from scinsearch.evaluation.neighbours import PointTable, load_table
+from scinsearch.evaluation.evaluate import EvaluationResult, evaluate_table, package_version, zero_shot_embedder
 from scinsearch.schema import SPLITS
 from scinsearch.settings import Settings
+from scinsearch.vectors import metrics as m
+from scinsearch.vectors.neighbours import PointTable, read_collection
 
 SCHEMA_VERSION = 1
 TEST_SPLIT = SPLITS[-1]
@@ -69,19 +69,10 @@ def evaluate_adapter(
     zero_shot_model: str | None = None,
 ) -> Comparison:
     """Read the collection once, measure frozen and adapted vectors on the test split, write the report."""
-    from scinsearch.store import open_store, require_collection
-
-    store = open_store(settings)
-    try:
-        info = require_collection(store)
-        adapter.check_frozen_collection(info, settings.collection)
-        table = load_table(store, progress=progress)
-    finally:
-        store.close()
+    check = lambda info: adapter.check_frozen_collection(info, settings.collection)  # noqa: E731
+    info, table = read_collection(settings, progress=progress, check=check)
     if zero_shot and embedder is None:
-        from scinsearch.embedding import Embedder
-
-        embedder = Embedder.from_settings(settings.replace(model=zero_shot_model or info.model), info)
+        embedder = zero_shot_embedder(settings, info, zero_shot_model)
     comparison = compare_tables(
         table,
         adapter,

@@ -18,23 +18,24 @@ from pathlib import Path
 
 import numpy as np
 
+from scinsearch.calibration import calibration_of
 from scinsearch.errors import ScinSearchError
-from scinsearch.evaluation import metrics as m
 from scinsearch.evaluation import predictors as p
 from scinsearch.evaluation.calibrated import calibration_metrics
-from scinsearch.evaluation.neighbours import (
+from scinsearch.rules import ZERO_SHOT_PROMPT
+from scinsearch.settings import Settings
+from scinsearch.vectors import metrics as m
+from scinsearch.vectors.neighbours import (
     UNKNOWN,
     PointTable,
     Selection,
     case_clusters,
     exclusions,
-    load_table,
     nearest,
     random_neighbours,
+    read_collection,
     select,
 )
-from scinsearch.rules import ZERO_SHOT_PROMPT
-from scinsearch.settings import Settings
 
 SCHEMA_VERSION = 1
 AUC_CLASSES = 10
@@ -92,20 +93,9 @@ def evaluate_collection(
     collection's own model.
     `exclude_own_case=False` is the leaky protocol (only the query image itself is hidden); it exists to
     show what leakage does and is labelled as such in the output, never a default."""
-    from scinsearch.calibration import calibration_of
-    from scinsearch.store import open_store, require_collection
-
-    store = open_store(settings)
-    try:
-        info = require_collection(store)
-        calibration = calibration_of(info)
-        table = load_table(store, progress=progress)
-    finally:
-        store.close()
+    info, table = read_collection(settings, progress=progress)
     if zero_shot and embedder is None:
-        from scinsearch.embedding import Embedder
-
-        embedder = Embedder.from_settings(settings.replace(model=zero_shot_model or info.model), info)
+        embedder = zero_shot_embedder(settings, info, zero_shot_model)
     result = evaluate_table(
         table,
         model=info.model,
@@ -117,13 +107,20 @@ def evaluate_collection(
         text_embedder=embedder if zero_shot else None,
         per_case=per_case,
         exclude_own_case=exclude_own_case,
-        calibration=calibration,
+        calibration=calibration_of(info),
     )
     if out_dir is not None:
         from scinsearch.evaluation.report import write_report
 
         result.files = write_report(result.metrics, Path(out_dir))
     return result
+
+
+def zero_shot_embedder(settings: Settings, info, model: str | None = None):
+    """The text tower of the zero-shot baseline: `model`, else the collection's own."""
+    from scinsearch.embedding import Embedder
+
+    return Embedder.from_settings(settings.replace(model=model or info.model), info)
 
 
 def evaluate_table(

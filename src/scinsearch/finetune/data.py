@@ -24,9 +24,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from scinsearch.errors import ScinSearchError
-from scinsearch.evaluation.neighbours import PointTable, case_clusters, table_from_points
 from scinsearch.schema import SPLITS
 from scinsearch.store import StoredPoint
+from scinsearch.vectors.neighbours import PointTable, case_clusters, table_from_points
 
 TRAIN_SPLIT, _, TEST_SPLIT = SPLITS  # training may use the train split only (the split is by case)
 VALIDATION_FRACTION = 0.15

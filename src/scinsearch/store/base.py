@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from scinsearch.errors import ScinSearchError
+from scinsearch.store.record import ADAPTED_FROM, ADAPTER_DIR, ADAPTER_ID, CALIBRATION, IMAGE_ROOT
 
 RETRIEVE_BATCH = 1000  # ids per retrieve request when checking which points exist
 
@@ -84,6 +85,35 @@ class CollectionInfo:
             extra,
             str(metadata.get("scinsearch_preprocessing", "fast")),
         )
+
+    def same_space(self, model: str, dim: int | None = None) -> bool:
+        """Do vectors of `model` (`dim`-d; None: any size) belong beside this collection's? The one answer
+        every caller uses (embedding into it, searching it, copying into it, an adapter's or a calibration's
+        base). Whether the vectors went through an adapter is `adapter_id`, checked apart."""
+        return self.model == model and (dim is None or int(self.dim) == int(dim))
+
+    @property
+    def image_root(self) -> str | None:
+        """The folder `embed` read the images from, or None."""
+        return (self.extra or {}).get(IMAGE_ROOT)
+
+    @property
+    def adapter_id(self) -> str | None:
+        """The adapter the stored vectors were transformed with (`finetune apply`), or None: frozen vectors."""
+        return (self.extra or {}).get(ADAPTER_ID)
+
+    @property
+    def adapter_dir(self) -> str | None:
+        return (self.extra or {}).get(ADAPTER_DIR)
+
+    @property
+    def adapted_from(self) -> str | None:
+        return (self.extra or {}).get(ADAPTED_FROM)
+
+    @property
+    def calibration_document(self) -> dict | None:
+        """The raw calibration document (`calibration.calibration_of` reads it), or None before `calibrate`."""
+        return (self.extra or {}).get(CALIBRATION)
 
 
 @dataclasses.dataclass
@@ -241,7 +271,7 @@ def require_collection(store: VectorStore) -> CollectionInfo:
 def check_model(store: VectorStore, model: str, dim: int | None = None) -> CollectionInfo:
     """Refuse to mix vectors of different models in one collection."""
     info = require_collection(store)
-    if info.model != model or (dim is not None and info.dim != dim):
+    if not info.same_space(model, dim):
         raise ScinSearchError(
             f"collection {store.name!r} holds {info.dim}-d vectors of {info.model!r}, "
             f"not of {model!r}: use --model {info.model} or another --collection"

@@ -20,7 +20,8 @@ import numpy as np
 from scinsearch import rules
 from scinsearch.errors import ScinSearchError
 from scinsearch.schema import BREAKDOWN_FIELDS
-from scinsearch.store import VectorStore
+from scinsearch.settings import Settings
+from scinsearch.store import CollectionInfo, VectorStore
 
 PROTOCOLS = ("split", "leave-case-out")
 UNKNOWN = "unknown"  # the breakdown group (`schema.BREAKDOWN_FIELDS`) of a point without a value
@@ -104,6 +105,29 @@ def load_table(store: VectorStore, progress: bool = False) -> PointTable:
         leave=False,
     )
     return table_from_points(list(points))
+
+
+def read_collection(
+    settings: Settings,
+    progress: bool = False,
+    check: Callable[[CollectionInfo], None] | None = None,
+    store: VectorStore | None = None,
+) -> tuple[CollectionInfo, PointTable]:
+    """Open the collection `settings` names (or use the open `store`, left open), refuse one scinsearch did
+    not make, run `check` on its record before the long read, and read every point once with its vector:
+    how evaluation, calibration and adapter training start."""
+    from scinsearch.store import open_store, require_collection
+
+    owned = store is None
+    store = open_store(settings) if owned else store
+    try:
+        info = require_collection(store)
+        if check is not None:
+            check(info)
+        return info, load_table(store, progress=progress)
+    finally:
+        if owned:
+            store.close()
 
 
 def clean_weights(value) -> dict[str, float]:
