@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from scinsearch import quality, rules, suggest
+from scinsearch import quality, rules, schema, suggest
 from scinsearch.calibration import calibration_of
 from scinsearch.errors import BAD_FILTER, EMPTY_TEXT, NOT_FOUND, ScinSearchError
 from scinsearch.images import ImageError, open_rgb, read_bytes
@@ -146,7 +146,7 @@ class Searcher:
                 "zero-shot with a photo, or search the original collection"
             )
         point = self.stored_point(image_id)  # its vector is already adapted when the collection is
-        case_ids = [str(c) for c in point.payload.get("case_ids") or [point.payload.get("case_id")] if c]
+        case_ids = schema.case_ids(point.payload)
         exclude = Filter(must_not=(Match("image_id", (str(point.payload.get("image_id", image_id)),)),))
         if exclude_same_case and case_ids:
             exclude = exclude.and_(Filter(must_not=(Match("case_ids", tuple(case_ids)),)))

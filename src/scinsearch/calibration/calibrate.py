@@ -24,6 +24,7 @@ from scinsearch.calibration import thresholds as th
 from scinsearch.calibration.probe import train_probe
 from scinsearch.calibration.record import Calibration, save_calibration
 from scinsearch.errors import ScinSearchError
+from scinsearch.schema import TRAIN_SPLIT
 from scinsearch.settings import Settings
 from scinsearch.vectors import metrics as m
 from scinsearch.vectors.neighbours import (
@@ -38,7 +39,6 @@ from scinsearch.vectors.neighbours import (
 
 DEFAULT_TARGET_PRECISION = 0.80
 DEFAULT_PERCENTILE = 5.0  # of the train images' nearest-other-case similarities: the "nothing alike" cut
-TRAIN = "train"
 
 
 @dataclasses.dataclass
@@ -131,7 +131,7 @@ def calibrate_table(
         raise ScinSearchError(f"the nothing-alike percentile must be between 0 and 100, not {percentile}")
     if table.vectors.shape[1] != dim:
         raise ScinSearchError(f"the collection records {dim}-d vectors but holds {table.vectors.shape[1]}-d ones")
-    train = np.array([s == TRAIN for s in table.splits], dtype=bool)
+    train = np.array([s == TRAIN_SPLIT for s in table.splits], dtype=bool)
     if not train.any():
         raise ScinSearchError("the collection has no train split to calibrate on (the `split` payload field)")
     probe, note = None, None

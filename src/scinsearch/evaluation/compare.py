@@ -21,13 +21,12 @@ import numpy as np
 
 from scinsearch.errors import ScinSearchError
 from scinsearch.evaluation.evaluate import EvaluationResult, evaluate_table, package_version, zero_shot_embedder
-from scinsearch.schema import SPLITS
+from scinsearch.schema import TEST_SPLIT
 from scinsearch.settings import Settings
 from scinsearch.vectors import metrics as m
 from scinsearch.vectors.neighbours import PointTable, read_collection
 
 SCHEMA_VERSION = 1
-TEST_SPLIT = SPLITS[-1]
 MIN_CASES_FOR_VERDICT = 10  # below this a case bootstrap has too little to resample: no better/worse verdict
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from scinsearch import rules
 from scinsearch.errors import ScinSearchError
-from scinsearch.schema import BREAKDOWN_FIELDS
+from scinsearch.schema import BREAKDOWN_FIELDS, TEST_SPLIT, TRAIN_SPLIT, case_ids
 from scinsearch.settings import Settings
 from scinsearch.store import CollectionInfo, VectorStore
 
@@ -147,8 +147,8 @@ def primary_label(payload: dict, weighted: dict[str, float]) -> str | None:
 
 
 def case_ids_of(payload: dict, point_id: str) -> tuple[str, ...]:
-    ids = payload.get("case_ids") or ([payload["case_id"]] if payload.get("case_id") else [])
-    return tuple(str(i) for i in ids) or (f"point:{point_id}",)
+    """The point's cases, or the point alone when it names none (then it is its own case)."""
+    return tuple(case_ids(payload)) or (f"point:{point_id}",)
 
 
 def group_value(value) -> str:
@@ -168,8 +168,8 @@ def select(table: PointTable, protocol: str) -> Selection:
     splits = np.array([s or "" for s in table.splits], dtype=object)
     queries, reference = labelled & gradable, labelled.copy()
     if protocol == "split":
-        queries &= splits == "test"
-        reference &= splits == "train"
+        queries &= splits == TEST_SPLIT
+        reference &= splits == TRAIN_SPLIT
     if not reference.any():
         where = "in the train split" if protocol == "split" else "in the collection"
         raise ScinSearchError(f"no labelled reference points {where}: nothing to compare queries with")
