@@ -13,7 +13,8 @@ import pytest
 
 from scinsearch.errors import ScinSearchError
 from scinsearch.evaluation import evaluate_table
-from scinsearch.finetune.adapter import AdapterConfig, save_adapter, train_adapter
+from scinsearch.finetune.adapter import save_adapter, train_adapter
+from scinsearch.finetune.config import AdapterConfig
 from scinsearch.finetune.data import choose_examples
 from scinsearch.finetune.planted import PlantedSpace, planted_points, text_vectors
 from scinsearch.vectors.adapter import Adapter, transform
@@ -101,7 +102,7 @@ def test_validation_is_carved_by_case_and_independent_of_point_order(planted):
 
 
 def test_same_seed_same_weights(planted, tmp_path):
-    short = dataclasses.replace(CONFIG, max_epochs=15)
+    short = dataclasses.replace(CONFIG, epochs=15)
     first = train_adapter(planted[0], model="planted-model", collection="planted", config=short)
     again = train_adapter(planted[0], model="planted-model", collection="planted", config=short)
     assert again.record["validation_case_ids"] == first.record["validation_case_ids"]
@@ -109,7 +110,7 @@ def test_same_seed_same_weights(planted, tmp_path):
     assert first.record["training"]["best_epoch"] > 0  # it moved: equal weights are not two identities
     assert Adapter.load(save_adapter(first, tmp_path / "a")).id == Adapter.load(save_adapter(again, tmp_path / "b")).id
     other = train_adapter(
-        planted[0], model="planted-model", collection="planted", config=dataclasses.replace(short, seed=1, max_epochs=1)
+        planted[0], model="planted-model", collection="planted", config=dataclasses.replace(short, seed=1, epochs=1)
     )
     assert other.record["validation_case_ids"] != first.record["validation_case_ids"]
 

@@ -13,7 +13,8 @@ from scinsearch.cli import main
 from scinsearch.errors import ScinSearchError
 from scinsearch.evaluation import evaluate_table
 from scinsearch.evaluation.compare import compare_tables, evaluate_adapter, verdict
-from scinsearch.finetune.adapter import AdapterConfig, save_adapter, train_adapter
+from scinsearch.finetune.adapter import save_adapter, train_adapter
+from scinsearch.finetune.config import AdapterConfig
 from scinsearch.finetune.planted import PlantedSpace, planted_points
 from scinsearch.settings import Settings
 from scinsearch.store import CollectionInfo, open_store

@@ -31,6 +31,7 @@ import torch
 from scinsearch.errors import ScinSearchError
 from scinsearch.finetune import loss as L
 from scinsearch.finetune import record as R
+from scinsearch.finetune.config import AdapterConfig, improves, patience_spent
 from scinsearch.finetune.data import TrainingSet, choose_examples
 from scinsearch.finetune.validation import validation_metrics
 from scinsearch.vectors.adapter import (
@@ -43,30 +44,6 @@ from scinsearch.vectors.adapter import (
     transform,
 )
 from scinsearch.vectors.neighbours import PointTable
-
-
-@dataclasses.dataclass(frozen=True)
-class AdapterConfig:
-    rank: int = 64
-    temperature: float | None = None  # None: learnt, from the best fit to the frozen vectors
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 256
-    max_epochs: int = 200
-    patience: int = 10
-    validation_fraction: float = 0.15
-    seed: int = 0
-
-    def check(self) -> None:
-        for name in ("rank", "batch_size", "max_epochs", "patience"):
-            if getattr(self, name) < 1:
-                raise ScinSearchError(f"--{name.replace('_', '-')} must be at least 1")
-        if (
-            (self.temperature is not None and not self.temperature > 0)
-            or not self.learning_rate > 0
-            or self.weight_decay < 0
-        ):
-            raise ScinSearchError("temperature and learning rate must be positive, weight decay not negative")
 
 
 @dataclasses.dataclass
@@ -117,13 +94,13 @@ def train_adapter(
         copy.deepcopy(head.state_dict()),
     )
     history = [{"epoch": 0, "train_loss": None, "validation_loss": best[0]}]
-    for epoch in range(1, config.max_epochs + 1):
+    for epoch in range(1, config.epochs + 1):
         train_loss = run_epoch(module, head, optimiser, fit, config.batch_size, generator)
         held_loss = validation_loss(module, head, held)
         history.append({"epoch": epoch, "train_loss": train_loss, "validation_loss": held_loss})
-        if held_loss < best[0] - 1e-6:
+        if improves(held_loss, best[0]):
             best = (held_loss, epoch, copy.deepcopy(module.state_dict()), copy.deepcopy(head.state_dict()))
-        elif epoch - best[1] >= config.patience:
+        elif patience_spent(epoch, best[1], config.patience):
             break
     module.load_state_dict(best[2])
     head.load_state_dict(best[3])
@@ -133,40 +110,34 @@ def train_adapter(
         "frozen": validation_metrics(training, frozen_vectors),
         "adapted": validation_metrics(training, transform(module, frozen_vectors)),
     }
-    record = {
-        "format": FORMAT,
-        "record_version": R.RECORD_VERSION,
-        "method": "adapter",
-        "created": R.now(),
-        "base_model": model,
-        "dim": int(table.vectors.shape[1]),
-        "collection": collection,
-        "store": store,
-        "architecture": {
+    record = R.run_record(
+        format=FORMAT,
+        method="adapter",
+        base_model=model,
+        dim=table.vectors.shape[1],
+        config=config,
+        training=training,
+        loss=L.describe(head, temperature, learnt=config.temperature is None),
+        run={
+            "epochs_run": len(history) - 1,
+            "best_epoch": best[1],
+            "best_validation_loss": best[0],
+            "stopped": "early stopping" if len(history) - 1 < config.epochs else "max epochs",
+            "seconds": round(time.perf_counter() - started, 2),
+            "history": history,
+        },
+        validation=metrics,
+        collection=collection,
+        store=store,
+        architecture={
             "kind": "low-rank residual",
             "formula": "normalise(x + up @ down @ x)",
             "rank": int(module.down.shape[0]),
             "parameters": int(module.down.numel() + module.up.numel()),
         },
-        "text_queries": "through the adapter" if TEXT_THROUGH_ADAPTER else "not transformed",
-        "loss": L.describe(head, temperature, learnt=config.temperature is None),
-        "hyperparameters": dataclasses.asdict(config),
-        "seed": config.seed,
-        "data": training.summary(),
-        "conditions": training.conditions,
-        "train_case_ids": training.case_ids(training.fit),
-        "validation_case_ids": training.case_ids(training.validation),
-        "training": {
-            "epochs_run": len(history) - 1,
-            "best_epoch": best[1],
-            "best_validation_loss": best[0],
-            "stopped": "early stopping" if len(history) - 1 < config.max_epochs else "max epochs",
-            "seconds": round(time.perf_counter() - started, 2),
-            "history": history,
-        },
-        "validation": metrics,
-        "versions": R.library_versions(),
-    }
+        text_queries="through the adapter" if TEXT_THROUGH_ADAPTER else "not transformed",
+        data=training.summary(),
+    )
     return TrainedAdapter(module, head, record)
 
 

@@ -38,6 +38,44 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def run_record(
+    *,
+    format: str,
+    method: str,
+    base_model: str,
+    dim: int,
+    config,
+    training,
+    loss: dict,
+    run: dict,
+    validation: dict,
+    **details,
+) -> dict:
+    """The record both methods write: what was trained on what (`training`, a `finetune.data.TrainingSet`),
+    with which settings (`config`, a `finetune.config.FinetuneConfig`), how the run went (`run`) and what
+    it measured; `details` are the method's own fields (collection, architecture, LoRA modules, ...)."""
+    import dataclasses
+
+    return {
+        "format": format,
+        "record_version": RECORD_VERSION,
+        "method": method,
+        "created": now(),
+        "base_model": base_model,
+        "dim": int(dim),
+        **details,
+        "loss": loss,
+        "hyperparameters": dataclasses.asdict(config),
+        "seed": config.seed,
+        "conditions": training.conditions,
+        "train_case_ids": training.case_ids(training.fit),
+        "validation_case_ids": training.case_ids(training.validation),
+        "training": run,
+        "validation": validation,
+        "versions": library_versions(),
+    }
+
+
 def write_json(path: Path, data: dict) -> Path:
     """Write atomically (temporary file + rename): an interrupted run never leaves half a record."""
     path.parent.mkdir(parents=True, exist_ok=True)
