@@ -9,7 +9,7 @@ import click
 from click.core import ParameterSource
 
 from scinsearch.commands.embed_cmds import with_data_options
-from scinsearch.commands.options import make_settings, model_options, store_options
+from scinsearch.commands.options import folder_option, make_settings, model_options, store_options
 from scinsearch.errors import ScinSearchError
 from scinsearch.finetune.config import CONFIGS, AdapterConfig, FinetuneConfig, LoraConfig
 
@@ -29,12 +29,8 @@ LORA_ONLY = ("scin_dir", "metadata", "images_dir", "resume", "max_steps", "check
 @store_options
 @model_options
 @with_data_options
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Output folder: the adapter (adapter.safetensors + adapter.json) or the LoRA model folder.",
+@folder_option(
+    "--out", "out_dir", help="Output folder: the adapter (adapter.safetensors + adapter.json) or the LoRA model folder."
 )
 @click.option(
     "--method",
@@ -216,13 +212,7 @@ def report_validation(record: dict, tuned: str) -> None:
 
 
 @finetune.command(name="apply")
-@click.option(
-    "--adapter",
-    "adapter_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    required=True,
-    help="The adapter folder `scinsearch finetune` wrote.",
-)
+@folder_option("--adapter", "adapter_dir", required=True, help="The adapter folder `scinsearch finetune` wrote.")
 @click.option("--to-collection", required=True, help="The new collection for the adapted vectors.")
 @click.option("--recreate", is_flag=True, help="Replace --to-collection if it exists with other content.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")

@@ -20,11 +20,17 @@ from pathlib import Path
 import numpy as np
 
 from scinsearch.errors import ScinSearchError
-from scinsearch.evaluation.evaluate import EvaluationResult, evaluate_table, package_version, zero_shot_embedder
+from scinsearch.evaluation.evaluate import (
+    EvaluationResult,
+    evaluate_table,
+    open_for_evaluation,
+    package_version,
+    run_identity,
+)
 from scinsearch.schema import TEST_SPLIT
 from scinsearch.settings import Settings
 from scinsearch.vectors import metrics as m
-from scinsearch.vectors.neighbours import PointTable, read_collection
+from scinsearch.vectors.neighbours import PointTable
 
 SCHEMA_VERSION = 1
 MIN_CASES_FOR_VERDICT = 10  # below this a case bootstrap has too little to resample: no better/worse verdict
@@ -69,18 +75,10 @@ def evaluate_adapter(
 ) -> Comparison:
     """Read the collection once, measure frozen and adapted vectors on the test split, write the report."""
     check = lambda info: adapter.check_frozen_collection(info, settings.collection)  # noqa: E731
-    info, table = read_collection(settings, progress=progress, check=check)
-    if zero_shot and embedder is None:
-        embedder = zero_shot_embedder(settings, info, zero_shot_model)
+    text = zero_shot and (embedder or zero_shot_model or True)
+    info, table, text = open_for_evaluation(settings, progress, text, check)
     comparison = compare_tables(
-        table,
-        adapter,
-        model=info.model,
-        collection=settings.collection,
-        k=k,
-        bootstrap=bootstrap,
-        seed=seed,
-        text_embedder=embedder if zero_shot else None,
+        table, adapter, **run_identity(info, settings), k=k, bootstrap=bootstrap, seed=seed, text_embedder=text
     )
     if out_dir is not None:
         from scinsearch.evaluation.compare_report import write_comparison

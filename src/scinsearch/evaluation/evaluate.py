@@ -93,18 +93,15 @@ def evaluate_collection(
     collection's own model.
     `exclude_own_case=False` is the leaky protocol (only the query image itself is hidden); it exists to
     show what leakage does and is labelled as such in the output, never a default."""
-    info, table = read_collection(settings, progress=progress)
-    if zero_shot and embedder is None:
-        embedder = zero_shot_embedder(settings, info, zero_shot_model)
+    info, table, text = open_for_evaluation(settings, progress, zero_shot and (embedder or zero_shot_model or True))
     result = evaluate_table(
         table,
-        model=info.model,
-        collection=settings.collection,
+        **run_identity(info, settings),
         protocol=protocol,
         k=k,
         bootstrap=bootstrap,
         seed=seed,
-        text_embedder=embedder if zero_shot else None,
+        text_embedder=text,
         per_case=per_case,
         exclude_own_case=exclude_own_case,
         calibration=calibration_of(info),
@@ -116,11 +113,21 @@ def evaluate_collection(
     return result
 
 
-def zero_shot_embedder(settings: Settings, info, model: str | None = None):
-    """The text tower of the zero-shot baseline: `model`, else the collection's own."""
-    from scinsearch.embedding import Embedder
+def open_for_evaluation(settings: Settings, progress: bool, text=None, check=None) -> tuple:
+    """(the collection's record, its table, the zero-shot text embedder or None): how `evaluate` and
+    `evaluate --adapter` start. `text`: falsy for no zero-shot; an embedder; a model name; or True for
+    the collection's own model. `check` runs on the record before the long read."""
+    info, table = read_collection(settings, progress=progress, check=check)
+    if text and (text is True or isinstance(text, str)):
+        from scinsearch.embedding import Embedder
 
-    return Embedder.from_settings(settings.replace(model=model or info.model), info)
+        text = Embedder.from_settings(settings.replace(model=info.model if text is True else text), info)
+    return info, table, text or None
+
+
+def run_identity(info, settings: Settings) -> dict:
+    """What names a run in metrics.json: the collection's model and the collection."""
+    return {"model": info.model, "collection": settings.collection}
 
 
 def evaluate_table(

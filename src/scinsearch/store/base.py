@@ -53,6 +53,16 @@ class Filter:
         return Filter(self.must + other.must, self.must_not + other.must_not)
 
 
+class RecordKey:
+    """A read-only attribute of `CollectionInfo` that is one key of its record (`extra`), None when absent."""
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def __get__(self, info, owner=None):
+        return self if info is None else (info.extra or {}).get(self.key)
+
+
 @dataclasses.dataclass
 class CollectionInfo:
     """What a collection was made with; embedding into it with another model is refused.
@@ -92,28 +102,12 @@ class CollectionInfo:
         base). Whether the vectors went through an adapter is `adapter_id`, checked apart."""
         return self.model == model and (dim is None or int(self.dim) == int(dim))
 
-    @property
-    def image_root(self) -> str | None:
-        """The folder `embed` read the images from, or None."""
-        return (self.extra or {}).get(IMAGE_ROOT)
-
-    @property
-    def adapter_id(self) -> str | None:
-        """The adapter the stored vectors were transformed with (`finetune apply`), or None: frozen vectors."""
-        return (self.extra or {}).get(ADAPTER_ID)
-
-    @property
-    def adapter_dir(self) -> str | None:
-        return (self.extra or {}).get(ADAPTER_DIR)
-
-    @property
-    def adapted_from(self) -> str | None:
-        return (self.extra or {}).get(ADAPTED_FROM)
-
-    @property
-    def calibration_document(self) -> dict | None:
-        """The raw calibration document (`calibration.calibration_of` reads it), or None before `calibrate`."""
-        return (self.extra or {}).get(CALIBRATION)
+    # The record's keys other stages write (`store.record`), read by name: None when absent.
+    image_root = RecordKey(IMAGE_ROOT)  # the folder `embed` read the images from
+    adapter_id = RecordKey(ADAPTER_ID)  # the adapter the vectors went through (`finetune apply`); None: frozen
+    adapter_dir = RecordKey(ADAPTER_DIR)
+    adapted_from = RecordKey(ADAPTED_FROM)
+    calibration_document = RecordKey(CALIBRATION)  # raw; `calibration.calibration_of` reads it
 
 
 @dataclasses.dataclass
