@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,6 +32,9 @@ from scinsearch.schema import TEST_SPLIT
 from scinsearch.settings import Settings
 from scinsearch.vectors import metrics as m
 from scinsearch.vectors.neighbours import PointTable
+
+if TYPE_CHECKING:  # the runtime adapter loads torch: imported only where one is loaded
+    from scinsearch.vectors.adapter import Adapter
 
 SCHEMA_VERSION = 1
 MIN_CASES_FOR_VERDICT = 10  # below this a case bootstrap has too little to resample: no better/worse verdict
@@ -63,7 +67,7 @@ class AdaptedText:
 
 def evaluate_adapter(
     settings: Settings,
-    adapter,
+    adapter: Adapter,
     k: int = 10,
     out_dir: Path | None = None,
     bootstrap: int = 1000,
@@ -89,7 +93,7 @@ def evaluate_adapter(
 
 def compare_tables(
     table: PointTable,
-    adapter,
+    adapter: Adapter,
     *,
     model: str,
     collection: str,
