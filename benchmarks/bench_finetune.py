@@ -59,12 +59,14 @@ def peak_rss_mib() -> float:
 def bench_adapter(points: int, dim: int, rank: int) -> list[str]:
     import torch
 
-    from scinsearch.evaluation.neighbours import load_table
-    from scinsearch.finetune.adapter import Adapter, AdapterConfig, save_adapter, train_adapter
+    from scinsearch.finetune.adapter import save_adapter, train_adapter
     from scinsearch.finetune.apply import apply_adapter
+    from scinsearch.finetune.config import AdapterConfig
     from scinsearch.finetune.planted import PlantedSpace, planted_points
     from scinsearch.settings import Settings
     from scinsearch.store import CollectionInfo, open_store
+    from scinsearch.vectors.adapter import Adapter
+    from scinsearch.vectors.neighbours import load_table
 
     space = PlantedSpace(dim=dim, conditions=8, nuisance_directions=min(16, dim - 12))
     with tempfile.TemporaryDirectory(prefix="bench-finetune-") as folder:
@@ -133,6 +135,7 @@ def bench_lora(images: int, device: str, batch_size: int, workers: int | None, q
     from scinsearch import testing
     from scinsearch.dataset import read_release
     from scinsearch.finetune import lora
+    from scinsearch.finetune.config import LoraConfig
     from scinsearch.finetune.data import choose_examples, table_from_payloads
     from scinsearch.settings import Settings
 
@@ -144,7 +147,7 @@ def bench_lora(images: int, device: str, batch_size: int, workers: int | None, q
         dataset = read_release(release)
         model = build_model(Path(folder), quick)
         settings = Settings(model=str(model), device=device, precision="fp32")
-        config = lora.LoraSettings(batch_size=batch_size, epochs=1)
+        config = LoraConfig(batch_size=batch_size, epochs=1)
         table = table_from_payloads([r.image_id for r in dataset.records], [r.payload for r in dataset.records])
         training = choose_examples(table, seed=0)
         run = lora.open_run(training, dataset, settings, Path(folder) / "out", config, False, workers, lambda _: None)

@@ -18,12 +18,12 @@ from scinsearch.calibration.probe import fit_logistic, sigmoid, train_probe
 from scinsearch.cli import main
 from scinsearch.errors import ScinSearchError
 from scinsearch.evaluation import evaluate_collection
-from scinsearch.evaluation.neighbours import table_from_points
 from scinsearch.schema import point_id_for
 from scinsearch.search import Searcher
 from scinsearch.settings import Settings
 from scinsearch.store import CollectionInfo, StoredPoint, open_store
 from scinsearch.suggest import suggest_conditions
+from scinsearch.vectors.neighbours import table_from_points
 
 CONDITIONS = ["Eczema", "Urticaria", "Tinea", "Psoriasis", "Insect Bite"]
 DIM = 16
@@ -318,7 +318,7 @@ def test_a_calibration_is_bound_to_the_adapter_its_vectors_came_from(tmp_path):
     from types import SimpleNamespace
 
     from scinsearch.finetune.apply import prepare_target
-    from scinsearch.finetune.record import ADAPTER_ID
+    from scinsearch.store.record import ADAPTER_ID
 
     document = calibrate_table(table_from_points(planted_points()), "planted-model", DIM, 0.5, bootstrap=20).to_dict()
     with pytest.raises(

@@ -16,11 +16,11 @@ from scinsearch import cells
 from scinsearch.cli import main
 from scinsearch.dataset import read_release
 from scinsearch.evaluation import evaluate_collection, evaluate_table
-from scinsearch.evaluation.neighbours import table_from_points
 from scinsearch.pipeline import run_embed
 from scinsearch.schema import point_id_for
 from scinsearch.settings import Settings
 from scinsearch.store import CollectionInfo, StoredPoint, open_store
+from scinsearch.vectors.neighbours import table_from_points
 
 CONDITIONS = ["Eczema", "Urticaria", "Tinea", "Psoriasis", "Acute dermatitis, NOS"]
 DERM_GROUPS = ["I-II", "III-IV", "V-VI", "unknown"]

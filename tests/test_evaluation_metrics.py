@@ -7,9 +7,9 @@ import pytest
 
 from scinsearch import rules
 from scinsearch.errors import ScinSearchError
-from scinsearch.evaluation import metrics as m
-from scinsearch.evaluation.neighbours import case_clusters, exclusions, nearest, select, table_from_points
 from scinsearch.store import StoredPoint
+from scinsearch.vectors import metrics as m
+from scinsearch.vectors.neighbours import case_clusters, exclusions, nearest, select, table_from_points
 
 
 def test_top_k_and_hit_by_hand():

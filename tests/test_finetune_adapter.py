@@ -13,10 +13,12 @@ import pytest
 
 from scinsearch.errors import ScinSearchError
 from scinsearch.evaluation import evaluate_table
-from scinsearch.evaluation.neighbours import table_from_points
-from scinsearch.finetune.adapter import Adapter, AdapterConfig, save_adapter, train_adapter, transform
+from scinsearch.finetune.adapter import save_adapter, train_adapter
+from scinsearch.finetune.config import AdapterConfig
 from scinsearch.finetune.data import choose_examples
 from scinsearch.finetune.planted import PlantedSpace, planted_points, text_vectors
+from scinsearch.vectors.adapter import Adapter, transform
+from scinsearch.vectors.neighbours import table_from_points
 
 SPACE = PlantedSpace()
 CASES = 400
@@ -100,7 +102,7 @@ def test_validation_is_carved_by_case_and_independent_of_point_order(planted):
 
 
 def test_same_seed_same_weights(planted, tmp_path):
-    short = dataclasses.replace(CONFIG, max_epochs=15)
+    short = dataclasses.replace(CONFIG, epochs=15)
     first = train_adapter(planted[0], model="planted-model", collection="planted", config=short)
     again = train_adapter(planted[0], model="planted-model", collection="planted", config=short)
     assert again.record["validation_case_ids"] == first.record["validation_case_ids"]
@@ -108,7 +110,7 @@ def test_same_seed_same_weights(planted, tmp_path):
     assert first.record["training"]["best_epoch"] > 0  # it moved: equal weights are not two identities
     assert Adapter.load(save_adapter(first, tmp_path / "a")).id == Adapter.load(save_adapter(again, tmp_path / "b")).id
     other = train_adapter(
-        planted[0], model="planted-model", collection="planted", config=dataclasses.replace(short, seed=1, max_epochs=1)
+        planted[0], model="planted-model", collection="planted", config=dataclasses.replace(short, seed=1, epochs=1)
     )
     assert other.record["validation_case_ids"] != first.record["validation_case_ids"]
 
@@ -150,7 +152,7 @@ def test_an_adapter_starts_as_the_identity_and_a_useless_one_stays_there():
     """No condition signal at all: with the temperature calibrated to the frozen vectors first, no epoch
     beats epoch 0 (the identity) on validation, so the saved adapter is the frozen model. (With a fixed
     temperature of 0.05 the same data 'improved' for 45 epochs by squeezing the space: calibration.)"""
-    from scinsearch.finetune.adapter import ResidualMap
+    from scinsearch.vectors.adapter import ResidualMap
 
     vectors = np.random.default_rng(0).normal(size=(4, 16)).astype(np.float32)
     untrained = transform(ResidualMap(16, 4), vectors)

@@ -9,13 +9,15 @@ from fastapi.testclient import TestClient
 
 from scinsearch.cli import main
 from scinsearch.errors import ScinSearchError
-from scinsearch.evaluation.neighbours import table_from_points
-from scinsearch.finetune.adapter import Adapter, AdapterConfig, save_adapter, train_adapter
+from scinsearch.finetune.adapter import save_adapter, train_adapter
 from scinsearch.finetune.apply import apply_adapter
+from scinsearch.finetune.config import AdapterConfig
 from scinsearch.finetune.planted import PlantedSpace, planted_points
 from scinsearch.search import Searcher
 from scinsearch.settings import Settings
 from scinsearch.store import CollectionInfo, open_store
+from scinsearch.vectors.adapter import Adapter
+from scinsearch.vectors.neighbours import table_from_points
 
 SPACE = PlantedSpace(seed=7)
 MODEL = "planted-model"
@@ -33,7 +35,7 @@ def planted_store(tmp_path_factory):
     store.finish_writes()
     store.close()
     trained = train_adapter(
-        table_from_points(points), model=MODEL, collection="planted", config=AdapterConfig(rank=8, max_epochs=30)
+        table_from_points(points), model=MODEL, collection="planted", config=AdapterConfig(rank=8, epochs=30)
     )
     adapter_dir = save_adapter(trained, folder / "adapter")
     return settings, adapter_dir, {p.id: p for p in points}
@@ -145,7 +147,7 @@ def test_mismatches_between_collection_and_adapter_are_refused(planted_store, ad
         table_from_points(list(points.values())),
         model=MODEL,
         collection="planted",
-        config=AdapterConfig(rank=8, max_epochs=3, seed=9),
+        config=AdapterConfig(rank=8, epochs=3, seed=9),
     )
     other_dir = save_adapter(trained, tmp_path / "other")
     cases = [

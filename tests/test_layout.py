@@ -65,6 +65,58 @@ def test_no_module_imports_another_in_a_circle():
     assert circles_in(graph) == []
 
 
+def package_of(name: str) -> str:
+    """scinsearch.store.edge -> scinsearch.store; a top-level module is its own unit."""
+    parts = name.split(".")
+    return ".".join(parts[:2])
+
+
+def package_graph() -> dict[str, set[str]]:
+    known = set(module_names())
+    graph: dict[str, set[str]] = {}
+    for name in known:
+        outer = package_of(name)
+        graph.setdefault(outer, set()).update(package_of(t) for t in imports_of(name, known) if package_of(t) != outer)
+    return graph
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for other in graph[todo.pop()] - seen:
+            seen.add(other)
+            todo.append(other)
+    return seen
+
+
+# The sub-packages from the bottom up: each may import those before it, never one after it.
+LAYERS = ["store", "vectors", "calibration", "evaluation", "finetune", "transfer", "service", "commands"]
+
+
+def test_no_package_imports_another_in_a_circle():
+    """Collapsed to sub-packages, the imports still form no circle (calibration <-> evaluation once did)."""
+    graph = package_graph()
+    assert circles_in(graph) == []
+    assert "scinsearch.vectors" in graph["scinsearch.calibration"]
+
+
+def test_sub_packages_import_only_the_layers_below():
+    graph = package_graph()
+    for index, layer in enumerate(LAYERS):
+        above = {f"scinsearch.{name}" for name in LAYERS[index + 1 :]}
+        assert graph.get(f"scinsearch.{layer}", set()) & above == set(), layer
+
+
+def test_search_does_not_reach_training_code():
+    """The query path uses the runtime adapter (`vectors.adapter`), never the training modules."""
+    known = set(module_names())
+    graph = {name: imports_of(name, known) for name in known}
+    for start in ("scinsearch.search", "scinsearch.service.app"):
+        reached = reachable(graph, start)
+        assert not {name for name in reached if name.startswith("scinsearch.finetune")}, start
+    assert "scinsearch.vectors.adapter" in reachable(graph, "scinsearch.search")
+
+
 def test_every_module_imports_on_its_own():
     """Each module imported first, from a clean slate of scinsearch modules: an import-order circle fails here."""
     script = (

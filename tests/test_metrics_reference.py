@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 import pytest
 
-from scinsearch.evaluation import metrics as m
+from scinsearch.vectors import metrics as m
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 roc_auc_score = sklearn_metrics.roc_auc_score

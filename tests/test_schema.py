@@ -72,6 +72,13 @@ def test_declarations_are_consistent():
     assert {f.index for f in schema.FIELDS} <= {None, "keyword", "integer", "bool", "float"}
     assert {f.type for f in schema.FIELDS} <= set(TYPES) | {"keyword[]", "integer[]", "checkboxes"}
     assert schema.SPLITS == ("train", "val", "test") and schema.SPLIT_FRACTIONS[-1][1] == 1.0
+    assert (schema.TRAIN_SPLIT, schema.VAL_SPLIT, schema.TEST_SPLIT) == schema.SPLITS
+
+
+def test_case_ids_of_a_payload():
+    assert schema.case_ids({"case_id": "1", "case_ids": ["1", 2]}) == ["1", "2"]
+    assert schema.case_ids({"case_id": "7"}) == ["7"]  # a point written before `case_ids`
+    assert schema.case_ids({"case_id": "", "case_ids": []}) == [] and schema.case_ids({}) == []
     assert schema.FLAT_COLUMNS[:2] == ("image_id", "image_path")
 
 

@@ -172,6 +172,16 @@ def test_backends_do_not_import_each_other():
         assert f"scinsearch.store.{other}" not in imported and "scinsearch.store" not in imported, module
 
 
+def test_collection_info_answers_same_space_and_reads_the_record_keys():
+    info = CollectionInfo.from_metadata(
+        {"scinsearch_model": "m", "scinsearch_dim": 4, "image_root": "/data", "adapter_id": "abc", "adapted_from": "c"}
+    )
+    assert info.same_space("m", 4) and info.same_space("m") and info.same_space("m", np.int64(4))
+    assert not info.same_space("m", 8) and not info.same_space("other", 4)
+    assert (info.image_root, info.adapter_id, info.adapted_from, info.adapter_dir) == ("/data", "abc", "c", None)
+    assert CollectionInfo("m", 4).calibration_document is None and CollectionInfo("m", 4).adapter_id is None
+
+
 def test_collection_records_its_preprocessing(store):
     store.create(CollectionInfo("model-a", 4, {"image_root": "/data"}, preprocessing="exact"))
     info = store.info()

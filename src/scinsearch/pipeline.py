@@ -44,6 +44,7 @@ from scinsearch.errors import ScinSearchError
 from scinsearch.pixel_cache import PixelCache
 from scinsearch.schema import is_known_missing
 from scinsearch.store import CollectionInfo, StoredPoint, VectorStore
+from scinsearch.store.record import IMAGE_ROOT
 from scinsearch.undecodable import UndecodableFiles
 
 if TYPE_CHECKING:  # for annotations only: the embed job itself needs no pandas (benchmarks/gpu_bench.py)
@@ -204,7 +205,7 @@ def prepare_collection(
     """Create the collection when missing, recording how its images are preprocessed (queries follow it);
     refuse a model or preprocessing mismatch unless asked to recreate."""
     info = store.info()
-    if info is not None and not recreate and (info.model != model or info.dim != dim):
+    if info is not None and not recreate and not info.same_space(model, dim):
         raise ScinSearchError(
             f"collection {store.name!r} holds {info.dim}-d vectors of {info.model!r}; "
             f"embedding with {model!r} ({dim}-d) would mix models: use another --collection, "
@@ -249,7 +250,7 @@ def run_embed(
         embedder.model_name,
         embedder.dim,
         recreate,
-        {"image_root": str(dataset.image_root)},
+        {IMAGE_ROOT: str(dataset.image_root)},
         preprocessing=embedder.preprocessor.mode,
     )
     present = store.existing_ids([r.point_id for r in records])

@@ -12,6 +12,7 @@ from typing import Any
 
 from scinsearch.quality import QualityReport
 from scinsearch.schema import SHOWN_FIELDS
+from scinsearch.schema import case_ids as schema_case_ids  # `case_ids` is a field name here
 from scinsearch.store import Hit
 from scinsearch.suggest import Suggestions
 
@@ -44,7 +45,7 @@ class Neighbour:
     def from_hit(cls, hit: Hit) -> Neighbour:
         payload = hit.payload
         case_id = str(payload.get("case_id") or "")
-        case_ids = [str(c) for c in payload.get("case_ids") or [case_id] if c]
+        case_ids = schema_case_ids(payload)
         return cls(
             score=float(hit.score),
             image_id=str(payload.get("image_id") or hit.id),

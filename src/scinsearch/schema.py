@@ -237,6 +237,7 @@ MONK_RANGE = (1, 10)
 # The split, by case: a case's hash below the first bound is train, below the second val, else test.
 SPLIT_FRACTIONS = (("train", 0.70), ("val", 0.85), ("test", 1.00))
 SPLITS = tuple(name for name, _ in SPLIT_FRACTIONS)
+TRAIN_SPLIT, VAL_SPLIT, TEST_SPLIT = SPLITS  # what training, validation and the held-out measurement use
 
 # Referenced by case 1834609919572055750 but absent from the bucket (google-research-datasets/scin issue #1):
 # `download` reports it as a known gap, and `embed` does not count it against a complete run.
@@ -250,6 +251,11 @@ def is_known_missing(path: str) -> bool:
 
 
 POINT_NAMESPACE = uuid.UUID("5f1c6a52-7d0e-4a8e-9b3e-5c1e2a9d0b11")
+
+
+def case_ids(payload: dict) -> list[str]:
+    """Every case a stored image belongs to (`case_ids`; points written before it: `case_id` alone)."""
+    return [str(c) for c in payload.get("case_ids") or [payload.get("case_id")] if c]
 
 
 def point_id_for(image_id: str) -> str:

@@ -22,16 +22,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from scinsearch import quality, rules, suggest
+from scinsearch import quality, rules, schema, suggest
 from scinsearch.calibration import calibration_of
 from scinsearch.errors import BAD_FILTER, EMPTY_TEXT, NOT_FOUND, ScinSearchError
-from scinsearch.finetune.apply import query_adapter
 from scinsearch.images import ImageError, open_rgb, read_bytes
 from scinsearch.results import Neighbour, SearchResult, ZeroShot
 from scinsearch.schema import BODY_PARTS, point_id_for
 from scinsearch.search_filters import SearchFilters
 from scinsearch.settings import Settings
 from scinsearch.store import Filter, Match, check_model, open_store, require_collection
+from scinsearch.vectors.adapter import query_adapter
 
 OVERFETCH = 4  # images fetched per wanted case before grouping (a case has up to 3 images)
 MAX_FETCH = 4096
@@ -146,7 +146,7 @@ class Searcher:
                 "zero-shot with a photo, or search the original collection"
             )
         point = self.stored_point(image_id)  # its vector is already adapted when the collection is
-        case_ids = [str(c) for c in point.payload.get("case_ids") or [point.payload.get("case_id")] if c]
+        case_ids = schema.case_ids(point.payload)
         exclude = Filter(must_not=(Match("image_id", (str(point.payload.get("image_id", image_id)),)),))
         if exclude_same_case and case_ids:
             exclude = exclude.and_(Filter(must_not=(Match("case_ids", tuple(case_ids)),)))

@@ -22,22 +22,23 @@ import numpy as np
 from scinsearch import rules
 from scinsearch.calibration import thresholds as th
 from scinsearch.calibration.probe import train_probe
-from scinsearch.calibration.record import Calibration, adapter_of, save_calibration
+from scinsearch.calibration.record import Calibration, save_calibration
 from scinsearch.errors import ScinSearchError
-from scinsearch.evaluation import metrics as m
-from scinsearch.evaluation.neighbours import (
+from scinsearch.schema import TRAIN_SPLIT
+from scinsearch.settings import Settings
+from scinsearch.vectors import metrics as m
+from scinsearch.vectors.neighbours import (
     PointTable,
     Selection,
     case_clusters,
     exclusions,
     nearest,
     nearest_other_case,
+    read_collection,
 )
-from scinsearch.settings import Settings
 
 DEFAULT_TARGET_PRECISION = 0.80
 DEFAULT_PERCENTILE = 5.0  # of the train images' nearest-other-case similarities: the "nothing alike" cut
-TRAIN = "train"
 
 
 @dataclasses.dataclass
@@ -97,16 +98,14 @@ def calibrate_collection(
 ) -> CalibrationResult:
     """Calibrate the collection `settings` names (or the open `store` given, which is left open) and,
     unless `write` is False, record the result in it. Nothing is written when any part fails."""
-    from scinsearch.evaluation.neighbours import load_table
-    from scinsearch.store import open_store, require_collection
+    from scinsearch.store import open_store
 
     owned = store is None
     store = open_store(settings) if owned else store
     try:
-        info = require_collection(store)
-        table = load_table(store, progress=progress)
+        info, table = read_collection(settings, progress=progress, store=store)
         calibration = calibrate_table(table, info.model, info.dim, target_precision, k, percentile, bootstrap, seed)
-        calibration.adapter = adapter_of(info)
+        calibration.adapter = info.adapter_id
         if write:
             save_calibration(store, calibration)
     finally:
@@ -132,7 +131,7 @@ def calibrate_table(
         raise ScinSearchError(f"the nothing-alike percentile must be between 0 and 100, not {percentile}")
     if table.vectors.shape[1] != dim:
         raise ScinSearchError(f"the collection records {dim}-d vectors but holds {table.vectors.shape[1]}-d ones")
-    train = np.array([s == TRAIN for s in table.splits], dtype=bool)
+    train = np.array([s == TRAIN_SPLIT for s in table.splits], dtype=bool)
     if not train.any():
         raise ScinSearchError("the collection has no train split to calibrate on (the `split` payload field)")
     probe, note = None, None

@@ -176,7 +176,7 @@ def train_probe(
     weights, bias = w[:-1] / scale, float(w[-1] - np.sum(w[:-1] * mean / scale))  # fold the standardisation in
     platt_scale, platt_shift = fit_platt(vectors[calibration] @ weights + bias, y[calibration])
     probe = GradabilityProbe(model, vectors.shape[1], weights, bias, platt_scale, platt_shift, l2)
-    from scinsearch.evaluation.metrics import weighted_auc
+    from scinsearch.vectors.metrics import weighted_auc
 
     held = probe.probability(vectors[calibration])
     probe.training = {

@@ -21,10 +21,10 @@ import math
 
 from scinsearch.calibration.probe import GradabilityProbe
 from scinsearch.errors import ScinSearchError
-from scinsearch.finetune.record import ADAPTER_ID
+from scinsearch.store.record import CALIBRATION
 
 SCHEMA = "scinsearch.calibration/1"
-METADATA_KEY = "scinsearch_calibration"
+METADATA_KEY = CALIBRATION  # the key of its document in the collection record (`store.record`)
 THRESHOLD_NAMES = ("min_similarity", "min_agreement", "min_support")
 
 
@@ -126,15 +126,10 @@ def json_safe(value):
 
 def calibration_of(info) -> Calibration | None:
     """The calibration recorded with a collection (`store.CollectionInfo`), or None before `calibrate`."""
-    document = (info.extra or {}).get(METADATA_KEY)
+    document = info.calibration_document
     if document is None:
         return None
-    return Calibration.from_dict(document, info.model, info.dim, adapter_of(info))
-
-
-def adapter_of(info) -> str | None:
-    """The adapter id a collection's vectors were transformed with (`finetune apply`), or None."""
-    return (info.extra or {}).get(ADAPTER_ID)
+    return Calibration.from_dict(document, info.model, info.dim, info.adapter_id)
 
 
 def save_calibration(store, calibration: Calibration) -> None:

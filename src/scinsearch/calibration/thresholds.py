@@ -92,7 +92,7 @@ def query_stats(
 
 
 def stats_of(found, table, selection) -> QueryStats:
-    """`query_stats` of neighbours found by `evaluation.neighbours.nearest` (a `Neighbours`, its
+    """`query_stats` of neighbours found by `vectors.neighbours.nearest` (a `Neighbours`, its
     `PointTable` and `Selection`)."""
     pairs = [
         [(float(s), table.weighted[selection.reference[pos]]) for pos, s in zip(row, sims) if pos >= 0]

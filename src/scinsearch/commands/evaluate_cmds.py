@@ -7,18 +7,14 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from scinsearch.commands.options import make_settings, model_options, store_options
+from scinsearch.commands.options import folder_option, make_settings, model_options, store_options
 
 
 @click.command()
 @store_options
 @model_options
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    required=True,
-    help="Folder for metrics.json, report.md and the PNG plots (created if missing).",
+@folder_option(
+    "--out", "out_dir", required=True, help="Folder for metrics.json, report.md and the PNG plots (created if missing)."
 )
 @click.option(
     "--leave-case-out",
@@ -39,10 +35,8 @@ from scinsearch.commands.options import make_settings, model_options, store_opti
     is_flag=True,
     help="Also score the condition names through the text tower (loads the model; --model overrides the collection's).",
 )
-@click.option(
+@folder_option(
     "--adapter",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
     help="Also measure this `scinsearch finetune` adapter (vectors transformed in memory) and write frozen vs "
     "adapted side by side; test-split queries only.",
 )
@@ -96,7 +90,7 @@ def evaluate(ctx, out_dir, leave_case_out, k, bootstrap, seed, zero_shot, adapte
 def evaluate_with_adapter(settings, adapter_dir: Path, out_dir: Path, **options) -> None:
     """Frozen vs adapted on the test split (the adapter was trained on train-split cases)."""
     from scinsearch.evaluation.compare import evaluate_adapter
-    from scinsearch.finetune.adapter import Adapter
+    from scinsearch.vectors.adapter import Adapter
 
     comparison = evaluate_adapter(settings, Adapter.load(adapter_dir), out_dir=out_dir, progress=True, **options)
     for line in comparison.table_lines():

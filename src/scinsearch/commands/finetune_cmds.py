@@ -9,14 +9,19 @@ import click
 from click.core import ParameterSource
 
 from scinsearch.commands.embed_cmds import with_data_options
-from scinsearch.commands.options import make_settings, model_options, store_options
+from scinsearch.commands.options import folder_option, make_settings, model_options, store_options
 from scinsearch.errors import ScinSearchError
+from scinsearch.finetune.config import CONFIGS, AdapterConfig, FinetuneConfig, LoraConfig
 
-METHODS = ("adapter", "lora")
-DEFAULTS = {  # per method, for the options both methods share
-    "adapter": {"rank": 64, "epochs": 200, "patience": 10, "batch_size": 256, "learning_rate": 1e-3},
-    "lora": {"rank": 16, "epochs": 5, "patience": 2, "batch_size": 32, "learning_rate": 1e-4},
-}
+METHODS = tuple(CONFIGS)
+PER_METHOD = ("rank", "epochs", "patience", "batch_size", "learning_rate")  # defaults differ by method
+
+
+def defaults(name: str) -> str:
+    """The two methods' defaults of an option, for its help (read from the configs, never repeated)."""
+    return f"adapter {getattr(AdapterConfig, name):g}, LoRA {getattr(LoraConfig, name):g}"
+
+
 LORA_ONLY = ("scin_dir", "metadata", "images_dir", "resume", "max_steps", "checkpoint_every", "workers", "cache_dir")
 
 
@@ -24,12 +29,8 @@ LORA_ONLY = ("scin_dir", "metadata", "images_dir", "resume", "max_steps", "check
 @store_options
 @model_options
 @with_data_options
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Output folder: the adapter (adapter.safetensors + adapter.json) or the LoRA model folder.",
+@folder_option(
+    "--out", "out_dir", help="Output folder: the adapter (adapter.safetensors + adapter.json) or the LoRA model folder."
 )
 @click.option(
     "--method",
@@ -39,28 +40,30 @@ LORA_ONLY = ("scin_dir", "metadata", "images_dir", "resume", "max_steps", "check
     help="adapter: a small map on the stored vectors (CPU, minutes). lora: LoRA of the vision tower "
     "on the images (a GPU job; needs --scin-dir or --metadata/--images-dir).",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice of the run.")
+@click.option(
+    "--seed", type=int, default=FinetuneConfig.seed, show_default=True, help="Seed of every random choice of the run."
+)
 @click.option(
     "--validation-fraction",
     type=click.FloatRange(0.01, 0.9),
-    default=0.15,
+    default=FinetuneConfig.validation_fraction,
     show_default=True,
     help="Share of the train-split cases held out (by case) for early stopping.",
 )
-@click.option("--rank", type=click.IntRange(min=1), default=None, help="Adapter rank (64) or LoRA rank (16).")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Most epochs (adapter 200, LoRA 5).")
+@click.option("--rank", type=click.IntRange(min=1), default=None, help=f"Rank ({defaults('rank')}).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help=f"Most epochs ({defaults('epochs')}).")
 @click.option(
     "--patience",
     type=click.IntRange(min=1),
     default=None,
-    help="Stop after this many epochs without a better validation loss (adapter 10, LoRA 2).",
+    help=f"Stop after this many epochs without a better validation loss ({defaults('patience')}).",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Batch size (adapter 256, LoRA 32).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help=f"Batch size ({defaults('batch_size')}).")
 @click.option(
     "--learning-rate",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
-    help="AdamW learning rate (adapter 1e-3, LoRA 1e-4).",
+    help=f"AdamW learning rate ({defaults('learning_rate')}).",
 )
 @click.option(
     "--temperature",
@@ -134,17 +137,14 @@ def finetune(
         return
     if out_dir is None:
         raise ScinSearchError("--out is required: the folder to write the adapter or model to")
-    picked = {
-        name: value if value is not None else DEFAULTS[method][name]
-        for name, value in (
-            ("rank", rank),
-            ("epochs", epochs),
-            ("patience", patience),
-            ("batch_size", batch_size),
-            ("learning_rate", learning_rate),
-        )
-    }
-    common = {"seed": seed, "validation_fraction": validation_fraction, "temperature": temperature}
+    given = dict(zip(PER_METHOD, (rank, epochs, patience, batch_size, learning_rate)))
+    config = CONFIGS[method](
+        **{name: value for name, value in given.items() if value is not None},
+        seed=seed,
+        validation_fraction=validation_fraction,
+        temperature=temperature,
+    )
+    config.check()
     log = (lambda line: None) if quiet else (lambda line: click.echo(line, err=True))
     if method == "adapter":
         stray = [name for name in LORA_ONLY if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
@@ -153,14 +153,13 @@ def finetune(
                 f"{', '.join('--' + s.replace('_', '-') for s in stray)} only apply to "
                 f"--method lora (the adapter trains on the stored vectors)"
             )
-        train_adapter_command(make_settings(**options), out_dir, picked, common, log)
+        train_adapter_command(make_settings(**options), out_dir, config, log)
     else:
         settings = make_settings(workers=workers, **options)
         train_lora_command(
             settings,
             out_dir,
-            picked,
-            common,
+            config,
             (scin_dir, metadata, images_dir),
             resume=resume,
             max_steps=max_steps,
@@ -170,32 +169,12 @@ def finetune(
         )
 
 
-def train_adapter_command(settings, out_dir: Path, picked: dict, common: dict, log) -> None:
-    from scinsearch.evaluation.neighbours import load_table
-    from scinsearch.finetune.adapter import AdapterConfig, save_adapter, train_adapter
-    from scinsearch.finetune.record import ADAPTED_FROM, ADAPTER_ID
-    from scinsearch.store import open_store, require_collection
+def train_adapter_command(settings, out_dir: Path, config: AdapterConfig, log) -> None:
+    from scinsearch.finetune.adapter import save_adapter, train_adapter
+    from scinsearch.vectors.adapter import require_frozen
+    from scinsearch.vectors.neighbours import read_collection
 
-    config = AdapterConfig(
-        rank=picked["rank"],
-        max_epochs=picked["epochs"],
-        patience=picked["patience"],
-        batch_size=picked["batch_size"],
-        learning_rate=picked["learning_rate"],
-        **common,
-    )
-    config.check()
-    store = open_store(settings)
-    try:
-        info = require_collection(store)
-        if info.extra.get(ADAPTER_ID):
-            raise ScinSearchError(
-                f"collection {settings.collection!r} holds adapted vectors: train on the original "
-                f"collection ({info.extra.get(ADAPTED_FROM)!r})"
-            )
-        table = load_table(store, progress=True)
-    finally:
-        store.close()
+    info, table = read_collection(settings, progress=True, check=lambda info: require_frozen(info, settings.collection))
     trained = train_adapter(
         table,
         model=info.model,
@@ -212,20 +191,12 @@ def train_adapter_command(settings, out_dir: Path, picked: dict, common: dict, l
     )
 
 
-def train_lora_command(settings, out_dir: Path, picked: dict, common: dict, data: tuple, **options) -> None:
+def train_lora_command(settings, out_dir: Path, config: LoraConfig, data: tuple, **options) -> None:
     from scinsearch.dataset import load_dataset
-    from scinsearch.finetune.lora import LoraSettings, train_lora
-    from scinsearch.finetune.record import read_json
+    from scinsearch.finetune.lora import train_lora
+    from scinsearch.vectors.adapter import read_json
 
     dataset = load_dataset(*data)
-    config = LoraSettings(
-        rank=picked["rank"],
-        epochs=picked["epochs"],
-        patience=picked["patience"],
-        batch_size=picked["batch_size"],
-        learning_rate=picked["learning_rate"],
-        **common,
-    )
     folder = train_lora(dataset, settings, out_dir, config, **options)
     report_validation(read_json(folder / "finetune.json", "fine-tuned model"), "finetuned")
     click.echo(f"wrote {folder}; embed with it: scinsearch embed --model {folder} --collection <new collection> ...")
@@ -241,13 +212,7 @@ def report_validation(record: dict, tuned: str) -> None:
 
 
 @finetune.command(name="apply")
-@click.option(
-    "--adapter",
-    "adapter_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    required=True,
-    help="The adapter folder `scinsearch finetune` wrote.",
-)
+@folder_option("--adapter", "adapter_dir", required=True, help="The adapter folder `scinsearch finetune` wrote.")
 @click.option("--to-collection", required=True, help="The new collection for the adapted vectors.")
 @click.option("--recreate", is_flag=True, help="Replace --to-collection if it exists with other content.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -260,8 +225,8 @@ def apply(adapter_dir, to_collection, recreate, quiet, **options):
         --to-collection scin_dermatology_adapted
     scinsearch serve --collection scin_dermatology_adapted --adapter models/scin-adapter
     """
-    from scinsearch.finetune.adapter import Adapter
     from scinsearch.finetune.apply import apply_adapter
+    from scinsearch.vectors.adapter import Adapter
 
     summary = apply_adapter(
         make_settings(**options), Adapter.load(adapter_dir), to_collection, recreate=recreate, progress=not quiet

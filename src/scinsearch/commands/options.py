@@ -197,3 +197,10 @@ def make_settings(
         server=server,
         **known,
     )
+
+
+def folder_option(*declarations: str, help: str, **options):
+    """A `--x DIR` option naming a folder (a Path; a file there is refused): written once for every command."""
+    return click.option(
+        *declarations, type=click.Path(path_type=Path, file_okay=False), help=help, **{"default": None, **options}
+    )

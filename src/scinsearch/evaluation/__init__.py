@@ -2,10 +2,9 @@
 
 Works on the stored vectors (no re-embedding): exact cosine kNN with each query's own case masked,
 predictions by the search API's suggestion rule and by plain kNN majority, baselines, case-level
-bootstrap intervals, and breakdowns by skin type. Modules, one job each:
+bootstrap intervals, and breakdowns by skin type. The neighbour table and the metric arithmetic it
+shares with calibration and fine-tuning are in `scinsearch.vectors`. Modules, one job each:
 
-- `neighbours`: points -> arrays, protocol selection, exclusion masks, kNN and random neighbours;
-- `metrics`: pure metric arithmetic (top-k, hit, recall@k, weighted rank AUC, cluster bootstrap);
 - `predictors`: neighbours or text prompts -> ranked conditions with scores;
 - `evaluate`: the pipeline and the metrics dictionary;
 - `report`: metrics.json, report.md, PNG plots, the CLI table (`report_calibration`: the calibration part);
@@ -39,6 +38,6 @@ AUC list).
 """
 
 from scinsearch.evaluation.evaluate import EvaluationResult, evaluate_collection, evaluate_table
-from scinsearch.evaluation.neighbours import PROTOCOLS
+from scinsearch.vectors.neighbours import PROTOCOLS
 
 __all__ = ["EvaluationResult", "evaluate_collection", "evaluate_table", "PROTOCOLS"]

@@ -18,9 +18,9 @@ import numpy as np
 from scinsearch import rules
 from scinsearch.calibration import thresholds as th
 from scinsearch.calibration.record import Calibration
-from scinsearch.evaluation import metrics as m
-from scinsearch.evaluation.neighbours import Neighbours, PointTable, Selection, case_clusters, nearest_other_case
 from scinsearch.quality import MIN_GRADABLE_PROBABILITY
+from scinsearch.vectors import metrics as m
+from scinsearch.vectors.neighbours import Neighbours, PointTable, Selection, case_clusters, nearest_other_case
 
 TEST = "test"
 

@@ -7,27 +7,36 @@ bootstrap: the same resampled cases score both runs, so the interval of the diff
 than two overlapping intervals would suggest. A difference whose 95% interval contains 0 is reported as
 within the interval (no clear difference).
 
-The adapter is duck-typed (`record`, `transform`, `transform_text`, `check_frozen_collection`), so this module
-does not import the fine-tuning package (no import circle). Before anything is measured, the adapter's
-recorded training and validation cases are checked against the test split: a leak is refused.
+The adapter is the runtime one (`vectors.adapter.Adapter`: no training code). Before anything is
+measured, the adapter's recorded training and validation cases are checked against the test split: a
+leak is refused.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from scinsearch.errors import ScinSearchError
-from scinsearch.evaluation import metrics as m
-from scinsearch.evaluation.evaluate import EvaluationResult, evaluate_table, package_version
-from scinsearch.evaluation.neighbours import PointTable, load_table
-from scinsearch.schema import SPLITS
+from scinsearch.evaluation.evaluate import (
+    EvaluationResult,
+    evaluate_table,
+    open_for_evaluation,
+    package_version,
+    run_identity,
+)
+from scinsearch.schema import TEST_SPLIT
 from scinsearch.settings import Settings
+from scinsearch.vectors import metrics as m
+from scinsearch.vectors.neighbours import PointTable
+
+if TYPE_CHECKING:  # the runtime adapter loads torch: imported only where one is loaded
+    from scinsearch.vectors.adapter import Adapter
 
 SCHEMA_VERSION = 1
-TEST_SPLIT = SPLITS[-1]
 MIN_CASES_FOR_VERDICT = 10  # below this a case bootstrap has too little to resample: no better/worse verdict
 
 
@@ -58,7 +67,7 @@ class AdaptedText:
 
 def evaluate_adapter(
     settings: Settings,
-    adapter,
+    adapter: Adapter,
     k: int = 10,
     out_dir: Path | None = None,
     bootstrap: int = 1000,
@@ -69,28 +78,11 @@ def evaluate_adapter(
     zero_shot_model: str | None = None,
 ) -> Comparison:
     """Read the collection once, measure frozen and adapted vectors on the test split, write the report."""
-    from scinsearch.store import open_store, require_collection
-
-    store = open_store(settings)
-    try:
-        info = require_collection(store)
-        adapter.check_frozen_collection(info, settings.collection)
-        table = load_table(store, progress=progress)
-    finally:
-        store.close()
-    if zero_shot and embedder is None:
-        from scinsearch.embedding import Embedder
-
-        embedder = Embedder.from_settings(settings.replace(model=zero_shot_model or info.model), info)
+    check = lambda info: adapter.check_frozen_collection(info, settings.collection)  # noqa: E731
+    text = zero_shot and (embedder or zero_shot_model or True)
+    info, table, text = open_for_evaluation(settings, progress, text, check)
     comparison = compare_tables(
-        table,
-        adapter,
-        model=info.model,
-        collection=settings.collection,
-        k=k,
-        bootstrap=bootstrap,
-        seed=seed,
-        text_embedder=embedder if zero_shot else None,
+        table, adapter, **run_identity(info, settings), k=k, bootstrap=bootstrap, seed=seed, text_embedder=text
     )
     if out_dir is not None:
         from scinsearch.evaluation.compare_report import write_comparison
@@ -101,7 +93,7 @@ def evaluate_adapter(
 
 def compare_tables(
     table: PointTable,
-    adapter,
+    adapter: Adapter,
     *,
     model: str,
     collection: str,

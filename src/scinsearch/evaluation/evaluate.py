@@ -18,23 +18,24 @@ from pathlib import Path
 
 import numpy as np
 
+from scinsearch.calibration import calibration_of
 from scinsearch.errors import ScinSearchError
-from scinsearch.evaluation import metrics as m
 from scinsearch.evaluation import predictors as p
 from scinsearch.evaluation.calibrated import calibration_metrics
-from scinsearch.evaluation.neighbours import (
+from scinsearch.rules import ZERO_SHOT_PROMPT
+from scinsearch.settings import Settings
+from scinsearch.vectors import metrics as m
+from scinsearch.vectors.neighbours import (
     UNKNOWN,
     PointTable,
     Selection,
     case_clusters,
     exclusions,
-    load_table,
     nearest,
     random_neighbours,
+    read_collection,
     select,
 )
-from scinsearch.rules import ZERO_SHOT_PROMPT
-from scinsearch.settings import Settings
 
 SCHEMA_VERSION = 1
 AUC_CLASSES = 10
@@ -92,38 +93,41 @@ def evaluate_collection(
     collection's own model.
     `exclude_own_case=False` is the leaky protocol (only the query image itself is hidden); it exists to
     show what leakage does and is labelled as such in the output, never a default."""
-    from scinsearch.calibration import calibration_of
-    from scinsearch.store import open_store, require_collection
-
-    store = open_store(settings)
-    try:
-        info = require_collection(store)
-        calibration = calibration_of(info)
-        table = load_table(store, progress=progress)
-    finally:
-        store.close()
-    if zero_shot and embedder is None:
-        from scinsearch.embedding import Embedder
-
-        embedder = Embedder.from_settings(settings.replace(model=zero_shot_model or info.model), info)
+    info, table, text = open_for_evaluation(settings, progress, zero_shot and (embedder or zero_shot_model or True))
     result = evaluate_table(
         table,
-        model=info.model,
-        collection=settings.collection,
+        **run_identity(info, settings),
         protocol=protocol,
         k=k,
         bootstrap=bootstrap,
         seed=seed,
-        text_embedder=embedder if zero_shot else None,
+        text_embedder=text,
         per_case=per_case,
         exclude_own_case=exclude_own_case,
-        calibration=calibration,
+        calibration=calibration_of(info),
     )
     if out_dir is not None:
         from scinsearch.evaluation.report import write_report
 
         result.files = write_report(result.metrics, Path(out_dir))
     return result
+
+
+def open_for_evaluation(settings: Settings, progress: bool, text=None, check=None) -> tuple:
+    """(the collection's record, its table, the zero-shot text embedder or None): how `evaluate` and
+    `evaluate --adapter` start. `text`: falsy for no zero-shot; an embedder; a model name; or True for
+    the collection's own model. `check` runs on the record before the long read."""
+    info, table = read_collection(settings, progress=progress, check=check)
+    if text and (text is True or isinstance(text, str)):
+        from scinsearch.embedding import Embedder
+
+        text = Embedder.from_settings(settings.replace(model=info.model if text is True else text), info)
+    return info, table, text or None
+
+
+def run_identity(info, settings: Settings) -> dict:
+    """What names a run in metrics.json: the collection's model and the collection."""
+    return {"model": info.model, "collection": settings.collection}
 
 
 def evaluate_table(

@@ -16,10 +16,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from scinsearch.evaluation.metrics import majority_vote, vote_shares
-from scinsearch.evaluation.neighbours import Neighbours, PointTable, Selection
 from scinsearch.rules import ZERO_SHOT_PROMPT
 from scinsearch.suggest import suggest_conditions
+from scinsearch.vectors.metrics import majority_vote, vote_shares
+from scinsearch.vectors.neighbours import Neighbours, PointTable, Selection
 
 ALL_SUGGESTIONS = 1_000_000  # the ranking is what is scored; the API's shown list is cut to 5 later
 

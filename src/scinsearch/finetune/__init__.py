@@ -8,8 +8,10 @@ Two methods, one contract (docs/finetuning.md):
 - `lora`: LoRA of the vision tower (peft) on the train-split images through the embed pipeline's
   decoding, resumable checkpoints, written as a merged model folder that `--model DIR` loads.
 
-Modules, one job each: `data` (which images may be trained on, validation carved by case), `loss` (the
-prototype soft-target loss), `adapter` (train, save, load), `apply` (adapted collections and the query
-side of search), `lora` (the vision-tower run), `record` (what a run records and the checks on it),
-`validation` (the evaluation's metrics on the validation cases).
+Training code only: search never imports this package. Modules, one job each: `config` (one config for
+both methods, their defaults, the early-stopping rule), `data` (which images may be trained on, validation
+carved by case), `loss` (the prototype soft-target loss), `adapter` (train, save), `apply` (adapted
+collections), `lora` (the vision-tower run), `record` (the run record both methods write), `validation`
+(the evaluation's metrics on the validation cases). Loading an adapter and applying it to queries is
+`scinsearch.vectors.adapter`.
 """

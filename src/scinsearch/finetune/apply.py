@@ -5,26 +5,21 @@ with its payload unchanged, to ANOTHER collection; the original is never written
 records the base model (so the ordinary model checks still hold), the adapter's id (the SHA-256 of its
 weights), its folder and the source collection.
 
-Query side: `query_adapter` decides, from the collection's record and the `--adapter` setting, whether
-queries must be transformed, and refuses every mismatch with one line: an adapted collection searched
-without its adapter, a frozen collection searched with one, or another adapter's collection.
+The query side (`query_adapter`, what search uses) is in `vectors.adapter`, apart from training code.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 
 import numpy as np
 
-from scinsearch.calibration.record import METADATA_KEY as CALIBRATION_KEY
 from scinsearch.errors import ScinSearchError
-from scinsearch.finetune import record as R
-from scinsearch.finetune.adapter import Adapter
-from scinsearch.finetune.record import ADAPTED_FROM, ADAPTER_DIR, ADAPTER_ID
 from scinsearch.settings import Settings
 from scinsearch.store import CollectionInfo, StoredPoint, open_store, require_collection
+from scinsearch.store.record import ADAPTED_FROM, ADAPTER_DIR, ADAPTER_ID, CALIBRATION
+from scinsearch.vectors.adapter import Adapter
 
 PAGE = 512
 
@@ -80,18 +75,14 @@ def apply_adapter(
 
 def prepare_target(target, info: CollectionInfo, adapter: Adapter, source_name: str, recreate: bool) -> None:
     existing = target.info()
-    same = (
-        existing is not None
-        and existing.extra.get(ADAPTER_ID) == adapter.id
-        and existing.extra.get(ADAPTED_FROM) == source_name
-    )
+    same = existing is not None and existing.adapter_id == adapter.id and existing.adapted_from == source_name
     if existing is not None and not same and not recreate:
         raise ScinSearchError(
             f"collection {target.name!r} already exists (not made by this adapter from "
             f"{source_name!r}): pick another --to-collection, or --recreate to replace it"
         )
     extra = {
-        **{k: v for k, v in info.extra.items() if k != CALIBRATION_KEY},  # the source's: another vector space
+        **{k: v for k, v in info.extra.items() if k != CALIBRATION},  # the source's: another vector space
         ADAPTER_ID: adapter.id,
         ADAPTER_DIR: str(adapter.folder.resolve()),
         ADAPTED_FROM: source_name,
@@ -124,30 +115,3 @@ def write_page(target, adapter: Adapter, page: list[StoredPoint]) -> int:
     vectors = adapter.transform(np.stack([p.vector for p in page]))
     target.upsert([StoredPoint(p.id, p.payload, v) for p, v in zip(page, vectors)])
     return len(page)
-
-
-def query_adapter(adapter_dir: Path | str | None, info: CollectionInfo, collection: str) -> Adapter | None:
-    """The adapter queries must go through for this collection, or None; every mismatch is refused."""
-    recorded = info.extra.get(ADAPTER_ID)
-    if adapter_dir is None:
-        if recorded:
-            raise ScinSearchError(
-                f"collection {collection!r} holds vectors transformed by the adapter "
-                f"{info.extra.get(ADAPTER_DIR)}: search it with --adapter "
-                f"{info.extra.get(ADAPTER_DIR)} so queries are transformed the same way"
-            )
-        return None
-    adapter = Adapter.load(adapter_dir)
-    R.check_same_space(adapter.record, info.model, info.dim, collection, adapter.folder)
-    if recorded == adapter.id:
-        return adapter
-    if not recorded:
-        raise ScinSearchError(
-            f"collection {collection!r} holds frozen vectors, not adapted ones: run `scinsearch "
-            f"finetune apply --adapter {adapter_dir} --collection {collection} --to-collection "
-            f"{collection}_adapted` and search --collection {collection}_adapted"
-        )
-    raise ScinSearchError(
-        f"collection {collection!r} was made by another adapter ({recorded[:12]}, "
-        f"{info.extra.get(ADAPTER_DIR)}), not by {adapter_dir} ({adapter.id[:12]})"
-    )

@@ -24,11 +24,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from scinsearch.errors import ScinSearchError
-from scinsearch.evaluation.neighbours import PointTable, case_clusters, table_from_points
-from scinsearch.schema import SPLITS
+from scinsearch.schema import TEST_SPLIT, TRAIN_SPLIT
 from scinsearch.store import StoredPoint
+from scinsearch.vectors.neighbours import PointTable, case_clusters, table_from_points
 
-TRAIN_SPLIT, _, TEST_SPLIT = SPLITS  # training may use the train split only (the split is by case)
 VALIDATION_FRACTION = 0.15
 MIN_CASES = 4  # fewer labelled train cases than this cannot give both a fit and a validation part
 

@@ -33,6 +33,7 @@ from scinsearch.dataset import Dataset
 from scinsearch.errors import ScinSearchError
 from scinsearch.finetune import loss as L
 from scinsearch.finetune import record as R
+from scinsearch.finetune.config import LoraConfig, improves, patience_spent
 from scinsearch.finetune.data import TrainingSet, choose_examples, table_from_payloads
 from scinsearch.finetune.lora_state import Checkpoint, fingerprint, load_checkpoint, save_checkpoint
 from scinsearch.finetune.validation import validation_metrics
@@ -41,34 +42,6 @@ from scinsearch.settings import Settings
 
 RECORD_FILE = "finetune.json"
 TARGET_MODULES = r".*vision_model.*\.(q_proj|k_proj|v_proj|out_proj)"  # the vision tower's attention only
-
-
-@dataclasses.dataclass(frozen=True)
-class LoraSettings:
-    rank: int = 16
-    alpha: int = 32
-    dropout: float = 0.0
-    temperature: float | None = None  # None: learnt, from the best fit to the frozen vectors
-    learning_rate: float = 1e-4
-    prototype_learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 32
-    epochs: int = 5
-    patience: int = 2
-    validation_fraction: float = 0.15
-    seed: int = 0
-
-    def check(self) -> None:
-        for name in ("rank", "alpha", "batch_size", "epochs", "patience"):
-            if getattr(self, name) < 1:
-                raise ScinSearchError(f"--{name.replace('_', '-')} must be at least 1")
-        if (
-            not 0 <= self.dropout < 1
-            or not self.learning_rate > 0
-            or self.temperature is not None
-            and not self.temperature > 0
-        ):
-            raise ScinSearchError("dropout must be in [0, 1); learning rate and temperature positive")
 
 
 @dataclasses.dataclass
@@ -91,7 +64,7 @@ def train_lora(
     dataset: Dataset,
     settings: Settings,
     out_dir: Path,
-    config: LoraSettings = LoraSettings(),
+    config: LoraConfig = LoraConfig(),
     *,
     resume: bool = False,
     max_steps: int | None = None,
@@ -120,7 +93,7 @@ def open_run(
     dataset: Dataset,
     settings: Settings,
     out_dir: Path,
-    config: LoraSettings,
+    config: LoraConfig,
     resume: bool,
     workers: int | None,
     log,
@@ -173,7 +146,7 @@ def open_run(
     return Run(training, dataset.records, model, embedder, head, optimiser, state, cache, workers, dataset.image_root)
 
 
-def start_from_frozen(run: Run, config: LoraSettings, log) -> None:
+def start_from_frozen(run: Run, config: LoraConfig, log) -> None:
     """One no-grad pass: prototypes at the frozen class means, the frozen validation loss and metrics."""
     rows = np.concatenate([run.training.fit, run.training.validation])
     vectors, failed = embed_rows(run, rows, config.batch_size)
@@ -196,9 +169,7 @@ def start_from_frozen(run: Run, config: LoraSettings, log) -> None:
     log(f"frozen model: validation loss {loss:.4f}")
 
 
-def train_epoch(
-    run: Run, config: LoraSettings, out_dir: Path, max_steps: int | None, checkpoint_every: int, log
-) -> bool:
+def train_epoch(run: Run, config: LoraConfig, out_dir: Path, max_steps: int | None, checkpoint_every: int, log) -> bool:
     """Train the rest of the current epoch; False when `max_steps` stopped the run (checkpoint saved)."""
     from scinsearch.pipeline import make_loader
 
@@ -235,8 +206,7 @@ def step(run: Run, arrays: dict, targets: torch.Tensor, weights: torch.Tensor) -
     device = run.embedder.device
     inputs = run.embedder.model_inputs(arrays)
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        output = run.model.get_image_features(**inputs)
-    features = F.normalize(getattr(output, "pooler_output", output).float(), dim=-1)
+        features = F.normalize(run.embedder.image_tower(**inputs).float(), dim=-1)  # pooled, as embed makes them
     loss = L.soft_cross_entropy(run.head(features), targets.to(device), weights.to(device))
     run.optimiser.zero_grad(set_to_none=True)
     loss.backward()
@@ -244,7 +214,7 @@ def step(run: Run, arrays: dict, targets: torch.Tensor, weights: torch.Tensor) -
     return loss.item()
 
 
-def end_epoch(run: Run, config: LoraSettings, out_dir: Path, log) -> None:
+def end_epoch(run: Run, config: LoraConfig, out_dir: Path, log) -> None:
     """Validation loss, keep the best epoch, early stopping, and a checkpoint at the epoch boundary."""
     state = run.state
     vectors, _ = embed_rows(run, run.training.validation, config.batch_size)
@@ -255,14 +225,14 @@ def end_epoch(run: Run, config: LoraSettings, out_dir: Path, log) -> None:
         f"epoch {state.epoch}: train loss {train_loss if train_loss is None else round(train_loss, 4)}, "
         f"validation loss {loss:.4f}"
     )
-    if loss < state.best["loss"] - 1e-6:
+    if improves(loss, state.best["loss"]):
         state.best = {
             "loss": loss,
             "epoch": state.epoch,
             "lora": lora_weights(run),
             "head": clone(run.head.state_dict()),
         }
-    elif state.epoch - state.best["epoch"] >= config.patience:
+    elif patience_spent(state.epoch, state.best["epoch"], config.patience):
         state.stopped = "early stopping"
     state.epoch, state.batch, state.running = state.epoch + 1, 0, []
     if state.epoch > config.epochs and not state.stopped:
@@ -270,7 +240,7 @@ def end_epoch(run: Run, config: LoraSettings, out_dir: Path, log) -> None:
     save_checkpoint(out_dir, run_state(run))
 
 
-def finish(run: Run, settings: Settings, out_dir: Path, config: LoraSettings, started: float, log) -> Path:
+def finish(run: Run, settings: Settings, out_dir: Path, config: LoraConfig, started: float, log) -> Path:
     """Best (or, when stopped by --max-steps, current) weights merged and written as a model folder."""
     from peft import set_peft_model_state_dict
 
@@ -285,36 +255,28 @@ def finish(run: Run, settings: Settings, out_dir: Path, config: LoraSettings, st
     merged.save_pretrained(out_dir)
     run.embedder.processor.save_pretrained(out_dir)
     training = run.training
-    R.write_json(
-        out_dir / RECORD_FILE,
-        {
-            "format": "scinsearch-finetuned-model",
-            "record_version": R.RECORD_VERSION,
-            "method": "lora",
-            "created": R.now(),
-            "base_model": settings.model,
-            "dim": int(run.embedder.dim),
-            "data": {"images": str(run.image_root), **training.summary()},
-            "lora": {"target_modules": TARGET_MODULES, "rank": config.rank, "alpha": config.alpha, "merged": True},
-            "loss": L.describe(run.head, state.start_temperature, learnt=config.temperature is None),
-            "hyperparameters": dataclasses.asdict(config),
-            "seed": config.seed,
-            "conditions": training.conditions,
-            "train_case_ids": training.case_ids(training.fit),
-            "validation_case_ids": training.case_ids(training.validation),
-            "training": {
-                "steps": state.step,
-                "epochs_run": len(state.history) - 1,
-                "best_epoch": state.best["epoch"],
-                "stopped": state.stopped or "epochs",
-                "history": state.history,
-                "failed_images": len(state.failed),
-                "seconds_this_run": round(time.perf_counter() - started, 1),
-            },
-            "validation": {"frozen": state.frozen_metrics, "finetuned": tuned_metrics},
-            "versions": R.library_versions(),
+    record = R.run_record(
+        format="scinsearch-finetuned-model",
+        method="lora",
+        base_model=settings.model,
+        dim=run.embedder.dim,
+        config=config,
+        training=training,
+        loss=L.describe(run.head, state.start_temperature, learnt=config.temperature is None),
+        run={
+            "steps": state.step,
+            "epochs_run": len(state.history) - 1,
+            "best_epoch": state.best["epoch"],
+            "stopped": state.stopped or "epochs",
+            "history": state.history,
+            "failed_images": len(state.failed),
+            "seconds_this_run": round(time.perf_counter() - started, 1),
         },
+        validation={"frozen": state.frozen_metrics, "finetuned": tuned_metrics},
+        data={"images": str(run.image_root), **training.summary()},
+        lora={"target_modules": TARGET_MODULES, "rank": config.rank, "alpha": config.alpha, "merged": True},
     )
+    R.write_json(out_dir / RECORD_FILE, record)
     log(f"wrote {out_dir} (load it with --model {out_dir})")
     return out_dir
 

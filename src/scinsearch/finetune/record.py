@@ -10,18 +10,12 @@ transformed by an adapter names exactly which weights made it.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import platform
 from pathlib import Path
 
-from scinsearch.errors import ScinSearchError
-
 RECORD_VERSION = 1
-ADAPTER_ID = "adapter_id"  # collection metadata of an adapted collection (written by `finetune apply`)
-ADAPTER_DIR = "adapter_dir"
-ADAPTED_FROM = "adapted_from"
 LIBRARIES = ("torch", "transformers", "peft", "safetensors", "numpy", "qdrant-edge-py", "qdrant-client")
 
 
@@ -44,12 +38,42 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def run_record(
+    *,
+    format: str,
+    method: str,
+    base_model: str,
+    dim: int,
+    config,
+    training,
+    loss: dict,
+    run: dict,
+    validation: dict,
+    **details,
+) -> dict:
+    """The record both methods write: what was trained on what (`training`, a `finetune.data.TrainingSet`),
+    with which settings (`config`, a `finetune.config.FinetuneConfig`), how the run went (`run`) and what
+    it measured; `details` are the method's own fields (collection, architecture, LoRA modules, ...)."""
+    import dataclasses
+
+    return {
+        "format": format,
+        "record_version": RECORD_VERSION,
+        "method": method,
+        "created": now(),
+        "base_model": base_model,
+        "dim": int(dim),
+        **details,
+        "loss": loss,
+        "hyperparameters": dataclasses.asdict(config),
+        "seed": config.seed,
+        "conditions": training.conditions,
+        "train_case_ids": training.case_ids(training.fit),
+        "validation_case_ids": training.case_ids(training.validation),
+        "training": run,
+        "validation": validation,
+        "versions": library_versions(),
+    }
 
 
 def write_json(path: Path, data: dict) -> Path:
@@ -59,42 +83,3 @@ def write_json(path: Path, data: dict) -> Path:
     temporary.write_text(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
     os.replace(temporary, path)
     return path
-
-
-def read_json(path: Path, what: str) -> dict:
-    """A record file as a dict, or a one-line error naming what is wrong with it."""
-    if not path.is_file():
-        raise ScinSearchError(f"{path.parent} is not a scinsearch {what}: no {path.name} in it")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ScinSearchError(f"unreadable {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise ScinSearchError(f"{path} is not a scinsearch {what} record")
-    return data
-
-
-def require_fields(data: dict, fields: dict[str, type], path: Path) -> None:
-    for name, kind in fields.items():
-        if not isinstance(data.get(name), kind) or isinstance(data.get(name), bool) and kind is int:
-            raise ScinSearchError(f"{path} lacks a valid {name!r}: not a scinsearch record, or a damaged one")
-
-
-def check_same_space(record: dict, model: str, dim: int, collection: str, source: Path) -> None:
-    """Refuse to use an adapter on vectors of another model or size: the map would be meaningless."""
-    if record["base_model"] != model or int(record["dim"]) != int(dim):
-        raise ScinSearchError(
-            f"adapter {source} was trained on {record['dim']}-d vectors of "
-            f"{record['base_model']!r}; collection {collection!r} holds {dim}-d vectors of "
-            f"{model!r}: train an adapter on this collection instead"
-        )
-
-
-def check_frozen_collection(record: dict, model: str, dim: int, collection: str, extra: dict, source: Path) -> None:
-    """An adapter applies to the original (frozen) vectors of its model: not to an adapted collection."""
-    if extra.get(ADAPTER_ID):
-        raise ScinSearchError(
-            f"collection {collection!r} already holds adapted vectors: use the original "
-            f"collection ({extra.get(ADAPTED_FROM)!r}) with --adapter"
-        )
-    check_same_space(record, model, dim, collection, source)

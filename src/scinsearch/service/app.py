@@ -85,7 +85,7 @@ class ServiceState:
         if self.settings.images_dir:
             return Path(self.settings.images_dir)
         info = getattr(self.searcher, "info", None)
-        root = (getattr(info, "extra", None) or {}).get("image_root")
+        root = getattr(info, "image_root", None)
         return Path(root) if root else None
 
     def compile_towers(self) -> None:

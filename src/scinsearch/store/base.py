@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from scinsearch.errors import ScinSearchError
+from scinsearch.store.record import ADAPTED_FROM, ADAPTER_DIR, ADAPTER_ID, CALIBRATION, IMAGE_ROOT
 
 RETRIEVE_BATCH = 1000  # ids per retrieve request when checking which points exist
 
@@ -52,6 +53,16 @@ class Filter:
         return Filter(self.must + other.must, self.must_not + other.must_not)
 
 
+class RecordKey:
+    """A read-only attribute of `CollectionInfo` that is one key of its record (`extra`), None when absent."""
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def __get__(self, info, owner=None):
+        return self if info is None else (info.extra or {}).get(self.key)
+
+
 @dataclasses.dataclass
 class CollectionInfo:
     """What a collection was made with; embedding into it with another model is refused.
@@ -84,6 +95,19 @@ class CollectionInfo:
             extra,
             str(metadata.get("scinsearch_preprocessing", "fast")),
         )
+
+    def same_space(self, model: str, dim: int | None = None) -> bool:
+        """Do vectors of `model` (`dim`-d; None: any size) belong beside this collection's? The one answer
+        every caller uses (embedding into it, searching it, copying into it, an adapter's or a calibration's
+        base). Whether the vectors went through an adapter is `adapter_id`, checked apart."""
+        return self.model == model and (dim is None or int(self.dim) == int(dim))
+
+    # The record's keys other stages write (`store.record`), read by name: None when absent.
+    image_root = RecordKey(IMAGE_ROOT)  # the folder `embed` read the images from
+    adapter_id = RecordKey(ADAPTER_ID)  # the adapter the vectors went through (`finetune apply`); None: frozen
+    adapter_dir = RecordKey(ADAPTER_DIR)
+    adapted_from = RecordKey(ADAPTED_FROM)
+    calibration_document = RecordKey(CALIBRATION)  # raw; `calibration.calibration_of` reads it
 
 
 @dataclasses.dataclass
@@ -241,7 +265,7 @@ def require_collection(store: VectorStore) -> CollectionInfo:
 def check_model(store: VectorStore, model: str, dim: int | None = None) -> CollectionInfo:
     """Refuse to mix vectors of different models in one collection."""
     info = require_collection(store)
-    if info.model != model or (dim is not None and info.dim != dim):
+    if not info.same_space(model, dim):
         raise ScinSearchError(
             f"collection {store.name!r} holds {info.dim}-d vectors of {info.model!r}, "
             f"not of {model!r}: use --model {info.model} or another --collection"

@@ -82,7 +82,7 @@ def refuse_mismatch(target: VectorStore, info: CollectionInfo, origin: str) -> N
     existing = target.info()
     if existing is None:
         return
-    if (existing.model, existing.dim, existing.preprocessing) != (info.model, info.dim, info.preprocessing):
+    if not existing.same_space(info.model, info.dim) or existing.preprocessing != info.preprocessing:
         raise ScinSearchError(
             f"collection {target.name!r} holds {existing.dim}-d vectors of {existing.model!r} "
             f"({existing.preprocessing} preprocessing), {origin} holds {info.dim}-d vectors of {info.model!r} "

@@ -80,7 +80,7 @@ def check_version(target: VectorStore, expected: int, model: str, dim: int) -> N
     """What must hold before readers are moved to `target`; else one line, and the alias stays."""
     keep = f"the alias was not moved ({target.name} is kept: run again to resume it)"
     info = target.info()
-    if info is None or (info.model, info.dim) != (model, dim):
+    if info is None or not info.same_space(model, dim):
         raise ScinSearchError(f"verification failed: {target.name} does not record {model} ({dim}-d); {keep}")
     found = target.count()
     if found == 0 or found != expected:

@@ -19,8 +19,9 @@ import numpy as np
 
 from scinsearch import rules
 from scinsearch.errors import ScinSearchError
-from scinsearch.schema import BREAKDOWN_FIELDS
-from scinsearch.store import VectorStore
+from scinsearch.schema import BREAKDOWN_FIELDS, TEST_SPLIT, TRAIN_SPLIT, case_ids
+from scinsearch.settings import Settings
+from scinsearch.store import CollectionInfo, VectorStore
 
 PROTOCOLS = ("split", "leave-case-out")
 UNKNOWN = "unknown"  # the breakdown group (`schema.BREAKDOWN_FIELDS`) of a point without a value
@@ -106,6 +107,29 @@ def load_table(store: VectorStore, progress: bool = False) -> PointTable:
     return table_from_points(list(points))
 
 
+def read_collection(
+    settings: Settings,
+    progress: bool = False,
+    check: Callable[[CollectionInfo], None] | None = None,
+    store: VectorStore | None = None,
+) -> tuple[CollectionInfo, PointTable]:
+    """Open the collection `settings` names (or use the open `store`, left open), refuse one scinsearch did
+    not make, run `check` on its record before the long read, and read every point once with its vector:
+    how evaluation, calibration and adapter training start."""
+    from scinsearch.store import open_store, require_collection
+
+    owned = store is None
+    store = open_store(settings) if owned else store
+    try:
+        info = require_collection(store)
+        if check is not None:
+            check(info)
+        return info, load_table(store, progress=progress)
+    finally:
+        if owned:
+            store.close()
+
+
 def clean_weights(value) -> dict[str, float]:
     if not isinstance(value, dict):
         return {}
@@ -123,8 +147,8 @@ def primary_label(payload: dict, weighted: dict[str, float]) -> str | None:
 
 
 def case_ids_of(payload: dict, point_id: str) -> tuple[str, ...]:
-    ids = payload.get("case_ids") or ([payload["case_id"]] if payload.get("case_id") else [])
-    return tuple(str(i) for i in ids) or (f"point:{point_id}",)
+    """The point's cases, or the point alone when it names none (then it is its own case)."""
+    return tuple(case_ids(payload)) or (f"point:{point_id}",)
 
 
 def group_value(value) -> str:
@@ -144,8 +168,8 @@ def select(table: PointTable, protocol: str) -> Selection:
     splits = np.array([s or "" for s in table.splits], dtype=object)
     queries, reference = labelled & gradable, labelled.copy()
     if protocol == "split":
-        queries &= splits == "test"
-        reference &= splits == "train"
+        queries &= splits == TEST_SPLIT
+        reference &= splits == TRAIN_SPLIT
     if not reference.any():
         where = "in the train split" if protocol == "split" else "in the collection"
         raise ScinSearchError(f"no labelled reference points {where}: nothing to compare queries with")
