@@ -12,11 +12,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import platform
 from pathlib import Path
 
 from scinsearch.errors import ScinSearchError
+from scinsearch.helpers import write_text_atomically
 
 RECORD_VERSION = 1
 ADAPTER_ID = "adapter_id"  # collection metadata of an adapted collection (written by `finetune apply`)
@@ -54,11 +54,7 @@ def file_sha256(path: Path) -> str:
 
 def write_json(path: Path, data: dict) -> Path:
     """Write atomically (temporary file + rename): an interrupted run never leaves half a record."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
-    return path
+    return write_text_atomically(path, json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
 
 
 def read_json(path: Path, what: str) -> dict:
