@@ -14,6 +14,7 @@ from scinsearch.cli import main
 from scinsearch.dataset import read_release
 from scinsearch.errors import ScinSearchError
 from scinsearch.search import Searcher
+from scinsearch.search_filters import SearchOptions
 from scinsearch.settings import Settings
 from scinsearch.store.client import ClientStore
 from scinsearch.transfer.versions import embed_into_alias, version_lines
@@ -94,12 +95,12 @@ def test_searching_by_the_alias_follows_the_switch(scin_release, spy_embedder, s
     embed_into_alias(data, spy_embedder, server, "scin", **RUN)
     photo = data.records[0].file
     with Searcher(Settings(collection="scin"), embedder=spy_embedder, store=server.sibling("scin")) as searcher:
-        before = searcher.search_image(photo, top_k=3, per_case=False)
+        before = searcher.search_image(photo, options=SearchOptions(top_k=3, per_case=False))
     assert before.results and before.results[0].score == pytest.approx(1.0, abs=1e-5)
     embed_into_alias(data, spy_embedder, server, "scin", recreate=True, **RUN)  # same model, rebuilt
     assert server.aliases() == {"scin": "scin_v2"}
     with Searcher(Settings(collection="scin"), embedder=spy_embedder, store=server.sibling("scin")) as searcher:
-        after = searcher.search_image(photo, top_k=3, per_case=False)
+        after = searcher.search_image(photo, options=SearchOptions(top_k=3, per_case=False))
     assert [r.image_id for r in after.results] == [r.image_id for r in before.results]
 
 

@@ -52,7 +52,7 @@ CRASHING_RECREATE = textwrap.dedent("""
     elif step == "built, not yet committed":
         module.EdgeStore._build_shard = die_after(module.EdgeStore._build_shard)
     elif step == "committing":
-        module.os.replace = die_on_record(module.os.replace)
+        os.replace = die_on_record(os.replace)  # the record is written by helpers.atomic_path
     elif step == "committed, old shard not yet removed":
         module.shutil.rmtree = die
     store = module.EdgeStore(path, "c")

@@ -14,6 +14,7 @@ from scinsearch.finetune.apply import apply_adapter
 from scinsearch.finetune.config import AdapterConfig
 from scinsearch.finetune.planted import PlantedSpace, planted_points
 from scinsearch.search import Searcher
+from scinsearch.search_filters import SearchOptions
 from scinsearch.settings import Settings
 from scinsearch.store import CollectionInfo, open_store
 from scinsearch.vectors.adapter import Adapter
@@ -126,17 +127,17 @@ def test_queries_go_through_the_adapter(planted_store, adapted):
     matrix = np.stack([target[i].vector for i in ids])
     query = np.random.default_rng(3).normal(size=SPACE.dim).astype(np.float32)
     with VectorSearcher(adapted_settings, embedder=PlantedEmbedder()) as searcher:
-        result = searcher.search_image(query, top_k=10, per_case=False)
+        result = searcher.search_image(query, options=SearchOptions(top_k=10, per_case=False))
         expected = [ids[i] for i in np.argsort(-(matrix @ adapter.transform(query)))[:10]]
         assert [n.image_id for n in result.results] == [target[i].payload["image_id"] for i in expected]
         assert result.query["adapter"] == adapter.id
-        text = searcher.search_text("red ring", top_k=3, per_case=False)
+        text = searcher.search_text("red ring", options=SearchOptions(top_k=3, per_case=False))
         text_query = adapter.transform_text(PlantedEmbedder().embed_texts(["red ring"]))[0]
         best = ids[int(np.argmax(matrix @ text_query))]
         assert text.results[0].image_id == target[best].payload["image_id"]
         with pytest.raises(ScinSearchError, match="zero-shot"):
             searcher.search_like(target[ids[0]].payload["image_id"], zero_shot=True)
-        like = searcher.search_like(target[ids[0]].payload["image_id"], top_k=3)
+        like = searcher.search_like(target[ids[0]].payload["image_id"], options=SearchOptions(top_k=3))
         assert like.results and all(n.image_id != target[ids[0]].payload["image_id"] for n in like.results)
 
 

@@ -13,16 +13,15 @@ from fastapi.testclient import TestClient
 
 from scinsearch import errors
 from scinsearch.results import DISCLAIMER
+from scinsearch.search_filters import PAGE_MENUS
 from scinsearch.service import ServiceSettings, create_app
 from scinsearch.service.app import STATIC_DIR
 from scinsearch.service.page_config import catalogue_languages
-from scinsearch.service.params import FILTER_CHOICES
 
 I18N = STATIC_DIR / "i18n"
 EN = json.loads((I18N / "en.json").read_text(encoding="utf-8"))
 OTHERS = sorted(path.stem for path in I18N.glob("*.json") if path.stem != "en")
 QUALITY_CODES = ["too_dark", "overexposed", "blurred", "too_small", "tinted", "not_gradable", "nothing_alike"]
-LABEL_KINDS = {"fitzpatrick": "fitzpatrick", "body_parts": "body_part", "age_groups": "age"}
 
 
 def load(code: str) -> dict:
@@ -63,9 +62,11 @@ def test_english_speaks_for_every_code_and_value():
     for code in QUALITY_CODES:
         assert EN.get(f"quality_{code}") and EN.get(f"quality_{code}_advice"), code
     assert EN["quality_nothing_alike"] == "No sufficiently similar case was found."
-    for name, kind in LABEL_KINDS.items():
-        for value in FILTER_CHOICES[name]:
-            assert EN.get(f"{kind}_{value}"), f"no words for the {name} value {value!r}"
+    assert PAGE_MENUS, "the page offers no filter"
+    for spec in PAGE_MENUS:  # the page's menus come from the filter registry (GET /filters)
+        assert EN.get(f"filter_{spec.name}"), f"no title for the {spec.name} menu"
+        for value in spec.vocabulary:
+            assert EN.get(f"{spec.menu}_{value}"), f"no words for the {spec.name} value {value!r}"
 
 
 def test_config_lists_the_languages_and_the_idle_reset():

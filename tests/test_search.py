@@ -19,7 +19,7 @@ from scinsearch import dataset, pipeline
 from scinsearch.errors import ScinSearchError
 from scinsearch.results import DISCLAIMER, SCHEMA
 from scinsearch.search import Searcher, one_per_case
-from scinsearch.search_filters import SearchFilters
+from scinsearch.search_filters import SearchFilters, SearchOptions
 from scinsearch.settings import Settings
 from scinsearch.store import CollectionInfo, Filter, open_store
 
@@ -105,7 +105,7 @@ def test_text_is_tokenised_as_siglip_was_trained(tiny_embedder):
 
 
 def test_text_search_uses_the_text_tower_vector(searcher, indexed):
-    result = searcher.search_text("itchy red ring on the arm", top_k=3)
+    result = searcher.search_text("itchy red ring on the arm", options=SearchOptions(top_k=3))
     query = searcher.embedder.embed_texts(["itchy red ring on the arm"])[0]
     stored = {p.payload["image_id"]: p.vector for p in points_of(indexed)}
     for neighbour in result.results:
@@ -121,7 +121,7 @@ def test_a_stored_photo_finds_itself_as_path_bytes_or_pil(searcher, clean_releas
     point = points_of(indexed)[0]
     path = clean_release / point.payload["image_path"]
     for query in (path, str(path), path.read_bytes(), Image.open(path)):
-        result = searcher.search_image(query, top_k=3)
+        result = searcher.search_image(query, options=SearchOptions(top_k=3))
         assert result.results[0].image_id == point.payload["image_id"]
         assert result.results[0].score == pytest.approx(1.0, abs=1e-4)
         assert result.query["kind"] == "image" and "image" not in result.query
@@ -158,18 +158,20 @@ def test_like_reuses_the_stored_vector_and_excludes_its_own_case(searcher, index
         and sum(q.payload["case_id"] == p.payload["case_id"] for q in points_of(indexed)) >= 2
     )
     no_embedding = Searcher(searcher.settings, embedder=NoEmbedding(searcher.embedder), store=searcher.store)
-    result = no_embedding.search_like(source.payload["image_id"], top_k=10)
+    result = no_embedding.search_like(source.payload["image_id"], options=SearchOptions(top_k=10))
     assert all(source.payload["case_id"] not in n.case_ids for n in result.results)
     assert result.query["kind"] == "like" and result.query["exclude_same_case"] is True
-    included = no_embedding.search_like(source.payload["image_id"], top_k=10, exclude_same_case=False)
+    included = no_embedding.search_like(
+        source.payload["image_id"], options=SearchOptions(top_k=10), exclude_same_case=False
+    )
     assert any(source.payload["case_id"] in n.case_ids for n in included.results), "other photos of the case"
     assert all(n.image_id != source.payload["image_id"] for n in included.results), "never the image itself"
 
 
 def test_one_result_per_case_by_default(searcher, indexed):
     vector = points_of(indexed)[0].vector
-    per_image = searcher.search_vector(vector, {"kind": "vector"}, None, 30, None, per_case=False).results
-    per_case = searcher.search_vector(vector, {"kind": "vector"}, None, 30, None, per_case=True).results
+    per_image = searcher.search_vector(vector, {"kind": "vector"}, None, SearchOptions(30, per_case=False)).results
+    per_case = searcher.search_vector(vector, {"kind": "vector"}, None, SearchOptions(30, per_case=True)).results
     assert len(per_image) == 30 and len({n.case_id for n in per_image}) < 30, "cases have several photos"
     cases = [c for n in per_case for c in n.case_ids]
     assert len(cases) == len(set(cases))
@@ -180,17 +182,19 @@ def test_one_result_per_case_by_default(searcher, indexed):
 def test_a_shared_image_stands_for_all_its_cases(trap_searcher):
     shared = next(p for p in trap_searcher.store.scroll(with_vectors=True) if len(p.payload["case_ids"]) == 2)
     cases = set(shared.payload["case_ids"])
-    grouped = trap_searcher.nearest(shared.vector, Filter(), top_k=10, min_score=None, per_case=True)
+    grouped = trap_searcher.nearest(shared.vector, Filter(), SearchOptions(top_k=10))
     assert grouped[0].image_id == shared.payload["image_id"]
     assert all(not cases & set(n.case_ids) for n in grouped[1:])
-    liked = trap_searcher.search_like(shared.payload["image_id"], top_k=10)
+    liked = trap_searcher.search_like(shared.payload["image_id"], options=SearchOptions(top_k=10))
     assert all(not cases & set(n.case_ids) for n in liked.results)
     for case_id in cases:
         assert shared.payload["image_id"] in [p["image_id"] for p in trap_searcher.get_case(case_id)]
 
 
 def test_one_per_case_keeps_the_best_image_of_each_case(trap_searcher):
-    hits = trap_searcher.nearest(next(trap_searcher.store.scroll(with_vectors=True)).vector, Filter(), 50, None, False)
+    hits = trap_searcher.nearest(
+        next(trap_searcher.store.scroll(with_vectors=True)).vector, Filter(), SearchOptions(50, per_case=False)
+    )
     assert one_per_case(hits) == one_per_case(one_per_case(hits))
     assert [n.score for n in one_per_case(hits)] == sorted((n.score for n in one_per_case(hits)), reverse=True)
 
@@ -225,7 +229,7 @@ def test_filters_on_both_backends(backend_searcher, indexed):
     vector = points_of(indexed)[0].vector
     for arguments, holds in FILTER_CASES:
         filters = SearchFilters(**arguments)
-        results = backend_searcher.search_vector(vector, {}, filters, 200, None, per_case=False).results
+        results = backend_searcher.search_vector(vector, {}, filters, SearchOptions(200, per_case=False)).results
         expected = [p for p in points_of(indexed) if holds(p.payload)]
         assert expected, f"the synthetic data must exercise {arguments}"
         assert sorted(n.image_id for n in results) == sorted(p.payload["image_id"] for p in expected), arguments
@@ -233,7 +237,7 @@ def test_filters_on_both_backends(backend_searcher, indexed):
 
 def test_min_score_on_both_backends(backend_searcher, indexed):
     vector = points_of(indexed)[0].vector
-    results = backend_searcher.search_vector(vector, {}, None, 200, 0.9, per_case=False).results
+    results = backend_searcher.search_vector(vector, {}, None, SearchOptions(200, 0.9, per_case=False)).results
     scores = sorted(float(vector @ p.vector) for p in points_of(indexed))
     assert results and all(n.score >= 0.9 - 1e-6 for n in results)
     assert len(results) == sum(s >= 0.9 - 1e-5 for s in scores)
@@ -279,8 +283,8 @@ def test_bad_queries_raise_one_line_errors(searcher, tmp_path):
         (lambda: searcher.search_like("123456"), "unknown image id '123456'"),
         (lambda: searcher.search_like(""), "empty image id"),
         (lambda: searcher.search_text("   "), "empty text"),
-        (lambda: searcher.search_text("rash", top_k=0), "top-k"),
-        (lambda: searcher.search_text("rash", min_score=2.0), "min-score"),
+        (lambda: searcher.search_text("rash", options=SearchOptions(top_k=0)), "top_k must be from 1 to 200, not 0"),
+        (lambda: searcher.search_text("rash", options=SearchOptions(min_score=2.0)), "min_score must be a cosine"),
     ]
     for call, message in cases:
         with pytest.raises(ScinSearchError, match=message) as caught:

@@ -513,7 +513,7 @@ class FakeSearcher:
         cls.opened += 1
         return cls()
 
-    def search_image(self, image, filters=None, **options):
+    def search_image(self, image, filters=None, options=None):
         from scinsearch.results import SearchResult
         from scinsearch.suggest import suggest_conditions
 

@@ -16,6 +16,7 @@ import time
 import torch
 
 from scinsearch.errors import ScinSearchError
+from scinsearch.helpers import first_line
 
 COMPILE_CHOICES = ("auto", "on", "off")
 COMPILE_BACKEND = "inductor"  # torch.compile's code generator; tests use "aot_eager" (same graph capture, no C++)
@@ -45,11 +46,6 @@ def compile_function(function):
     """One static shape, weights frozen into the graph (inductor's `freezing`): the fastest CPU variant measured."""
     options = {"freezing": True} if COMPILE_BACKEND == "inductor" else None
     return torch.compile(function, dynamic=False, backend=COMPILE_BACKEND, options=options)
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def median_ms(function, *args, calls: int = QUERY_TIMING_CALLS) -> float:

@@ -23,10 +23,10 @@ from scinsearch.compiling import (
     compile_function,
     compile_query_towers,
     compiler_available,
-    first_line,
     resolve_compile,
 )
 from scinsearch.errors import ScinSearchError
+from scinsearch.helpers import first_line
 from scinsearch.images import FAST_DRAFT_FACTOR, FAST_REDUCING_GAP, load_square, open_rgb, resize_square
 from scinsearch.settings import Settings
 

@@ -15,13 +15,14 @@ import base64
 import contextlib
 import dataclasses
 import hashlib
-import os
 import random
 import threading
 import time
 from pathlib import Path
 
 import httpx
+
+from scinsearch.helpers import commit, first_line
 
 PERMANENT_STATUSES = {400, 401, 403, 404, 405, 410, 451}
 CHUNK_BYTES = 1 << 16
@@ -134,7 +135,7 @@ def stream_once(
                 raise TransientError("cut off: the body does not end as a PNG does (and no size or MD5 came with it)")
             verified.append(VERIFIED_PNG_END)
         with local_write(dest):
-            os.replace(part, dest)
+            commit(part, dest)  # fsync'ed, renamed, the rename made durable
         return written, base64.b64encode(digest.digest()).decode(), tuple(verified)
     except BaseException:
         on_bytes(-written)  # the bytes bar counts kept bytes only
@@ -156,8 +157,8 @@ def attempt_timeout(client: httpx.Client, deadline: float) -> httpx.Timeout:
 
 
 def write_body(response: httpx.Response, part: Path, count, stop: threading.Event, deadline: float):
-    """Stream the raw body into `part` and fsync it, so that once renamed it cannot be short after a crash.
-    -> (its MD5, its last bytes)."""
+    """Stream the raw body into `part` (`helpers.commit` fsyncs it before the rename, so a renamed file
+    cannot be short after a crash). -> (its MD5, its last bytes)."""
     digest = hashlib.md5()
     tail = b""
     with local_write(part):
@@ -175,8 +176,6 @@ def write_body(response: httpx.Response, part: Path, count, stop: threading.Even
                     count(len(chunk))
             except httpx.TransportError as exc:
                 raise TransientError(f"connection lost mid-body ({describe_error(exc)})") from None
-            handle.flush()
-            os.fsync(handle.fileno())
     return digest, tail
 
 
@@ -203,7 +202,7 @@ def check_status(response: httpx.Response) -> None:
 
 
 def describe_error(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = first_line(exc, limit=1000) if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

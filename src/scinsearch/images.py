@@ -29,7 +29,9 @@ from scinsearch.errors import (
     NOT_AN_IMAGE,
     NOT_FOUND,
     UNSUPPORTED_FORMAT,
+    ScinSearchError,
 )
+from scinsearch.helpers import first_line
 
 MAX_PIXELS = 64_000_000  # a 64-megapixel photo; SCIN's are about 0.9 MP. Larger is refused (decompression bombs).
 MAX_FILE_BYTES = 64 * 1024 * 1024
@@ -51,6 +53,11 @@ class ImageError(ValueError):
     def __init__(self, message: str, code: str = BROKEN_IMAGE):
         super().__init__(message)
         self.code = code
+
+    def user_error(self, what: str = "the query image") -> ScinSearchError:
+        """The one-line error a user sees ("cannot use the photo: ..."), keeping the code (the service's
+        HTTP status and the page's message follow from it)."""
+        return ScinSearchError(f"cannot use {what}: {self}", self.code)
 
 
 def allowed_formats() -> tuple[str, ...]:
@@ -131,8 +138,7 @@ def refused_format(raw: bytes) -> ImageError:
 def broken(exc: BaseException) -> ImageError:
     if isinstance(exc, MemoryError):
         return ImageError("not enough memory to decode this image", IMAGE_TOO_LARGE)
-    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return ImageError(f"broken image data ({reason[:120]})")
+    return ImageError(f"broken image data ({first_line(exc, limit=120)})")
 
 
 def open_header(raw: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:

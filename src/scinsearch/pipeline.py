@@ -41,6 +41,7 @@ from scinsearch.decoding import (  # noqa: F401  (DecodedChunk, DECODE_NICENESS:
     lower_priority,
 )
 from scinsearch.errors import ScinSearchError
+from scinsearch.helpers import first_line
 from scinsearch.pixel_cache import PixelCache
 from scinsearch.schema import is_known_missing
 from scinsearch.store import CollectionInfo, StoredPoint, VectorStore
@@ -388,7 +389,7 @@ def wait_for_writes(pending: list[Future], keep: int) -> list[Future]:
             raise ScinSearchError(f"{exc} (points written before this batch are kept: run again to resume)") from None
         except Exception as exc:
             raise ScinSearchError(
-                f"writing to the store failed: {str(exc).splitlines()[0] if str(exc) else exc!r} "
+                f"writing to the store failed: {first_line(exc, limit=1000)} "
                 f"(points written before this batch are kept: run again to resume)"
             ) from None
     return pending

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
+
+from scinsearch.helpers import atomic_write
 
 
 class PixelCache:
@@ -58,14 +59,8 @@ class PixelCache:
         path = self.entry(file, key)
         if path is None:
             return
-        temporary = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(temporary, "wb") as handle:
+            with atomic_write(path, "wb") as handle:
                 np.save(handle, np.ascontiguousarray(array, dtype=np.uint8), allow_pickle=False)
-            os.replace(temporary, path)
         except OSError:
-            try:
-                temporary.unlink()
-            except OSError:
-                pass
+            pass

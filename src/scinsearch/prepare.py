@@ -18,14 +18,13 @@ quote, so a spreadsheet shows it as text instead of running it as a formula (`ce
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
-import os
 from pathlib import Path, PurePosixPath
 
 from scinsearch import cells, dataset
 from scinsearch.errors import ScinSearchError
+from scinsearch.helpers import atomic_write
 from scinsearch.schema import BY_NAME, FLAT_COLUMNS
 
 
@@ -102,17 +101,12 @@ def select_rows(
 
 def write_csv_atomically(out: Path, rows: list[dict[str, str]]) -> None:
     """Write to `<out>.part` and rename: a reader never sees half a table."""
-    part = out.with_name(out.name + ".part")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with part.open("w", newline="", encoding="utf-8") as handle:
+        with atomic_write(out, newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(FLAT_COLUMNS))
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(part, out)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            part.unlink(missing_ok=True)
         raise ScinSearchError(f"cannot write {out}: {exc.strerror or exc}") from None
 
 

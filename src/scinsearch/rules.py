@@ -14,6 +14,7 @@ MAX_TOP_K = 200  # the Python API and the CLI: bounds what one query fetches (to
 # The HTTP service's default cap (`ServiceSettings.max_top_k`, at most MAX_TOP_K): it answers whoever reaches
 # it on the network, so it keeps each response (and the thumbnails a page then loads) small.
 HTTP_MAX_TOP_K = 50
+SCORE_RANGE = (-1.0, 1.0)  # a cosine similarity of normalised vectors: every min_score lies in it
 
 ZERO_SHOT_PROMPT = "a photo of {condition}"  # SigLIP's training captions; search and evaluation use the same
 

@@ -7,7 +7,7 @@ the SigLIP text tower, padded to 64 tokens as the model was trained. A collectio
 finetune apply` holds adapted vectors: its queries go through the same adapter (`settings.adapter`).
 
     with Searcher.open(settings) as searcher:
-        result = searcher.search_image(Path("photo.jpg"), SearchFilters(fitzpatrick=("FST5", "FST6")))
+        result = searcher.search_image(Path("photo.jpg"), SearchFilters(fitzpatrick="5,6"), SearchOptions(top_k=5))
         print(result.to_dict())
 """
 
@@ -28,7 +28,7 @@ from scinsearch.errors import BAD_FILTER, EMPTY_TEXT, NOT_FOUND, ScinSearchError
 from scinsearch.images import ImageError, open_rgb, read_bytes
 from scinsearch.results import Neighbour, SearchResult, ZeroShot
 from scinsearch.schema import BODY_PARTS, point_id_for
-from scinsearch.search_filters import SearchFilters
+from scinsearch.search_filters import SearchFilters, SearchOptions
 from scinsearch.settings import Settings
 from scinsearch.store import Filter, Match, check_model, open_store, require_collection
 from scinsearch.vectors.adapter import query_adapter
@@ -92,16 +92,14 @@ class Searcher:
         self,
         image: ImageInput,
         filters: SearchFilters | None = None,
-        top_k: int = rules.DEFAULT_TOP_K,
-        min_score: float | None = None,
-        per_case: bool = True,
+        options: SearchOptions | None = None,
         zero_shot: bool = False,
     ) -> SearchResult:
         """Cases like a photo (a path, encoded bytes or a PIL image), decoded in memory only, with the
         photo's quality checks (`result.quality`)."""
         vector, checks = self.photo_vector(image)
         query = self.adapter.transform(vector) if self.adapter else vector
-        result = self.search_vector(query, {"kind": "image"}, filters, top_k, min_score, per_case)
+        result = self.search_vector(query, {"kind": "image"}, filters, options)
         probe = self.calibration.probe if self.calibration is not None else None
         gradable = float(probe.probability(query)[0]) if probe is not None else None  # the stored vectors' space
         checks += [quality.gradability_check(gradable), self.similarity_check(result, filters)]
@@ -115,9 +113,7 @@ class Searcher:
         self,
         text: str,
         filters: SearchFilters | None = None,
-        top_k: int = rules.DEFAULT_TOP_K,
-        min_score: float | None = None,
-        per_case: bool = True,
+        options: SearchOptions | None = None,
     ) -> SearchResult:
         """Cases whose photos match a description, through the SigLIP text tower."""
         if not isinstance(text, str) or not text.strip():
@@ -126,15 +122,13 @@ class Searcher:
             raise ScinSearchError(f"text query is {len(text)} characters long (limit {rules.MAX_TEXT_CHARS})")
         vector = self.embedder.embed_texts([text.strip()])[0]
         vector = self.adapter.transform_text(vector) if self.adapter else vector
-        return self.search_vector(vector, {"kind": "text", "text": text.strip()}, filters, top_k, min_score, per_case)
+        return self.search_vector(vector, {"kind": "text", "text": text.strip()}, filters, options)
 
     def search_like(
         self,
         image_id: str,
         filters: SearchFilters | None = None,
-        top_k: int = rules.DEFAULT_TOP_K,
-        min_score: float | None = None,
-        per_case: bool = True,
+        options: SearchOptions | None = None,
         exclude_same_case: bool = True,
         zero_shot: bool = False,
     ) -> SearchResult:
@@ -151,7 +145,7 @@ class Searcher:
         if exclude_same_case and case_ids:
             exclude = exclude.and_(Filter(must_not=(Match("case_ids", tuple(case_ids)),)))
         query = {"kind": "like", "image_id": image_id, "case_ids": case_ids, "exclude_same_case": exclude_same_case}
-        result = self.search_vector(point.vector, query, filters, top_k, min_score, per_case, extra=exclude)
+        result = self.search_vector(point.vector, query, filters, options, extra=exclude)
         result.quality = quality.QualityReport([self.similarity_check(result, filters)])
         self.abstain_when_nothing_alike(result)
         if zero_shot:
@@ -174,23 +168,20 @@ class Searcher:
         self,
         vector: np.ndarray,
         query: dict,
-        filters: SearchFilters | None,
-        top_k: int,
-        min_score: float | None,
-        per_case: bool,
+        filters: SearchFilters | None = None,
+        options: SearchOptions | None = None,
         extra: Filter | None = None,
     ) -> SearchResult:
         """Nearest stored images to a query vector, grouped per case, with suggestions from them (by the
         thresholds in force for `query["kind"]`)."""
-        check_limits(top_k, min_score)
-        filters = filters or SearchFilters()
+        filters, options = filters or SearchFilters(), options or SearchOptions()
         store_filter = filters.to_store_filter().and_(extra)
-        neighbours = self.nearest(vector, store_filter, top_k, min_score, per_case)
+        neighbours = self.nearest(vector, store_filter, options)
         if not neighbours and filters:
             self.check_free_text_filters(filters)
         if self.adapter is not None:
             query = {**query, "adapter": self.adapter.id}
-        query = {**query, "top_k": top_k, "min_score": min_score, "per_case": per_case, "filters": filters.to_dict()}
+        query = {**query, **options.to_dict(), "filters": filters.to_dict()}
         options, source = self.suggestion_thresholds(query.get("kind"))
         suggestions = suggest.suggest_conditions(
             [(n.score, n.weighted_labels) for n in one_per_case(neighbours)], **options
@@ -228,14 +219,13 @@ class Searcher:
                 f"cut {check.threshold:.2f})"
             )
 
-    def nearest(
-        self, vector: np.ndarray, store_filter: Filter, top_k: int, min_score: float | None, per_case: bool
-    ) -> list[Neighbour]:
+    def nearest(self, vector: np.ndarray, store_filter: Filter, options: SearchOptions) -> list[Neighbour]:
         """The top_k images, or with `per_case` the best image of each of the top_k cases: over-fetch,
         group, and fetch more only when the cases are not filled yet and more images exist."""
+        top_k, per_case = options.top_k, options.per_case
         limit = top_k * OVERFETCH if per_case else top_k
         while True:
-            hits = self.store.query(vector, limit=limit, filter=store_filter or None, min_score=min_score)
+            hits = self.store.query(vector, limit=limit, filter=store_filter or None, min_score=options.min_score)
             neighbours = [Neighbour.from_hit(hit) for hit in hits]
             if not per_case:
                 return neighbours[:top_k]
@@ -249,7 +239,7 @@ class Searcher:
         try:
             return self.embedder.embed_images([image])[0]
         except ImageError as exc:
-            raise ScinSearchError(f"cannot use the query image: {exc}", exc.code) from None
+            raise exc.user_error() from None
 
     def photo_vector(self, image: ImageInput) -> tuple[np.ndarray, list[quality.QualityCheck]]:
         """The photo's vector and its photo checks, from one in-memory decode."""
@@ -265,7 +255,7 @@ class Searcher:
             preprocessor = getattr(self.embedder, "preprocessor", None)
             decoded = preprocessor.decode(raw) if hasattr(preprocessor, "decode") else open_rgb(raw)
         except ImageError as exc:
-            raise ScinSearchError(f"cannot use the query image: {exc}", exc.code) from None
+            raise exc.user_error() from None
         return decoded, quality.taken_size(raw, decoded)
 
     def stored_point(self, image_id: str):
@@ -325,13 +315,6 @@ def checked_image_input(image: ImageInput) -> Path | bytes | Image.Image:
     if not isinstance(image, (Path, bytes, Image.Image)):
         raise ScinSearchError(f"query image must be a path, bytes or a PIL image, not {type(image).__name__}")
     return image
-
-
-def check_limits(top_k: int, min_score: float | None) -> None:
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= rules.MAX_TOP_K:
-        raise ScinSearchError(f"top-k must be a whole number from 1 to {rules.MAX_TOP_K}, not {top_k!r}")
-    if min_score is not None and not -1.0 <= float(min_score) <= 1.0:
-        raise ScinSearchError(f"min-score {min_score} is not a cosine similarity: use a value from -1 to 1")
 
 
 def one_per_case(neighbours: Sequence[Neighbour]) -> list[Neighbour]:

@@ -1,6 +1,10 @@
-"""Search filters on the payload, validated against SCIN's own vocabularies before they reach Qdrant.
+"""What a search asks for: the filters on the payload, declared once, and the search options.
 
-The vocabularies and the payload field of each filter are declared in `scinsearch.schema`.
+`FILTERS` is the one declaration of each filter (its name, payload field, kind, vocabulary, CLI flag and
+help text); `SearchFilters`, the flags of `scinsearch search`, the HTTP service's query parameters (and
+their OpenAPI text) and the kiosk page's filter menus are all derived from it, as `schema.FIELDS` drives
+the store's indexes.
+
 A typo in a filter must not silently return nothing: enumerated fields (skin type, age group, sex,
 split) are checked here against the release's values, with the valid ones listed in the error. Free
 text fields (condition, body part) cannot be listed up front, so the searcher checks them against the
@@ -10,10 +14,22 @@ store when a search comes back empty (see `Searcher`).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+import numbers
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from scinsearch.errors import BAD_FILTER, ScinSearchError
-from scinsearch.schema import AGE_GROUPS, DERM_FITZPATRICK, FILTER_FIELDS, MONK_RANGE, SELF_FITZPATRICK, SEXES, SPLITS
+from scinsearch import rules
+from scinsearch.errors import BAD_FILTER, BAD_REQUEST, ScinSearchError
+from scinsearch.schema import (
+    AGE_GROUPS,
+    BODY_PARTS,
+    DERM_FITZPATRICK,
+    FILTER_FIELDS,
+    MONK_RANGE,
+    SELF_FITZPATRICK,
+    SEXES,
+    SPLITS,
+)
 from scinsearch.store import Filter, Match, Range
 
 ROMAN = {"I": 1, "II": 2, "III": 3, "IV": 4, "V": 5, "VI": 6}
@@ -76,98 +92,6 @@ def body_part(value: str) -> str:
     return value.strip().lower().replace(" ", "_").replace("-", "_")
 
 
-@dataclasses.dataclass(frozen=True)
-class SearchFilters:
-    """What a search is restricted to; every given value is OR-ed within a field, fields are AND-ed.
-
-    Values are normalised on creation ('fst5' -> 'FST5', '30-39' -> 'AGE_30_TO_39'); an unknown
-    enumerated value raises `ScinSearchError` listing the valid ones."""
-
-    fitzpatrick: tuple[str, ...] = ()  # self-reported Fitzpatrick type, FST1-6 or NONE_IDENTIFIED
-    dermatologist_fitzpatrick: tuple[str, ...] = ()  # dermatologists' (median) Fitzpatrick type
-    monk_min: int | None = None  # Monk skin tone, US annotators' label, 1-10
-    monk_max: int | None = None
-    age_groups: tuple[str, ...] = ()
-    sexes: tuple[str, ...] = ()
-    body_parts: tuple[str, ...] = ()
-    conditions: tuple[str, ...] = ()  # any of the case's dermatologist labels
-    splits: tuple[str, ...] = ()
-    gradable_only: bool = False  # dermatologists found the image quality sufficient
-
-    def __post_init__(self):
-        normalised = {
-            "fitzpatrick": tuple(
-                pick(v, SELF_FITZPATRICK, "Fitzpatrick skin type", fitzpatrick_spellings(SELF_FITZPATRICK))
-                for v in as_tuple(self.fitzpatrick)
-            ),
-            "dermatologist_fitzpatrick": tuple(
-                pick(
-                    v, DERM_FITZPATRICK, "dermatologist Fitzpatrick skin type", fitzpatrick_spellings(DERM_FITZPATRICK)
-                )
-                for v in as_tuple(self.dermatologist_fitzpatrick)
-            ),
-            "age_groups": tuple(pick(v, AGE_GROUPS, "age group", age_spellings()) for v in as_tuple(self.age_groups)),
-            "sexes": tuple(pick(v, SEXES, "sex at birth", SEX_SPELLINGS) for v in as_tuple(self.sexes)),
-            "splits": tuple(pick(v, SPLITS, "split", SPLIT_SPELLINGS) for v in as_tuple(self.splits)),
-            "body_parts": tuple(body_part(v) for v in as_tuple(self.body_parts)),
-            "conditions": tuple(v.strip() for v in as_tuple_keep_commas(self.conditions)),
-        }
-        for name, value in normalised.items():
-            object.__setattr__(self, name, tuple(dict.fromkeys(value)))
-        self.check_monk()
-
-    def check_monk(self) -> None:
-        low, high = MONK_RANGE
-        for name in ("monk_min", "monk_max"):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise ScinSearchError(
-                    f"{name.replace('_', '-')} {value!r} is not a Monk skin tone: use {low} to {high}", BAD_FILTER
-                )
-        if self.monk_min is not None and self.monk_max is not None and self.monk_min > self.monk_max:
-            raise ScinSearchError(f"monk-min {self.monk_min} is above monk-max {self.monk_max}", BAD_FILTER)
-
-    def __bool__(self) -> bool:
-        return bool(self.to_store_filter())
-
-    def to_store_filter(self) -> Filter:
-        """The store's filter: one Match per restricted field, a Range for the Monk tone."""
-        must: list = [
-            Match(FILTER_FIELDS[name], values)
-            for name in (
-                "fitzpatrick",
-                "dermatologist_fitzpatrick",
-                "age_groups",
-                "sexes",
-                "body_parts",
-                "conditions",
-                "splits",
-            )
-            if (values := getattr(self, name))
-        ]
-        if self.monk_min is not None or self.monk_max is not None:
-            must.append(Range(FILTER_FIELDS["monk"], gte=self.monk_min, lte=self.monk_max))
-        if self.gradable_only:
-            must.append(Match(FILTER_FIELDS["gradable"], (True,)))
-        return Filter(must=tuple(must))
-
-    def free_text(self) -> list[tuple[str, str, str]]:
-        """(what, payload field, value) for values that cannot be validated without the store."""
-        return [("condition", FILTER_FIELDS["conditions"], v) for v in self.conditions] + [
-            ("body part", FILTER_FIELDS["body_parts"], v) for v in self.body_parts
-        ]
-
-    def to_dict(self) -> dict:
-        """Only the restrictions in force, for the JSON output."""
-        return {
-            name: list(value) if isinstance(value, tuple) else value
-            for name, value in dataclasses.asdict(self).items()
-            if value not in ((), None, False)
-        }
-
-
 def as_tuple_keep_commas(values: Iterable[str] | str | None) -> tuple[str, ...]:
     """Condition names contain commas ('Acute dermatitis, NOS'): never split them; a str is one name."""
     if values is None:
@@ -180,3 +104,260 @@ def as_tuple_keep_commas(values: Iterable[str] | str | None) -> tuple[str, ...]:
             raise ScinSearchError("empty condition filter: give a condition name", BAD_FILTER)
         cleaned.append(value)
     return tuple(cleaned)
+
+
+# Filter kinds: how a value is given and checked.
+CHOICES = "choices"  # comma-separated values from a vocabulary, in any accepted spelling
+WORDS = "words"  # comma-separated free text, normalised; checked against the store when nothing matches
+NAMES = "names"  # whole names that may hold commas, repeated for several; checked like WORDS
+LOWEST = "lowest"  # a whole number within the vocabulary's (low, high): the lower bound of a range
+HIGHEST = "highest"  # the upper bound of the same range
+FLAG = "flag"  # on or off
+LISTS = (CHOICES, WORDS, NAMES)
+
+
+@dataclasses.dataclass(frozen=True)
+class FilterSpec:
+    """One filter, declared once: every surface derives its part from this."""
+
+    name: str  # the SearchFilters field, the HTTP query parameter and form field, the JSON key
+    field: str  # the payload field it restricts (declared in `schema`)
+    kind: str  # CHOICES, WORDS, NAMES, LOWEST, HIGHEST or FLAG
+    flag: str  # the option of `scinsearch search`
+    help: str  # the CLI's --help and the OpenAPI description
+    what: str  # what a value is, in error messages
+    vocabulary: tuple = ()  # CHOICES: the valid values; WORDS: the values offered; LOWEST/HIGHEST: (low, high)
+    spellings: dict[str, str] | None = None  # CHOICES: every accepted spelling -> its canonical value
+    normalise: Callable[[str], str] = str.strip  # WORDS and NAMES: one value's canonical form
+    menu: str | None = None  # the kiosk page offers it as a menu; the message-key prefix of its values' words
+
+    @property
+    def default(self) -> Any:
+        return False if self.kind == FLAG else None if self.kind in (LOWEST, HIGHEST) else ()
+
+    def parse(self, value: Any) -> Any:
+        """The canonical value, or a one-line `ScinSearchError` (code `bad_filter`) saying what is valid."""
+        if self.kind == FLAG:
+            return bool(value)
+        if self.kind in (LOWEST, HIGHEST):
+            return self.whole_number(value)
+        if self.kind == CHOICES:
+            values = (pick(v, self.vocabulary, self.what, self.spellings or {}) for v in as_tuple(value))
+        elif self.kind == NAMES:
+            values = (self.normalise(v) for v in as_tuple_keep_commas(value))
+        else:
+            values = (self.normalise(v) for v in as_tuple(value))
+        return tuple(dict.fromkeys(values))
+
+    def whole_number(self, value: Any) -> int | None:
+        low, high = self.vocabulary
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ScinSearchError(f"{self.option} {value!r} is not a {self.what}: use {low} to {high}", BAD_FILTER)
+        return value
+
+    @property
+    def option(self) -> str:
+        """The name in messages: 'monk-min'."""
+        return self.name.replace("_", "-")
+
+
+def monk_help(bound: str) -> str:
+    return f"{bound} Monk skin tone (US annotators' label, {MONK_RANGE[0]}-{MONK_RANGE[1]})."
+
+
+FILTERS: tuple[FilterSpec, ...] = (
+    FilterSpec(
+        "fitzpatrick",
+        FILTER_FIELDS["fitzpatrick"],
+        CHOICES,
+        "--fitzpatrick",
+        "Self-reported Fitzpatrick skin type(s), comma-separated: FST1..FST6, NONE_IDENTIFIED (5 or V work too).",
+        "Fitzpatrick skin type",
+        SELF_FITZPATRICK,
+        fitzpatrick_spellings(SELF_FITZPATRICK),
+        menu="fitzpatrick",
+    ),
+    FilterSpec(
+        "dermatologist_fitzpatrick",
+        FILTER_FIELDS["dermatologist_fitzpatrick"],
+        CHOICES,
+        "--derm-fitzpatrick",
+        "Dermatologists' (median) Fitzpatrick skin type(s), comma-separated: FST1..FST6.",
+        "dermatologist Fitzpatrick skin type",
+        DERM_FITZPATRICK,
+        fitzpatrick_spellings(DERM_FITZPATRICK),
+    ),
+    FilterSpec(
+        "monk_min", FILTER_FIELDS["monk"], LOWEST, "--monk-min", monk_help("Lowest"), "Monk skin tone", MONK_RANGE
+    ),
+    FilterSpec(
+        "monk_max", FILTER_FIELDS["monk"], HIGHEST, "--monk-max", monk_help("Highest"), "Monk skin tone", MONK_RANGE
+    ),
+    FilterSpec(
+        "age_groups",
+        FILTER_FIELDS["age_groups"],
+        CHOICES,
+        "--age-group",
+        "Age group(s), comma-separated: AGE_18_TO_29 ... AGE_80_OR_ABOVE, AGE_UNKNOWN (30-39 works too).",
+        "age group",
+        AGE_GROUPS,
+        age_spellings(),
+        menu="age",
+    ),
+    FilterSpec(
+        "sexes",
+        FILTER_FIELDS["sexes"],
+        CHOICES,
+        "--sex",
+        "Sex at birth, comma-separated: FEMALE, MALE, OTHER_OR_UNSPECIFIED.",
+        "sex at birth",
+        SEXES,
+        SEX_SPELLINGS,
+    ),
+    FilterSpec(
+        "body_parts",
+        FILTER_FIELDS["body_parts"],
+        WORDS,
+        "--body-part",
+        "Body part(s), comma-separated: arm, leg, palm, head_or_neck, torso_front, ...",
+        "body part",
+        BODY_PARTS,
+        normalise=body_part,
+        menu="body_part",
+    ),
+    FilterSpec(
+        "conditions",
+        FILTER_FIELDS["conditions"],
+        NAMES,
+        "--condition",
+        "A dermatologist label the case must carry, e.g. Eczema; repeat for several (names contain commas).",
+        "condition",
+    ),
+    FilterSpec(
+        "splits",
+        FILTER_FIELDS["splits"],
+        CHOICES,
+        "--split",
+        "train, val and/or test, comma-separated (cases split 70/15/15).",
+        "split",
+        SPLITS,
+        SPLIT_SPELLINGS,
+    ),
+    FilterSpec(
+        "gradable_only",
+        FILTER_FIELDS["gradable"],
+        FLAG,
+        "--gradable-only",
+        "Only images whose quality dermatologists found sufficient for a diagnosis.",
+        "gradable",
+    ),
+)
+BY_FILTER_NAME = {spec.name: spec for spec in FILTERS}
+PAGE_MENUS = tuple(spec for spec in FILTERS if spec.menu)
+
+
+class FilterMethods:
+    """The behaviour of `SearchFilters`, whose fields are the names in `FILTERS`."""
+
+    def __post_init__(self):
+        for spec in FILTERS:
+            object.__setattr__(self, spec.name, spec.parse(getattr(self, spec.name)))
+        for low, high in self.bounds().values():
+            lowest, highest = (getattr(self, spec.name) if spec else None for spec in (low, high))
+            if lowest is not None and highest is not None and lowest > highest:
+                raise ScinSearchError(f"{low.option} {lowest} is above {high.option} {highest}", BAD_FILTER)
+
+    @staticmethod
+    def bounds() -> dict[str, list]:
+        """payload field -> [its LOWEST spec, its HIGHEST spec] (either may be None)."""
+        pairs: dict[str, list] = {}
+        for spec in FILTERS:
+            if spec.kind in (LOWEST, HIGHEST):
+                pairs.setdefault(spec.field, [None, None])[spec.kind == HIGHEST] = spec
+        return pairs
+
+    def __bool__(self) -> bool:
+        return bool(self.to_store_filter())
+
+    def to_store_filter(self) -> Filter:
+        """The store's filter: a Match per restricted list, a Range per bounded field, a Match per flag."""
+        must: list = [
+            Match(spec.field, values) for spec in FILTERS if spec.kind in LISTS and (values := getattr(self, spec.name))
+        ]
+        for field, (low, high) in self.bounds().items():
+            gte = getattr(self, low.name) if low else None
+            lte = getattr(self, high.name) if high else None
+            if gte is not None or lte is not None:
+                must.append(Range(field, gte=gte, lte=lte))
+        must += [Match(spec.field, (True,)) for spec in FILTERS if spec.kind == FLAG and getattr(self, spec.name)]
+        return Filter(must=tuple(must))
+
+    def free_text(self) -> list[tuple[str, str, str]]:
+        """(what, payload field, value) for values that cannot be validated without the store (names first)."""
+        return [
+            (spec.what, spec.field, value)
+            for kind in (NAMES, WORDS)
+            for spec in FILTERS
+            if spec.kind == kind
+            for value in getattr(self, spec.name)
+        ]
+
+    def to_dict(self) -> dict:
+        """Only the restrictions in force, for the JSON output."""
+        return {
+            name: list(value) if isinstance(value, tuple) else value
+            for name, value in dataclasses.asdict(self).items()
+            if value not in ((), None, False)
+        }
+
+
+SearchFilters = dataclasses.make_dataclass(
+    "SearchFilters",
+    [(spec.name, Any, dataclasses.field(default=spec.default)) for spec in FILTERS],
+    bases=(FilterMethods,),
+    frozen=True,
+)
+SearchFilters.__module__ = __name__
+SearchFilters.__doc__ = """What a search is restricted to, one field per entry of `FILTERS`; every given value
+is OR-ed within a field, fields are AND-ed.
+
+Values are normalised on creation ('fst5' -> 'FST5', '30-39' -> 'AGE_30_TO_39'); an unknown enumerated
+value raises `ScinSearchError` (code `bad_filter`) listing the valid ones."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchOptions:
+    """The knobs of a search other than its filters, checked here once for the Python API, the CLI and
+    the HTTP service."""
+
+    top_k: int | None = rules.DEFAULT_TOP_K  # results wanted (None: the default)
+    min_score: float | None = None  # leave out results below this cosine similarity
+    per_case: bool = True  # one result per case (its best image); False: one per image
+    max_top_k: int = rules.MAX_TOP_K  # the cap in force (the HTTP service's is lower), never above MAX_TOP_K
+
+    def __post_init__(self):
+        top_k = rules.DEFAULT_TOP_K if self.top_k is None else self.top_k
+        limit = min(self.max_top_k, rules.MAX_TOP_K)
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= limit:
+            raise ScinSearchError(f"top_k must be from 1 to {limit}, not {top_k!r}", BAD_REQUEST)
+        low, high = rules.SCORE_RANGE
+        score = self.min_score
+        if score is not None and (
+            isinstance(score, bool) or not isinstance(score, numbers.Real) or not low <= score <= high
+        ):
+            raise ScinSearchError(
+                f"min_score must be a cosine similarity from {low:g} to {high:g}, not {score}", BAD_REQUEST
+            )
+        object.__setattr__(self, "top_k", top_k)
+        object.__setattr__(self, "min_score", None if score is None else float(score))
+        object.__setattr__(self, "per_case", bool(self.per_case))
+
+    def to_dict(self) -> dict:
+        return {"top_k": self.top_k, "min_score": self.min_score, "per_case": self.per_case}
+
+
+TOP_K_HELP = "How many similar cases to return (images, with one result per image)."
+LOWEST_SCORE, HIGHEST_SCORE = rules.SCORE_RANGE
+MIN_SCORE_HELP = f"Leave out results below this cosine similarity ({LOWEST_SCORE:g} to {HIGHEST_SCORE:g})."

@@ -17,10 +17,10 @@ adapter's id; a record of another space is refused in one line.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 from scinsearch.calibration.probe import GradabilityProbe
 from scinsearch.errors import ScinSearchError
+from scinsearch.helpers import json_safe
 from scinsearch.store.record import CALIBRATION
 
 SCHEMA = "scinsearch.calibration/1"
@@ -110,18 +110,6 @@ class Calibration:
 
 def space(adapter: str | None) -> str:
     return f"of the adapter {adapter[:12]}" if adapter else "without an adapter"
-
-
-def json_safe(value):
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy scalars
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def calibration_of(info) -> Calibration | None:

@@ -9,6 +9,7 @@ import click
 
 from scinsearch.commands.options import make_settings, store_options
 from scinsearch.errors import ScinSearchError
+from scinsearch.helpers import write_text_atomically
 from scinsearch.rules import DEFAULT_TOP_K, MAX_TOP_K
 
 
@@ -62,7 +63,7 @@ def calibrate(target_precision, k, nothing_alike_percentile, out, dry_run, **opt
     )
     if out is not None:
         try:
-            out.write_text(json.dumps(result.calibration.to_dict(), indent=2) + "\n", encoding="utf-8")
+            write_text_atomically(out, json.dumps(result.calibration.to_dict(), indent=2) + "\n")
         except OSError as exc:
             raise ScinSearchError(f"cannot write {out}: {exc.strerror or exc}") from None
     for line in result.summary_lines(settings.collection):

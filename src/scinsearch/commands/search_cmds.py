@@ -17,54 +17,45 @@ import click
 from scinsearch.commands.options import adapter_option, make_settings, model_options, store_options
 from scinsearch.errors import ScinSearchError
 from scinsearch.rules import DEFAULT_TOP_K, MAX_TOP_K
+from scinsearch.search_filters import (
+    FILTERS,
+    FLAG,
+    HIGHEST,
+    LOWEST,
+    MIN_SCORE_HELP,
+    NAMES,
+    TOP_K_HELP,
+    FilterSpec,
+    SearchFilters,
+    SearchOptions,
+)
 
-filter_options = [
-    click.option(
-        "--fitzpatrick",
-        default=None,
-        metavar="LIST",
-        help="Self-reported Fitzpatrick type(s), comma-separated: FST1..FST6, NONE_IDENTIFIED (5 or V work too).",
-    ),
-    click.option(
-        "--derm-fitzpatrick",
-        default=None,
-        metavar="LIST",
-        help="Dermatologists' Fitzpatrick type(s), comma-separated: FST1..FST6.",
-    ),
-    click.option("--monk-min", type=int, default=None, help="Lowest Monk skin tone (US label, 1-10)."),
-    click.option("--monk-max", type=int, default=None, help="Highest Monk skin tone (US label, 1-10)."),
-    click.option(
-        "--age-group",
-        default=None,
-        metavar="LIST",
-        help="Age group(s), comma-separated: AGE_18_TO_29 ... AGE_80_OR_ABOVE, AGE_UNKNOWN (30-39 works too).",
-    ),
-    click.option("--sex", default=None, metavar="LIST", help="Sex at birth: FEMALE, MALE, OTHER_OR_UNSPECIFIED."),
-    click.option(
-        "--body-part",
-        default=None,
-        metavar="LIST",
-        help="Body part(s), comma-separated: arm, leg, palm, head_or_neck, torso_front, ...",
-    ),
-    click.option(
-        "--condition",
-        multiple=True,
-        metavar="NAME",
-        help="A dermatologist label the case must carry; repeat for several (names contain commas).",
-    ),
-    click.option("--split", default=None, metavar="LIST", help="train, val and/or test (cases split 70/15/15)."),
-    click.option(
-        "--gradable-only",
-        is_flag=True,
-        help="Only images whose quality dermatologists found sufficient for a diagnosis.",
-    ),
-]
+
+def filter_option(spec: FilterSpec):
+    """The click option of one registered filter; its value arrives under the filter's own name."""
+    if spec.kind == FLAG:
+        return click.option(spec.flag, spec.name, is_flag=True, help=spec.help)
+    if spec.kind in (LOWEST, HIGHEST):
+        return click.option(spec.flag, spec.name, type=int, default=None, help=spec.help)
+    if spec.kind == NAMES:
+        return click.option(spec.flag, spec.name, multiple=True, metavar="NAME", help=spec.help)
+    return click.option(spec.flag, spec.name, default=None, metavar="LIST", help=spec.help)
 
 
 def with_filter_options(function):
-    for option in reversed(filter_options):
-        function = option(function)
+    """Every filter of `search_filters.FILTERS`, in its order."""
+    for spec in reversed(FILTERS):
+        function = filter_option(spec)(function)
     return function
+
+
+def checked_option(context, parameter, value):
+    """A usage error (exit 2) for a value `SearchOptions`, the one check of every surface, refuses."""
+    try:
+        SearchOptions(**{parameter.name: value})
+    except ScinSearchError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
 
 
 @click.command()
@@ -78,11 +69,14 @@ def with_filter_options(function):
 @click.option("--text", default=None, help="Describe what the skin looks like (English).")
 @click.option("--like", "like", default=None, metavar="IMAGE_ID", help="Find cases like a stored image.")
 @click.option(
-    "--top-k", type=click.IntRange(1, MAX_TOP_K), default=DEFAULT_TOP_K, show_default=True, help="Number of results."
+    "--top-k",
+    type=int,
+    default=DEFAULT_TOP_K,
+    show_default=True,
+    callback=checked_option,
+    help=f"{TOP_K_HELP} At most {MAX_TOP_K}.",
 )
-@click.option(
-    "--min-score", type=click.FloatRange(-1.0, 1.0), default=None, help="Drop results below this cosine similarity."
-)
+@click.option("--min-score", type=float, default=None, callback=checked_option, help=MIN_SCORE_HELP)
 @click.option(
     "--exclude-same-case/--include-same-case",
     default=True,
@@ -104,16 +98,6 @@ def search(
     min_score,
     exclude_same_case,
     all_images,
-    fitzpatrick,
-    derm_fitzpatrick,
-    monk_min,
-    monk_max,
-    age_group,
-    sex,
-    body_part,
-    condition,
-    split,
-    gradable_only,
     zero_shot,
     as_json,
     **options,
@@ -127,7 +111,6 @@ def search(
     scinsearch search --image photo.jpg --json
     """
     from scinsearch.search import Searcher
-    from scinsearch.search_filters import SearchFilters
 
     given = [name for name, value in (("--image", image), ("--text", text), ("--like", like)) if value is not None]
     if len(given) != 1:
@@ -140,20 +123,10 @@ def search(
     if text is not None and not text.strip():
         raise ScinSearchError("empty text query: describe what the skin looks like")
     photo = read_photo(image) if image is not None else None
-    filters = SearchFilters(
-        fitzpatrick=fitzpatrick,
-        dermatologist_fitzpatrick=derm_fitzpatrick,
-        monk_min=monk_min,
-        monk_max=monk_max,
-        age_groups=age_group,
-        sexes=sex,
-        body_parts=body_part,
-        conditions=condition,
-        splits=split,
-        gradable_only=gradable_only,
-    )
+    filters = SearchFilters(**{spec.name: options.pop(spec.name) for spec in FILTERS})
+    search_options = SearchOptions(top_k, min_score, per_case=not all_images)
     settings = make_settings(**options)
-    common = dict(filters=filters, top_k=top_k, min_score=min_score, per_case=not all_images)
+    common = dict(filters=filters, options=search_options)
     quiet_model_loading()
     with Searcher.open(settings) as searcher:
         if photo is not None:
@@ -172,7 +145,7 @@ def read_photo(path: Path) -> bytes:
     try:
         return read_bytes(path.expanduser())
     except ImageError as exc:
-        raise ScinSearchError(f"cannot use the query image: {exc}") from None
+        raise exc.user_error() from None
 
 
 def quiet_model_loading() -> None:

@@ -10,11 +10,11 @@ from scinsearch.evaluation.report import (
     BREAKDOWN_NAMES,
     METRIC_NAMES,
     fmt,
-    markdown_table,
     number,
     write_json,
     write_report,
 )
+from scinsearch.helpers import markdown_table
 
 VERDICT_TEXT = {
     "better": "**better**",

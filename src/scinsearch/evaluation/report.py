@@ -5,7 +5,6 @@ dictionary only, so a report can be rebuilt from an old metrics.json."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import numpy as np
 from scinsearch.errors import ScinSearchError
 from scinsearch.evaluation.report_calibration import PLOT as TRADEOFF_PLOT
 from scinsearch.evaluation.report_calibration import calibration_section, plot_tradeoff
+from scinsearch.helpers import json_safe, markdown_table
 
 METRIC_NAMES = {
     "top1_accuracy": "top-1 accuracy",
@@ -53,21 +53,8 @@ def write_report(metrics: dict, out_dir: Path) -> list[Path]:
     return [files[0], report, *files[1:]]
 
 
-def clean(value):
-    """JSON-safe: numpy scalars to Python, NaN/inf to null (strict JSON has no NaN)."""
-    if isinstance(value, dict):
-        return {str(k): clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def write_json(metrics: dict, path: Path) -> Path:
-    path.write_text(json.dumps(clean(metrics), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(json_safe(metrics), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     return path
 
 
@@ -129,14 +116,6 @@ def summary_table(metrics: dict) -> list[str]:
     return lines
 
 
-def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return [
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-        *["| " + " | ".join(row) + " |" for row in rows],
-    ]
-
-
 def markdown(metrics: dict, plots: list[str]) -> str:
     systems = systems_of(metrics)
     counts = metrics["counts"]
@@ -187,7 +166,7 @@ def per_class_section(metrics: dict) -> list[str]:
     if not conditions:
         return []
     names = list(per_class)
-    rows = [[c, *[number(clean(per_class[n][i])) for n in names]] for i, c in enumerate(conditions)]
+    rows = [[c, *[number(json_safe(per_class[n][i])) for n in names]] for i, c in enumerate(conditions)]
     return [
         "### One-vs-rest AUC per condition (positive: any dermatologist label)",
         "",

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from scinsearch.calibration.thresholds import TABLE_LEVELS
+from scinsearch.helpers import markdown_table
 
 PLOT = "suggestion_tradeoff.png"
 
@@ -18,10 +19,6 @@ def pct(entry) -> str:
         text = f"{entry['value']:.1%}"
         return text + (f" [{entry['ci95'][0]:.1%}, {entry['ci95'][1]:.1%}]" if entry.get("ci95") else "")
     return "–" if entry is None else f"{entry:.1%}"
-
-
-def table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *["| " + " | ".join(r) + " |" for r in rows]]
 
 
 def calibration_section(metrics: dict) -> list[str]:
@@ -73,7 +70,7 @@ def thresholds_part(comparison: dict) -> list[str]:
             ]
         )
     header = ["thresholds", "min similarity", "min agreement", "min support", "coverage", "precision", "chosen for"]
-    lines += table(header, rows) + ["", f"![coverage against precision]({PLOT})", ""]
+    lines += markdown_table(header, rows) + ["", f"![coverage against precision]({PLOT})", ""]
     lines += [
         "The trade-off: the best precision any thresholds reach while still suggesting for at least a given share "
         "of the queries (measured on these queries, so it is the best case, not a promise):",
@@ -94,7 +91,7 @@ def thresholds_part(comparison: dict) -> list[str]:
         for r in curve
     ]
     header = ["coverage at least", "best precision", "at coverage", "min similarity", "min agreement", "min support"]
-    return lines + table(header, rows) + [""]
+    return lines + markdown_table(header, rows) + [""]
 
 
 def probe_part(block: dict) -> list[str]:

@@ -34,6 +34,7 @@ from scinsearch.finetune import record as R
 from scinsearch.finetune.config import AdapterConfig, improves, patience_spent
 from scinsearch.finetune.data import TrainingSet, choose_examples
 from scinsearch.finetune.validation import validation_metrics
+from scinsearch.helpers import atomic_path
 from scinsearch.vectors.adapter import (
     FORMAT,
     RECORD_FILE,
@@ -183,17 +184,16 @@ def save_adapter(trained: TrainedAdapter, folder: Path) -> Path:
     except OSError as exc:
         raise ScinSearchError(f"cannot create the output folder {folder}: {exc.strerror or exc}") from None
     weights = folder / WEIGHTS_FILE
-    temporary = folder / f".{WEIGHTS_FILE}.tmp"
-    save_file(
-        {
-            "down": trained.module.down.detach().contiguous(),
-            "up": trained.module.up.detach().contiguous(),
-            "prototypes": trained.head.prototypes.detach().contiguous(),
-        },
-        str(temporary),
-        metadata={"format": FORMAT},
-    )
-    temporary.replace(weights)
+    with atomic_path(weights) as temporary:
+        save_file(
+            {
+                "down": trained.module.down.detach().contiguous(),
+                "up": trained.module.up.detach().contiguous(),
+                "prototypes": trained.head.prototypes.detach().contiguous(),
+            },
+            str(temporary),
+            metadata={"format": FORMAT},
+        )
     trained.record["weights"] = {"file": WEIGHTS_FILE, "sha256": file_sha256(weights)}
     trained.record["adapter_id"] = trained.record["weights"]["sha256"]
     R.write_json(folder / RECORD_FILE, trained.record)

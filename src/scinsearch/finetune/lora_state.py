@@ -6,12 +6,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
 
 from scinsearch.errors import ScinSearchError
+from scinsearch.helpers import atomic_path
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.pt"
@@ -57,9 +57,8 @@ def save_checkpoint(out_dir: Path, state: Checkpoint) -> Path:
     folder = Path(out_dir) / CHECKPOINT_DIR
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / STATE_FILE
-    temporary = folder / f".{STATE_FILE}.tmp"
-    torch.save({"format": FORMAT, **dataclasses.asdict(state)}, temporary)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        torch.save({"format": FORMAT, **dataclasses.asdict(state)}, temporary)
     return path
 
 

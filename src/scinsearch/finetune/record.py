@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import platform
 from pathlib import Path
+
+from scinsearch.helpers import write_text_atomically
 
 RECORD_VERSION = 1
 LIBRARIES = ("torch", "transformers", "peft", "safetensors", "numpy", "qdrant-edge-py", "qdrant-client")
@@ -78,8 +79,4 @@ def run_record(
 
 def write_json(path: Path, data: dict) -> Path:
     """Write atomically (temporary file + rename): an interrupted run never leaves half a record."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
-    return path
+    return write_text_atomically(path, json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n")

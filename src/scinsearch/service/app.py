@@ -19,12 +19,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import secrets
 import time
 from pathlib import Path
 
 import anyio
-from fastapi import Depends, FastAPI, HTTPException, Request, Security
+from fastapi import Depends, FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
@@ -34,6 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scinsearch.errors import BAD_REQUEST, CODE_FOR_STATUS, HTTP_STATUS, INTERNAL, NOT_READY, ScinSearchError
+from scinsearch.search_filters import SearchOptions
 from scinsearch.service.guard import GuardRules, RequestGuard, allowed_host_names, error_body
 from scinsearch.service.image_files import ImageFiles
 from scinsearch.service.page_config import page_config
@@ -108,7 +108,7 @@ class ServiceState:
         from PIL import Image
 
         try:
-            self.searcher.search_image(Image.new("RGB", (256, 256), (180, 140, 120)), None, top_k=1)
+            self.searcher.search_image(Image.new("RGB", (256, 256), (180, 140, 120)), None, SearchOptions(top_k=1))
         except ScinSearchError as exc:
             log.warning("warm-up query failed: %s", exc)
 
@@ -135,24 +135,18 @@ class ServiceState:
 
 
 def api_key_dependency(settings: ServiceSettings):
-    """A dependency that checks the `X-API-Key` header when a key is configured (and is a no-op otherwise)."""
+    """The `X-API-Key` header, declared for the OpenAPI document and its "Authorize" button. The key is
+    checked in one place, the request guard (`guard.RequestGuard.refusal`), before any route runs."""
     scheme = APIKeyHeader(
         name=API_KEY_HEADER,
         auto_error=False,
         description="Needed only when the service was started with an API key (SCINSEARCH_API_KEY or --api-key-file).",
     )
 
-    def check(key: str | None = Security(scheme)) -> None:
-        if settings.api_key is None:
-            return
-        if not key or not secrets.compare_digest(key.encode(), settings.api_key.encode()):
-            raise HTTPException(
-                401,
-                f"missing or wrong API key: send it in the {API_KEY_HEADER} header",
-                headers={"WWW-Authenticate": "ApiKey"},
-            )
+    def declared(key: str | None = Security(scheme)) -> None:
+        """Nothing to do: a request that reaches a route has passed the guard's key check."""
 
-    return Depends(check)
+    return Depends(declared)
 
 
 def error_response(detail, code: str, status: int, headers=None) -> JSONResponse:

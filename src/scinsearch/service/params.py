@@ -6,7 +6,6 @@ API's `SearchFilters` does the validation, so the service and the CLI accept exa
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -14,10 +13,19 @@ from urllib.parse import quote
 
 from fastapi import HTTPException
 
-from scinsearch import rules
 from scinsearch.errors import BAD_FILTER, ScinSearchError
-from scinsearch.schema import AGE_GROUPS, BODY_PARTS, MONK_RANGE, SELF_FITZPATRICK, SEXES
-from scinsearch.search_filters import SearchFilters
+from scinsearch.search_filters import (
+    CHOICES,
+    FILTERS,
+    FLAG,
+    HIGHEST,
+    LOWEST,
+    PAGE_MENUS,
+    WORDS,
+    FilterSpec,
+    SearchFilters,
+    SearchOptions,
+)
 
 SCIN_LICENCE = (
     "Images and labels: the SCIN dataset (Skin Condition Image Network), Google Research and Stanford "
@@ -27,18 +35,7 @@ SCIN_LICENCE = (
     "and research; images may be sensitive or graphic."
 )
 
-INT_FILTERS = {"monk_min", "monk_max"}
-BOOL_FILTERS = {"gradable_only"}
-FILTER_NAMES = tuple(field.name for field in dataclasses.fields(SearchFilters))
 TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
-
-# What the page offers; the API accepts every spelling SearchFilters does.
-FILTER_CHOICES = {
-    "fitzpatrick": list(SELF_FITZPATRICK),
-    "body_parts": list(BODY_PARTS),
-    "age_groups": list(AGE_GROUPS),
-    "sexes": list(SEXES),
-}
 
 
 def one_value(name: str, values: Sequence[str]) -> str:
@@ -78,18 +75,19 @@ def parse_float(name: str, values: Sequence[str]) -> float | None:
 
 
 def build_filters(values: Mapping[str, Sequence[str]]) -> SearchFilters | None:
-    """SearchFilters from text values; None when no filter was given; 400 with SearchFilters' reason."""
+    """SearchFilters from text values (each filter of the registry read as its kind says); None when no
+    filter was given; a 400 with SearchFilters' reason."""
     arguments: dict[str, Any] = {}
-    for name in FILTER_NAMES:
-        given = [v for v in values.get(name, ()) if v.strip()]
+    for spec in FILTERS:
+        given = [v for v in values.get(spec.name, ()) if v.strip()]
         if not given:
             continue
-        if name in INT_FILTERS:
-            arguments[name] = parse_int(name, given)
-        elif name in BOOL_FILTERS:
-            arguments[name] = parse_bool(name, given)
+        if spec.kind in (LOWEST, HIGHEST):
+            arguments[spec.name] = parse_int(spec.name, given)
+        elif spec.kind == FLAG:
+            arguments[spec.name] = parse_bool(spec.name, given)
         else:
-            arguments[name] = tuple(given)
+            arguments[spec.name] = tuple(given)
     if not arguments:
         return None
     try:
@@ -100,36 +98,13 @@ def build_filters(values: Mapping[str, Sequence[str]]) -> SearchFilters | None:
         raise ScinSearchError(f"bad filter: {exc}", BAD_FILTER) from None
 
 
-@dataclasses.dataclass
-class SearchOptions:
-    """The non-filter knobs of a search."""
-
-    top_k: int = rules.DEFAULT_TOP_K
-    min_score: float | None = None
-    per_case: bool = True
-
-
 def build_options(values: Mapping[str, Sequence[str]], max_top_k: int) -> SearchOptions:
-    """top_k (1..max_top_k), min_score (-1..1), per_case, from text values with a 400 for bad ones."""
-    options = SearchOptions()
-    if values.get("top_k"):
-        options.top_k = checked_top_k(parse_int("top_k", values["top_k"]), max_top_k)
-    if values.get("min_score"):
-        options.min_score = parse_float("min_score", values["min_score"])
-        if options.min_score is not None and not -1.0 <= options.min_score <= 1.0:
-            raise HTTPException(400, f"min_score must be a cosine similarity from -1 to 1, not {options.min_score}")
-    if values.get("per_case"):
-        options.per_case = parse_bool("per_case", values["per_case"])
-    return options
-
-
-def checked_top_k(top_k: int | None, max_top_k: int) -> int:
-    """`top_k`, or the default when not given; a 400 outside 1..max_top_k (the one check of every route)."""
-    if top_k is None:
-        return rules.DEFAULT_TOP_K
-    if not 1 <= top_k <= max_top_k:
-        raise HTTPException(400, f"top_k must be from 1 to {max_top_k}, not {top_k}")
-    return top_k
+    """top_k, min_score and per_case from text values: a 400 for text that is not a number or a boolean,
+    and `SearchOptions`' one check (400) for the rest."""
+    top_k = parse_int("top_k", values["top_k"]) if values.get("top_k") else None
+    min_score = parse_float("min_score", values["min_score"]) if values.get("min_score") else None
+    per_case = parse_bool("per_case", values["per_case"]) if values.get("per_case") else True
+    return SearchOptions(top_k, min_score, per_case, max_top_k=max_top_k)
 
 
 def merged(*sources: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
@@ -158,36 +133,35 @@ def with_image_urls(item: Any) -> Any:
     return item
 
 
+def parameter_schema(spec: FilterSpec) -> dict:
+    if spec.kind in (LOWEST, HIGHEST):
+        return {"type": "integer", "minimum": spec.vocabulary[0], "maximum": spec.vocabulary[1]}
+    if spec.kind == FLAG:
+        return {"type": "boolean"}
+    return {"type": "array", "items": {"type": "string"}}
+
+
 def filter_parameters() -> list[dict]:
-    """OpenAPI descriptions of the filter query parameters (the same names work as form fields)."""
-    docs = {
-        "fitzpatrick": "Self-reported Fitzpatrick skin type: FST1-FST6, NONE_IDENTIFIED (also 5, V)",
-        "dermatologist_fitzpatrick": "Dermatologists' Fitzpatrick skin type, FST1-FST6",
-        "monk_min": "Lowest Monk skin tone (1-10)",
-        "monk_max": "Highest Monk skin tone (1-10)",
-        "age_groups": "Age group, e.g. AGE_30_TO_39 or 30-39",
-        "sexes": "FEMALE, MALE, OTHER_OR_UNSPECIFIED",
-        "body_parts": "Body part, e.g. arm, head_or_neck",
-        "conditions": "A dermatologist label, e.g. Eczema",
-        "splits": "train, val or test",
-        "gradable_only": "Only images dermatologists found gradable",
-    }
-    parameters = []
-    for name in FILTER_NAMES:
-        if name in INT_FILTERS:
-            schema = {"type": "integer", "minimum": MONK_RANGE[0], "maximum": MONK_RANGE[1]}
-        elif name in BOOL_FILTERS:
-            schema = {"type": "boolean"}
-        else:
-            schema = {"type": "array", "items": {"type": "string"}}
-        parameters.append(
-            {
-                "name": name,
-                "in": "query",
-                "required": False,
-                "schema": schema,
-                "description": docs.get(name, name),
-                "explode": True,
-            }
-        )
-    return parameters
+    """OpenAPI descriptions of the filter query parameters (the same names work as form fields), from the
+    filter registry."""
+    return [
+        {
+            "name": spec.name,
+            "in": "query",
+            "required": False,
+            "schema": parameter_schema(spec),
+            "description": spec.help,
+            "explode": True,
+        }
+        for spec in FILTERS
+    ]
+
+
+def page_menus() -> list[dict]:
+    """The filters the kiosk page offers as menus: name, the message-key prefix of their values, values."""
+    return [{"name": spec.name, "labels": spec.menu, "values": list(spec.vocabulary)} for spec in PAGE_MENUS]
+
+
+def filter_choices() -> dict[str, list[str]]:
+    """Every filter's listed values (the API accepts every spelling SearchFilters does)."""
+    return {spec.name: list(spec.vocabulary) for spec in FILTERS if spec.kind in (CHOICES, WORDS)}

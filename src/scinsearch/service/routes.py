@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from scinsearch import rules
 from scinsearch.images import allowed_formats
 from scinsearch.results import DISCLAIMER
+from scinsearch.search_filters import HIGHEST_SCORE, LOWEST_SCORE, MIN_SCORE_HELP, TOP_K_HELP, SearchOptions
 from scinsearch.service import params
 from scinsearch.service.image_files import valid_id
 from scinsearch.service.upload import check_photo, read_upload
@@ -25,6 +26,18 @@ from scinsearch.service.upload import check_photo, read_upload
 log = logging.getLogger("scinsearch.service")
 PHOTO_SEARCH_PATH = "/search"  # the one route whose body may be a photo (guard.body_limit)
 
+TOP_K_SCHEMA = {"type": "integer", "default": rules.DEFAULT_TOP_K, "minimum": 1}
+MIN_SCORE_SCHEMA = {"type": "number", "minimum": LOWEST_SCORE, "maximum": HIGHEST_SCORE}
+OPTION_PARAMETERS = [
+    {"name": "top_k", "in": "query", "schema": TOP_K_SCHEMA, "description": TOP_K_HELP},
+    {"name": "min_score", "in": "query", "schema": MIN_SCORE_SCHEMA, "description": MIN_SCORE_HELP},
+    {
+        "name": "per_case",
+        "in": "query",
+        "schema": {"type": "boolean", "default": True},
+        "description": "One result per case (its best image); false returns images.",
+    },
+]
 PHOTO_BODY = {
     "requestBody": {
         "required": True,
@@ -39,9 +52,7 @@ PHOTO_BODY = {
                             "format": "binary",
                             "description": f"The photo: {', '.join(allowed_formats())}.",
                         },
-                        "top_k": {"type": "integer"},
-                        "min_score": {"type": "number"},
-                        "per_case": {"type": "boolean"},
+                        **{p["name"]: p["schema"] for p in OPTION_PARAMETERS},
                         **{p["name"]: p["schema"] for p in params.filter_parameters()},
                     },
                 }
@@ -50,35 +61,17 @@ PHOTO_BODY = {
         },
     }
 }
-SEARCH_PARAMETERS = [
-    {
-        "name": "top_k",
-        "in": "query",
-        "schema": {"type": "integer", "default": rules.DEFAULT_TOP_K, "minimum": 1},
-        "description": "How many similar cases (or images, with per_case=false).",
-    },
-    {
-        "name": "min_score",
-        "in": "query",
-        "schema": {"type": "number", "minimum": -1, "maximum": 1},
-        "description": "Leave out results below this cosine similarity.",
-    },
-    {
-        "name": "per_case",
-        "in": "query",
-        "schema": {"type": "boolean", "default": True},
-        "description": "One result per case (its best image); false returns images.",
-    },
-    *params.filter_parameters(),
-]
+SEARCH_PARAMETERS = [*OPTION_PARAMETERS, *params.filter_parameters()]
 
 
 class TextQuery(BaseModel):
     """A text search: the description, and optionally the same knobs as a photo search."""
 
     text: str = Field(min_length=1, max_length=rules.MAX_TEXT_CHARS, description="What the skin looks like.")
-    top_k: int | None = Field(default=None, ge=1)
-    min_score: float | None = Field(default=None, ge=-1, le=1)
+    top_k: int | None = Field(default=None, description=TOP_K_HELP, json_schema_extra={"minimum": 1})
+    min_score: float | None = Field(
+        default=None, description=MIN_SCORE_HELP, json_schema_extra={"minimum": LOWEST_SCORE, "maximum": HIGHEST_SCORE}
+    )  # bounds documented here, checked once by SearchOptions
     per_case: bool = True
     filters: dict[str, list[str | int | bool] | str | int | bool] = Field(
         default_factory=dict, description="Filter name -> value(s), as in the query parameters."
@@ -153,7 +146,8 @@ def status_router(state) -> APIRouter:
     async def filters() -> dict:
         return notices(
             {
-                "choices": params.FILTER_CHOICES,
+                "choices": params.filter_choices(),
+                "menus": params.page_menus(),
                 "max_top_k": state.settings.max_top_k,
                 "max_text_chars": rules.MAX_TEXT_CHARS,
                 "max_upload_bytes": state.settings.max_upload_bytes,
@@ -189,14 +183,7 @@ def api_router(state) -> APIRouter:
         values = params.merged(query_values(request), upload.fields)
         filters, options = params.build_filters(values), params.build_options(values, settings.max_top_k)
         await run_in_threadpool(check_photo, photo, settings.max_pixels)
-        result = await state.infer(
-            searcher.search_image,
-            photo,
-            filters,
-            top_k=options.top_k,
-            min_score=options.min_score,
-            per_case=options.per_case,
-        )
+        result = await state.infer(searcher.search_image, photo, filters, options)
         return search_response(result, started, "photo")
 
     @router.post(
@@ -211,10 +198,8 @@ def api_router(state) -> APIRouter:
         searcher = state.require_searcher()
         values = params.merged(query_values(request), json_filter_values(query.filters))
         filters = params.build_filters(values)
-        top_k = params.checked_top_k(query.top_k, settings.max_top_k)
-        result = await state.infer(
-            searcher.search_text, query.text, filters, top_k=top_k, min_score=query.min_score, per_case=query.per_case
-        )
+        options = SearchOptions(query.top_k, query.min_score, query.per_case, max_top_k=settings.max_top_k)
+        result = await state.infer(searcher.search_text, query.text, filters, options)
         return search_response(result, started, "text")
 
     @router.get(
@@ -229,14 +214,7 @@ def api_router(state) -> APIRouter:
         await stored_payload(image_id)
         values = query_values(request)
         filters, options = params.build_filters(values), params.build_options(values, settings.max_top_k)
-        result = await state.infer(
-            searcher.search_like,
-            image_id,
-            filters,
-            top_k=options.top_k,
-            min_score=options.min_score,
-            per_case=options.per_case,
-        )
+        result = await state.infer(searcher.search_like, image_id, filters, options)
         return search_response(result, started, "like")
 
     async def stored_payload(image_id: str) -> dict:

@@ -168,4 +168,4 @@ def check_photo(data: bytes, max_pixels: int) -> None:
         with open_header(data, max_pixels):
             pass
     except ImageError as exc:
-        raise ScinSearchError(f"cannot use the photo: {exc}", exc.code) from None
+        raise exc.user_error("the photo") from None

@@ -17,6 +17,7 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from scinsearch.errors import ScinSearchError, StoreLockedError
+from scinsearch.helpers import first_line
 from scinsearch.schema import INDEXED_FIELDS
 from scinsearch.settings import ServerOptions, Settings
 from scinsearch.store.base import CollectionInfo, StoredPoint, VectorStore, vector_list
@@ -99,7 +100,7 @@ class ClientStore(VectorStore):
         try:
             return getattr(self.client, method)(*args, **kwargs)
         except SERVER_ERRORS as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = first_line(exc, limit=1000)
             raise ScinSearchError(f"{self.where}: {method} failed: {reason}") from None
 
     def info(self) -> CollectionInfo | None:

@@ -18,7 +18,6 @@ after this store was opened is used (or, with another model, refused), never del
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import uuid
@@ -31,6 +30,7 @@ import portalocker
 import qdrant_edge as edge
 
 from scinsearch.errors import ScinSearchError, StoreLockedError
+from scinsearch.helpers import atomic_path, first_line
 from scinsearch.schema import INDEXED_FIELDS
 from scinsearch.store.base import CollectionInfo, StoredPoint, VectorStore, vector_list
 
@@ -116,7 +116,7 @@ class EdgeStore(VectorStore):
         try:
             return edge.EdgeShard.load(str(self.shard_dir))
         except Exception as exc:  # Edge raises plain Exception
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            message = first_line(exc, limit=1000)
             if "WouldBlock" in message:
                 raise StoreLockedError(
                     f"the embedded store {self.folder} is open elsewhere: stop the other "
@@ -169,13 +169,9 @@ class EdgeStore(VectorStore):
     def _write_metadata(self, metadata: dict, shard_name: str) -> None:
         """collection.json, naming the shard folder, replaced atomically: a crash leaves the old record or
         the new one, never half."""
-        temporary = self.folder / f"{self.meta_file.name}.{uuid.uuid4().hex[:8]}.tmp"
-        with open(temporary, "w", encoding="utf-8") as handle:
+        temporary = self.folder / f"{self.meta_file.name}.{uuid.uuid4().hex[:8]}.tmp"  # cleaned up on open
+        with atomic_path(self.meta_file, temporary) as path, open(path, "w", encoding="utf-8") as handle:
             json.dump({**metadata, SHARD_KEY: shard_name}, handle, indent=2)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.meta_file)
-        sync_folder(self.folder)
 
     def update_metadata(self, extra: dict) -> None:
         info = self.info()
@@ -263,17 +259,3 @@ class EdgeStore(VectorStore):
 def same_kind(existing: CollectionInfo, wanted: CollectionInfo) -> bool:
     """Vectors of the same model, size and preprocessing: safe to add to."""
     return (existing.model, existing.dim, existing.preprocessing) == (wanted.model, wanted.dim, wanted.preprocessing)
-
-
-def sync_folder(folder: Path) -> None:
-    """Persist a rename in `folder` (POSIX; elsewhere the rename itself has to do)."""
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)

@@ -14,7 +14,6 @@ values and JSON cells are checked before anything is written, and it is read a p
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from tqdm import tqdm
 from scinsearch.calibration.record import METADATA_KEY as CALIBRATION_KEY
 from scinsearch.calibration.record import calibration_of
 from scinsearch.errors import ScinSearchError
+from scinsearch.helpers import commit, first_line
 from scinsearch.schema import BY_NAME
 from scinsearch.store import CollectionInfo, StoredPoint, VectorStore, require_collection
 from scinsearch.transfer.copy import (
@@ -196,7 +196,7 @@ def export_parquet(
                     summary.copied += len(batch)
                     bar.update(len(batch))
         summary.checked = verify_file(partial, info, total, sampler.points)
-        os.replace(partial, path)
+        commit(partial, path)
     except OSError as exc:
         raise ScinSearchError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
@@ -366,11 +366,6 @@ class ParquetPoints:
 
 def reject_constant(name: str):
     raise ValueError(f"{name} is not a JSON value a payload may hold")
-
-
-def first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def import_parquet(

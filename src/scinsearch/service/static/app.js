@@ -17,7 +17,7 @@ import { applyStatic, setText, startLanguage, t, useLanguage } from "./i18n.js";
 import { card, renderAlert, renderEmpty, renderQuality, renderSuggestions, resultsHeading, valueLabel } from "./render.js";
 
 const TOP_K = 12;
-const FILTERS = { fitzpatrick: "fitzpatrick", body_parts: "body_part", age_groups: "age" };  // name -> label kind
+const FILTERS = {};  // filter name -> message-key prefix of its values, from GET /filters (the service's registry)
 const $ = (id) => document.getElementById(id);
 
 const state = {
@@ -244,16 +244,36 @@ function labelChoices() {
   }
 }
 
+/** One menu: its title, "Any", and the values the service lists; a change searches again. */
+function filterMenu(menu) {
+  const label = document.createElement("label");
+  const title = document.createElement("span");
+  title.dataset.i18n = "filter_" + menu.name;
+  const select = document.createElement("select");
+  select.id = "filter-" + menu.name;
+  select.name = menu.name;
+  select.className = "select";
+  const any = document.createElement("option");
+  any.value = "";
+  any.dataset.i18n = "any";
+  select.appendChild(any);
+  for (const value of menu.values || []) {
+    const option = document.createElement("option");
+    option.value = value;
+    select.appendChild(option);
+  }
+  select.addEventListener("change", onFilterChange);
+  label.append(title, select);
+  return label;
+}
+
 async function loadChoices() {
   const body = await call("/filters", { method: "GET" });
-  for (const name of Object.keys(FILTERS)) {
-    const select = $("filter-" + name);
-    for (const value of (body.choices && body.choices[name]) || []) {
-      const option = document.createElement("option");
-      option.value = value;
-      select.appendChild(option);
-    }
+  for (const menu of body.menus || []) {
+    FILTERS[menu.name] = menu.labels;
+    $("filter-grid").appendChild(filterMenu(menu));
   }
+  applyStatic($("filter-grid"));
   labelChoices();
   if (body.licence) $("licence").textContent = body.licence;
   if (body.max_text_chars) $("text").maxLength = body.max_text_chars;
@@ -292,7 +312,6 @@ function listen() {
     $("key-form").hidden = true;
     resetPage("status_start");
   });
-  for (const name of Object.keys(FILTERS)) $("filter-" + name).addEventListener("change", onFilterChange);
   if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) {
     navigator.mediaDevices.addEventListener("devicechange", detectCamera);
   }
