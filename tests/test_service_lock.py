@@ -61,6 +61,8 @@ def wait_ready(port: int, process: subprocess.Popen, seconds: float = 120) -> No
 def test_embed_and_a_second_serve_get_a_clear_message_while_serve_runs(
     built_store, clean_release, tiny_siglip_dir, capsys
 ):
+    # A real `serve` process: the store's lock is an OS lock between processes, which is what a user meets
+    # (a second `embed` while the kiosk runs); the same-process refusal is the next test's.
     port = free_port()
     command = [
         sys.executable,
