@@ -39,12 +39,21 @@ def train_sentencepiece(path: Path, vocab_size: int = 60) -> None:
     path.write_bytes(model.getvalue())
 
 
+def save_random(model_class, config, processor, folder: Path, seed: int) -> Path:
+    """Initialise `model_class(config)` from `seed` and save it with its processor, as a checkpoint is laid out."""
+    import torch
+
+    torch.manual_seed(seed)
+    model_class(config).eval().save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
 TINY_TOWER = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4)
 
 
 def build_tiny_siglip(folder: Path, image_size: int = 32, seed: int = 0) -> Path:
     """A tiny random SigLIP (vision + text) with a real SiglipProcessor, saved with save_pretrained."""
-    import torch
     from transformers import SiglipConfig, SiglipModel, SiglipProcessor, SiglipTokenizer
     from transformers.models.siglip import SiglipImageProcessorPil
 
@@ -66,11 +75,7 @@ def build_tiny_siglip(folder: Path, image_size: int = 32, seed: int = 0) -> Path
         ),
         vision_config=dict(TINY_TOWER, image_size=image_size, patch_size=8),
     )
-    torch.manual_seed(seed)
-    model = SiglipModel(config).eval()
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    return save_random(SiglipModel, config, processor, folder, seed)
 
 
 def tiny_gemma_vocab() -> dict[str, int]:
@@ -86,10 +91,16 @@ def tiny_gemma_vocab() -> dict[str, int]:
     return vocab
 
 
+def gemma_text_tower(vocab: dict[str, int]) -> dict:
+    """The tiny text tower of both SigLIP 2 layouts, with Gemma's special token ids."""
+    return dict(
+        TINY_TOWER, vocab_size=len(vocab), max_position_embeddings=64, pad_token_id=0, eos_token_id=1, bos_token_id=2
+    )
+
+
 def build_tiny_siglip2_fixres(folder: Path, image_size: int = 32, seed: int = 0) -> Path:
     """A tiny random SigLIP 2 fixed-resolution model, laid out as google/siglip2-base-patch16-224 is: a
     SiglipModel with a SiglipProcessor whose tokenizer is Gemma's (not SigLIP's SentencePiece)."""
-    import torch
     from transformers import GemmaTokenizer, SiglipConfig, SiglipModel, SiglipProcessor
     from transformers.models.siglip import SiglipImageProcessorPil
 
@@ -99,26 +110,14 @@ def build_tiny_siglip2_fixres(folder: Path, image_size: int = 32, seed: int = 0)
     image_processor = SiglipImageProcessorPil(size={"height": image_size, "width": image_size})
     processor = SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer)
     config = SiglipConfig(
-        text_config=dict(
-            TINY_TOWER,
-            vocab_size=len(vocab),
-            max_position_embeddings=64,
-            pad_token_id=0,
-            eos_token_id=1,
-            bos_token_id=2,
-        ),
+        text_config=gemma_text_tower(vocab),
         vision_config=dict(TINY_TOWER, image_size=image_size, patch_size=8),
     )
-    torch.manual_seed(seed)
-    model = SiglipModel(config).eval()
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    return save_random(SiglipModel, config, processor, folder, seed)
 
 
 def build_tiny_siglip2(folder: Path, max_num_patches: int = 16, seed: int = 0) -> Path:
     """A tiny random SigLIP 2 NaFlex model (aspect-preserving patches) with a real Siglip2Processor."""
-    import torch
     from transformers import Siglip2Config, Siglip2Model, Siglip2Processor
     from transformers.models.siglip2 import Siglip2ImageProcessorPil, Siglip2Tokenizer
 
@@ -128,18 +127,7 @@ def build_tiny_siglip2(folder: Path, max_num_patches: int = 16, seed: int = 0) -
     image_processor = Siglip2ImageProcessorPil(patch_size=8, max_num_patches=max_num_patches)
     processor = Siglip2Processor(image_processor=image_processor, tokenizer=tokenizer)
     config = Siglip2Config(
-        text_config=dict(
-            TINY_TOWER,
-            vocab_size=len(vocab),
-            max_position_embeddings=64,
-            pad_token_id=0,
-            eos_token_id=1,
-            bos_token_id=2,
-        ),
+        text_config=gemma_text_tower(vocab),
         vision_config=dict(TINY_TOWER, patch_size=8, num_patches=max_num_patches),
     )
-    torch.manual_seed(seed)
-    model = Siglip2Model(config).eval()
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    return save_random(Siglip2Model, config, processor, folder, seed)
