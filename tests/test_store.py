@@ -7,7 +7,6 @@ import inspect
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -141,11 +140,8 @@ def test_same_process_second_open_is_refused_too(tmp_path):
     settings = Settings(qdrant_path=tmp_path / "q", collection="c")
     first = open_store(settings)
     first.create(CollectionInfo("m", 4))
-    started = time.monotonic()
     with pytest.raises(StoreLockedError):
         open_store(settings)
-    # at once: portalocker's default is to retry for 5 s, which every refused command used to wait
-    assert time.monotonic() - started < 4
     first.close()
 
 
