@@ -1,6 +1,6 @@
 """What fine-tuning costs: the adapter on stored vectors (CPU), and LoRA images/s (a GPU).
 
-Adapter (default): 10,000 planted 768-d vectors (`scinsearch.finetune.planted`: SCIN-like payloads, a subtle
+Adapter (default): 10,000 planted 768-d vectors (`scinsearch.testing.planted`: SCIN-like payloads, a subtle
 condition direction under strong nuisance) in a temporary Qdrant Edge store, then the whole path a user
 runs: read the collection, train (train split only, early stopping), save, and `finetune apply` into a new
 collection. Prints a markdown table: seconds per step, epochs, peak RSS, torch threads, CPU flags.
@@ -62,9 +62,9 @@ def bench_adapter(points: int, dim: int, rank: int) -> list[str]:
     from scinsearch.finetune.adapter import save_adapter, train_adapter
     from scinsearch.finetune.apply import apply_adapter
     from scinsearch.finetune.config import AdapterConfig
-    from scinsearch.finetune.planted import PlantedSpace, planted_points
     from scinsearch.settings import Settings
     from scinsearch.store import CollectionInfo, open_store
+    from scinsearch.testing.planted import PlantedSpace, planted_points
     from scinsearch.vectors.adapter import Adapter
     from scinsearch.vectors.neighbours import load_table
 

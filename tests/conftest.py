@@ -1,23 +1,65 @@
 """Shared fixtures: built once per session, offline, small (a tiny random SigLIP, a synthetic SCIN).
 
 Also the spy embedder (simonw/llm style): it counts every image it embeds, so tests can prove that
-nothing is embedded twice.
+nothing is embedded twice; the clean release embedded once (`clean_index`) and a real searcher on it
+(`clean_searcher`); the `embed` command's argument list (`embed_args`); the old scripts' flat CSV
+(`flat_csv_header`, `write_flat_csv`).
 """
 
 from __future__ import annotations
 
+import csv
 import logging
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from csv_reference import OLD_SCRIPT_COLUMNS
 from scinsearch import testing
+from scinsearch.dataset import read_release
 from scinsearch.embedding import Embedder, Preprocessor, collate
+from scinsearch.pipeline import run_embed
+from scinsearch.search import Searcher
 from scinsearch.settings import Settings
 from scinsearch.store import open_store
 
 logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+MEMORY_FOLDER = Path("/dev/shm")
+MEMORY_BASETEMP = pytest.StashKey[str]()
+RUN_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own tmp_path plugin reads --basetemp
+def pytest_configure(config):
+    """Temporary folders in memory (/dev/shm, where there is one and no --basetemp was given): Qdrant Edge
+    syncs each new collection and each write to disk, which costs 1-3 s per test store on a shared disk and
+    0.1 s in memory. Nothing is lost for the tests: a killed process leaves the page cache as it is either
+    way, and a test store need not outlive the machine. Removed after a run that passed; kept (and named
+    at the end) after one that failed."""
+    if config.option.basetemp or not (MEMORY_FOLDER.is_dir() and os.access(MEMORY_FOLDER, os.W_OK)):
+        return
+    config.option.basetemp = tempfile.mkdtemp(prefix="scinsearch-tests-", dir=MEMORY_FOLDER)
+    config.stash[MEMORY_BASETEMP] = config.option.basetemp
+
+
+def pytest_sessionfinish(session, exitstatus):
+    session.config.stash[RUN_FAILED] = exitstatus != 0
+
+
+def pytest_unconfigure(config):
+    folder = config.stash.get(MEMORY_BASETEMP, None)
+    if folder is None:
+        return
+    if config.stash.get(RUN_FAILED, True):
+        print(f"\ntemporary folders of this run (in memory): {folder}")
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -109,3 +151,96 @@ def store(store_settings):
     opened = open_store(store_settings)
     yield opened
     opened.close()
+
+
+@pytest.fixture(scope="session")
+def clean_index(tiny_embedder, clean_release):
+    """The clean release embedded once with the tiny SigLIP: (collection info, points with vectors), for
+    tests to copy into their own stores with `fill_store`."""
+    store = open_store(Settings(qdrant_location=":memory:", collection="index"))
+    run_embed(read_release(clean_release), tiny_embedder, store, workers=0, progress=False, warn=lambda m: None)
+    points = list(store.scroll(with_vectors=True))
+    info = store.info()
+    store.close()
+    return info, points
+
+
+def fill_store(store, index) -> None:
+    """Write `clean_index`'s collection into an open store."""
+    info, points = index
+    store.create(info)
+    store.upsert(points)
+    store.finish_writes()
+
+
+@pytest.fixture(scope="module")
+def clean_searcher(tmp_path_factory, clean_index, tiny_embedder):
+    """A real Searcher over an embedded store (Qdrant Edge) holding the clean release; one store per test
+    module, so a module may add points of its own (`clean_searcher.store`)."""
+    settings = Settings(
+        qdrant_path=tmp_path_factory.mktemp("clean-store"), collection="clean", model=tiny_embedder.model_name
+    )
+    store = open_store(settings)
+    fill_store(store, clean_index)
+    opened = Searcher(settings, embedder=tiny_embedder, store=store)
+    yield opened
+    opened.close()
+    store.close()
+
+
+@pytest.fixture(scope="session")
+def embed_args(tiny_siglip_dir):
+    """`embed_args(release, store, *more, model=None)`: the `scinsearch embed` arguments the tests share (the
+    tiny SigLIP unless `model` is given, on the CPU, no decode workers, quiet), as strings, with `more`
+    appended. `store` is an Edge folder, or ":memory:" for qdrant-client's in-process mode."""
+
+    def build(release, store, *more, model=None) -> list[str]:
+        where = ["--qdrant-url", store] if store == ":memory:" else ["--qdrant-path", store]
+        common = ["embed", "--scin-dir", release, "--model", model or tiny_siglip_dir, *where]
+        return [str(a) for a in [*common, "--device", "cpu", "--workers", "0", "--quiet", *more]]
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def flat_csv_header() -> list[str]:
+    """The columns of the old scripts' flat CSV (real_labeled_metadata.csv), from tests/csv_reference.py."""
+    return list(OLD_SCRIPT_COLUMNS)
+
+
+@pytest.fixture(scope="session")
+def write_flat_csv(flat_csv_header):
+    """`write_flat_csv(release, path, rows=12, same=None, extra_rows=())`: the first `rows` images of a
+    synthetic release as the old scripts' flat CSV; `same` sets columns to one value in every row, and
+    `extra_rows` (lists of cells) are written after them."""
+
+    def write(release: Path, path: Path, rows: int = 12, same: dict | None = None, extra_rows=()) -> Path:
+        with path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(flat_csv_header)
+            for record in read_release(release).records[:rows]:
+                p = record.payload
+                cells = dict(
+                    zip(
+                        flat_csv_header,
+                        [
+                            record.image_id,
+                            record.file.name,
+                            p["case_id"],
+                            p["condition"] or "",
+                            repr(p["all_conditions"]),
+                            repr(p["weighted_labels"]),
+                            p["age_group"],
+                            p["sex_at_birth"],
+                            p["fitzpatrick_skin_type"] or "",
+                            p["condition_label"] if p["condition_label"] is not None else "",
+                            p["split"],
+                            p["description"],
+                        ],
+                    )
+                )
+                writer.writerow([{**cells, **(same or {})}[column] for column in flat_csv_header])
+            writer.writerows(extra_rows)
+        return path
+
+    return write

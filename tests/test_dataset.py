@@ -110,47 +110,11 @@ def test_malformed_cells_become_warnings_not_failures(scin_release, tmp_path):
     assert any("weighted_skin_condition_label" in w for w in data.warnings)
 
 
-def test_flat_csv(scin_release, tmp_path):
+def test_flat_csv(scin_release, tmp_path, write_flat_csv):
     images = scin_release / "dataset" / "images"
-    release = read_release(scin_release)
-    csv_path = tmp_path / "flat.csv"
-    with csv_path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(
-            [
-                "image_id",
-                "image_path",
-                "case_id",
-                "condition",
-                "all_conditions",
-                "weighted_labels",
-                "age_group",
-                "sex_at_birth",
-                "fitzpatrick_skin_type",
-                "condition_label",
-                "split",
-                "description",
-            ]
-        )
-        for r in release.records[:5]:
-            p = r.payload
-            writer.writerow(
-                [
-                    r.image_id,
-                    r.file.name,
-                    p["case_id"],
-                    p["condition"] or "",
-                    repr(p["all_conditions"]),
-                    repr(p["weighted_labels"]),
-                    p["age_group"],
-                    p["sex_at_birth"],
-                    p["fitzpatrick_skin_type"],
-                    "1",
-                    "val",
-                    "A photo",
-                ]
-            )
-        writer.writerow(["evil", "../../etc/passwd", "1", "", "[]", "{}", "", "", "", "", "", ""])
+    evil = ["evil", "../../etc/passwd", "1", "", "[]", "{}", "", "", "", "", "", ""]
+    same = {"condition_label": "1", "split": "val", "description": "A photo"}
+    csv_path = write_flat_csv(scin_release, tmp_path / "flat.csv", rows=5, same=same, extra_rows=[evil])
     data = read_flat_csv(csv_path, images)
     assert len(data.records) == 5 and any("unsafe image path" in w for w in data.warnings)
     assert data.records[0].payload["split"] == "val" and data.records[0].payload["condition_label"] == 1

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import csv
-import os
 import re
 import runpy
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,63 +21,8 @@ def run(capsys, *args):
     return code, captured.out, captured.err
 
 
-def write_flat_csv(release: Path, path: Path, rows: int = 12) -> Path:
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(
-            [
-                "image_id",
-                "image_path",
-                "case_id",
-                "condition",
-                "all_conditions",
-                "weighted_labels",
-                "age_group",
-                "sex_at_birth",
-                "fitzpatrick_skin_type",
-                "condition_label",
-                "split",
-                "description",
-            ]
-        )
-        for record in read_release(release).records[:rows]:
-            p = record.payload
-            writer.writerow(
-                [
-                    record.image_id,
-                    record.file.name,
-                    p["case_id"],
-                    p["condition"] or "",
-                    repr(p["all_conditions"]),
-                    repr(p["weighted_labels"]),
-                    p["age_group"],
-                    p["sex_at_birth"],
-                    p["fitzpatrick_skin_type"] or "",
-                    p["condition_label"] if p["condition_label"] is not None else "",
-                    p["split"],
-                    p["description"],
-                ]
-            )
-    return path
-
-
-def test_embed_release_then_resume_then_info(capsys, tmp_path, clean_release, tiny_siglip_dir):
-    args = [
-        "embed",
-        "--scin-dir",
-        clean_release,
-        "--model",
-        tiny_siglip_dir,
-        "--qdrant-path",
-        tmp_path / "q",
-        "--device",
-        "cpu",
-        "--workers",
-        "0",
-        "--quiet",
-        "--limit",
-        "10",
-    ]
+def test_embed_release_then_resume_then_info(capsys, tmp_path, clean_release, tiny_siglip_dir, embed_args):
+    args = embed_args(clean_release, tmp_path / "q", "--limit", "10")
     code, out, err = run(capsys, *args)
     assert code == 0, err
     assert "embedded 10, already present 0, failed 0" in out and "on cpu in" in err
@@ -90,22 +32,8 @@ def test_embed_release_then_resume_then_info(capsys, tmp_path, clean_release, ti
     assert code == 0 and "points: 20" in out and str(tiny_siglip_dir) in out
 
 
-def test_embed_server_code_path_in_memory(capsys, clean_release, tiny_siglip_dir):
-    code, out, err = run(
-        capsys,
-        "embed",
-        "--scin-dir",
-        clean_release,
-        "--model",
-        tiny_siglip_dir,
-        "--qdrant-url",
-        ":memory:",
-        "--workers",
-        "0",
-        "--quiet",
-        "--limit",
-        "4",
-    )
+def test_embed_server_code_path_in_memory(capsys, clean_release, embed_args):
+    code, out, err = run(capsys, *embed_args(clean_release, ":memory:", "--limit", "4"))
     assert code == 0, err
     assert "embedded 4" in out and "qdrant-client :memory:" in out
 
@@ -203,13 +131,23 @@ def test_models_lists_the_registry(capsys):
     assert code == 0 and "google/siglip-base-patch16-224" in out and "so400m" in out
 
 
-def script_env():
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT / "src"))
-    env.pop("QDRANT_URL", None)
-    return env
+def run_script(monkeypatch, capsys, name: str, *arguments) -> tuple[int, str, str]:
+    """Run a seed script as `python scripts/NAME ARGS` would, in this process (runpy: the script's own
+    `__main__` block, argv and exit code; a traceback would surface as the exception itself): (code, out, err)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("QDRANT_URL", raising=False)
+    monkeypatch.setattr(sys, "argv", [name, *map(str, arguments)])
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(str(ROOT / "scripts" / name), run_name="__main__")
+    captured = capsys.readouterr()
+    return exit_.value.code, captured.out, captured.err
 
 
-def test_seed_embed_script_keeps_its_command_line(tmp_path, scin_release, tiny_siglip_dir):
+def test_seed_embed_script_keeps_its_command_line(
+    monkeypatch, capsys, tmp_path, scin_release, tiny_siglip_dir, write_flat_csv
+):
     """The old command line embeds what it names, where it names, with the model it names."""
     from scinsearch.dataset import read_flat_csv
     from scinsearch.settings import Settings
@@ -217,38 +155,33 @@ def test_seed_embed_script_keeps_its_command_line(tmp_path, scin_release, tiny_s
 
     flat = write_flat_csv(scin_release, tmp_path / "real_labeled_metadata.csv")
     images_dir = scin_release / "dataset" / "images"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "embed_scin_siglip.py"),
-            "--metadata",
-            str(flat),
-            "--images-dir",
-            str(images_dir),
-            "--collection",
-            "scin_dermatology",
-            "--batch-size",
-            "4",
-            "--limit",
-            "8",
-            "--model",
-            str(tiny_siglip_dir),
-            "--qdrant-path",
-            str(tmp_path / "q"),
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=script_env(),
+    code, out, err = run_script(
+        monkeypatch,
+        capsys,
+        "embed_scin_siglip.py",
+        "--metadata",
+        flat,
+        "--images-dir",
+        images_dir,
+        "--collection",
+        "scin_dermatology",
+        "--batch-size",
+        "4",
+        "--limit",
+        "8",
+        "--model",
+        tiny_siglip_dir,
+        "--qdrant-path",
+        tmp_path / "q",
+        "--quiet",
     )
-    counts = re.search(r"^embedded (\d+), already present 0, failed (\d+) \(of 8 images\)$", result.stdout, re.M)
-    assert counts, result.stdout + result.stderr
+    counts = re.search(r"^embedded (\d+), already present 0, failed (\d+) \(of 8 images\)$", out, re.M)
+    assert counts, out + err
     embedded, failed_count = int(counts[1]), int(counts[2])
-    failed = re.findall(r"^  (?:failed|known gap of the release \(not an error\)): (\S+): ", result.stdout, re.M)
+    failed = re.findall(r"^  (?:failed|known gap of the release \(not an error\)): (\S+): ", out, re.M)
     assert embedded + failed_count == 8 and len(failed) == failed_count and embedded >= 4
-    assert result.returncode == (0 if "complete: every image is stored" in result.stdout else 1)
-    assert result.returncode == 1 and "truncated" in result.stdout  # the synthetic release's broken file: exit 1
+    assert code == (0 if "complete: every image is stored" in out else 1)
+    assert code == 1 and "truncated" in out  # the synthetic release's broken file: exit 1
     store = open_store(Settings(qdrant_path=tmp_path / "q", collection="scin_dermatology"))
     try:
         assert (store.info().model, store.info().dim) == (str(tiny_siglip_dir), 32)
@@ -260,7 +193,9 @@ def test_seed_embed_script_keeps_its_command_line(tmp_path, scin_release, tiny_s
         store.close()
 
 
-def test_seed_embed_script_batch_size_reaches_the_model(monkeypatch, tmp_path, clean_release, tiny_siglip_dir):
+def test_seed_embed_script_batch_size_reaches_the_model(
+    monkeypatch, capsys, tmp_path, clean_release, tiny_siglip_dir, write_flat_csv
+):
     """--batch-size 3 of the old command line: every model call gets 3 images (the last one the rest)."""
     from scinsearch.embedding import Embedder
 
@@ -274,36 +209,15 @@ def test_seed_embed_script_batch_size_reaches_the_model(monkeypatch, tmp_path, c
     )
     arguments = ["--metadata", flat, "--images-dir", clean_release / "dataset" / "images", "--batch-size", "3"]
     arguments += ["--model", tiny_siglip_dir, "--qdrant-path", tmp_path / "q", "--workers", "0", "--quiet"]
-    monkeypatch.setattr(sys, "argv", ["embed_scin_siglip.py", *map(str, arguments)])
-    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
-    with pytest.raises(SystemExit) as exit_:
-        runpy.run_path(str(ROOT / "scripts" / "embed_scin_siglip.py"), run_name="__main__")
-    assert exit_.value.code == 0 and batches == [3, 3, 2]
+    code, _, err = run_script(monkeypatch, capsys, "embed_scin_siglip.py", *arguments)
+    assert code == 0 and batches == [3, 3, 2], err
 
 
 def test_embedding_with_another_model_is_refused_in_one_line_and_keeps_the_collection(
-    capsys, tmp_path, clean_release, tiny_siglip_dir, tiny_siglip2_fixres_dir
+    capsys, tmp_path, clean_release, tiny_siglip_dir, tiny_siglip2_fixres_dir, embed_args
 ):
     def embed(model):
-        return run(
-            capsys,
-            "embed",
-            "--scin-dir",
-            clean_release,
-            "--model",
-            model,
-            "--qdrant-path",
-            tmp_path / "q",
-            "--collection",
-            "c",
-            "--device",
-            "cpu",
-            "--workers",
-            "0",
-            "--quiet",
-            "--limit",
-            "3",
-        )
+        return run(capsys, *embed_args(clean_release, tmp_path / "q", "--collection", "c", "--limit", "3", model=model))
 
     assert embed(tiny_siglip_dir)[0] == 0
     code, out, err = embed(tiny_siglip2_fixres_dir)
@@ -318,39 +232,31 @@ def test_embedding_with_another_model_is_refused_in_one_line_and_keeps_the_colle
     assert code == 0 and "points: 3" in out and f"model: {tiny_siglip_dir} (32-d)" in out
 
 
-def test_seed_check_script_passes_on_ten_images(tmp_path, clean_release, tiny_siglip_dir):
+def test_seed_check_script_passes_on_ten_images(
+    monkeypatch, capsys, tmp_path, clean_release, tiny_siglip_dir, write_flat_csv
+):
     flat = write_flat_csv(clean_release, tmp_path / "real_labeled_metadata.csv", rows=15)
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "test_siglip_embedding.py"),
-            "--metadata",
-            str(flat),
-            "--images-dir",
-            str(clean_release / "dataset" / "images"),
-            "--model",
-            str(tiny_siglip_dir),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=script_env(),
+    images = clean_release / "dataset" / "images"
+    code, out, err = run_script(
+        monkeypatch,
+        capsys,
+        "test_siglip_embedding.py",
+        "--metadata",
+        flat,
+        "--images-dir",
+        images,
+        "--model",
+        tiny_siglip_dir,
     )
-    assert result.returncode == 0, result.stderr
-    assert "check passed: 10 images embedded" in result.stdout
+    assert code == 0, err
+    assert "check passed: 10 images embedded" in out
 
 
-def test_seed_check_script_fails_cleanly_without_data(tmp_path):
-    env = dict(script_env(), HOME=str(tmp_path))
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "test_siglip_embedding.py")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    assert result.returncode == 1
-    assert "real_labeled_metadata.csv" in result.stderr and "Traceback" not in result.stderr
+def test_seed_check_script_fails_cleanly_without_data(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))  # the defaults, ~/data/scin/..., name nothing there
+    code, _, err = run_script(monkeypatch, capsys, "test_siglip_embedding.py")
+    assert code == 1
+    assert "real_labeled_metadata.csv" in err and "Traceback" not in err
 
 
 def test_seed_scripts_apply_the_original_defaults(monkeypatch):
@@ -371,53 +277,31 @@ def test_seed_scripts_apply_the_original_defaults(monkeypatch):
 # ------------------------------------------------------------------ exit codes (issue 10, item 9)
 
 
-def embed_args(release, tiny_siglip_dir, tmp_path, *extra):
-    return [
-        "embed",
-        "--scin-dir",
-        release,
-        "--model",
-        tiny_siglip_dir,
-        "--qdrant-path",
-        tmp_path / "q",
-        "--device",
-        "cpu",
-        "--workers",
-        "0",
-        "--quiet",
-        "--compile",
-        "off",
-        *extra,
-    ]
-
-
-def test_embed_exits_1_when_an_image_is_not_stored_and_prints_the_summary(
-    capsys, tmp_path, scin_release, tiny_siglip_dir
-):
-    code, out, err = run(capsys, *embed_args(scin_release, tiny_siglip_dir, tmp_path))
+def test_embed_exits_1_when_an_image_is_not_stored_and_prints_the_summary(capsys, tmp_path, scin_release, embed_args):
+    code, out, err = run(capsys, *embed_args(scin_release, tmp_path / "q", "--compile", "off"))
     assert code == 1, err
     assert "failed: " in out and "incomplete:" in out and "empty file" in out  # the summary, with each reason
     assert err.strip().splitlines()[-1].startswith("Error: embed incomplete:") and "Traceback" not in err
-    code, out, err = run(capsys, *embed_args(scin_release, tiny_siglip_dir, tmp_path))  # nothing new: still 1
+    code, out, err = run(capsys, *embed_args(scin_release, tmp_path / "q", "--compile", "off"))  # nothing new: still 1
     assert code == 1 and "embedded 0" in out
 
 
-def test_embed_exits_1_when_every_image_failed(capsys, tmp_path, tiny_siglip_dir):
+def test_embed_exits_1_when_every_image_failed(capsys, tmp_path, embed_args):
     from scinsearch import testing
 
     release = testing.write_release(tmp_path / "scin", cases=4, broken_files=False)
     for image in (release / "dataset" / "images").iterdir():
         image.write_bytes(b"not a picture")
-    code, out, err = run(capsys, *embed_args(release, tiny_siglip_dir, tmp_path))
+    code, out, err = run(capsys, *embed_args(release, tmp_path / "q", "--compile", "off"))
     assert code == 1 and "embedded 0, already present 0, failed" in out and "Error: embed incomplete" in err
 
 
-def test_embed_exits_0_when_only_the_releases_known_gap_is_missing(capsys, tmp_path, scin_release, tiny_siglip_dir):
+def test_embed_exits_0_when_only_the_releases_known_gap_is_missing(capsys, tmp_path, scin_release, embed_args):
     from scinsearch import testing
 
     records = read_release(scin_release).records
     limit = next(n for n, r in enumerate(records, start=1) if r.payload["image_path"] == testing.MISSING_IMAGE) + 1
-    code, out, err = run(capsys, *embed_args(scin_release, tiny_siglip_dir, tmp_path, "--limit", limit))
+    code, out, err = run(capsys, *embed_args(scin_release, tmp_path / "q", "--compile", "off", "--limit", limit))
     assert code == 0, out + err
     assert "known gap of the release (not an error)" in out and "-2243186711511406658.png" in out
     assert "complete: every image is stored" in out and "failed: " not in out

@@ -12,11 +12,10 @@ import json
 import numpy as np
 import pytest
 
+from conftest import fill_store
 from scinsearch import cells
 from scinsearch.cli import main
-from scinsearch.dataset import read_release
 from scinsearch.evaluation import evaluate_collection, evaluate_table
-from scinsearch.pipeline import run_embed
 from scinsearch.schema import point_id_for
 from scinsearch.settings import Settings
 from scinsearch.store import CollectionInfo, StoredPoint, open_store
@@ -260,11 +259,11 @@ def test_report_files_are_written(tmp_path):
 
 
 @pytest.fixture
-def embedded_release(tmp_path, clean_release, tiny_embedder) -> Settings:
+def embedded_release(tmp_path, clean_index) -> Settings:
     settings = Settings(qdrant_path=tmp_path / "qdrant", collection="scin_test")
     store = open_store(settings)
     try:
-        run_embed(read_release(clean_release), tiny_embedder, store, workers=0, progress=False)
+        fill_store(store, clean_index)  # the clean release as the embed pipeline stored it
     finally:
         store.close()
     return settings

@@ -1,5 +1,5 @@
 """The adapter on planted vectors whose answer is known: a subtle condition direction under strong skin-tone,
-lighting and other nuisance variation (`scinsearch.finetune.planted`). Frozen vectors find neighbours of the
+lighting and other nuisance variation (`scinsearch.testing.planted`). Frozen vectors find neighbours of the
 same tone and light; the adapter must find the condition, a shuffled-label control must not, no test case
 may reach training, and the same seed must give the same weights."""
 
@@ -16,7 +16,7 @@ from scinsearch.evaluation import evaluate_table
 from scinsearch.finetune.adapter import save_adapter, train_adapter
 from scinsearch.finetune.config import AdapterConfig
 from scinsearch.finetune.data import choose_examples
-from scinsearch.finetune.planted import PlantedSpace, planted_points, text_vectors
+from scinsearch.testing.planted import PlantedSpace, planted_points, text_vectors
 from scinsearch.vectors.adapter import Adapter, transform
 from scinsearch.vectors.neighbours import table_from_points
 

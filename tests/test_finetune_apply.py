@@ -12,11 +12,11 @@ from scinsearch.errors import ScinSearchError
 from scinsearch.finetune.adapter import save_adapter, train_adapter
 from scinsearch.finetune.apply import apply_adapter
 from scinsearch.finetune.config import AdapterConfig
-from scinsearch.finetune.planted import PlantedSpace, planted_points
 from scinsearch.search import Searcher
 from scinsearch.search_filters import SearchOptions
 from scinsearch.settings import Settings
 from scinsearch.store import CollectionInfo, open_store
+from scinsearch.testing.planted import PlantedSpace, planted_points
 from scinsearch.vectors.adapter import Adapter
 from scinsearch.vectors.neighbours import table_from_points
 

@@ -11,7 +11,7 @@ from scinsearch.commands import finetune_cmds
 from scinsearch.errors import ScinSearchError
 from scinsearch.finetune.adapter import train_adapter
 from scinsearch.finetune.config import AdapterConfig, FinetuneConfig, LoraConfig, improves, patience_spent
-from scinsearch.finetune.planted import PlantedSpace, planted_points
+from scinsearch.testing.planted import PlantedSpace, planted_points
 from scinsearch.vectors.neighbours import table_from_points
 
 

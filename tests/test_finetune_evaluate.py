@@ -15,9 +15,9 @@ from scinsearch.evaluation import evaluate_table
 from scinsearch.evaluation.compare import compare_tables, evaluate_adapter, verdict
 from scinsearch.finetune.adapter import save_adapter, train_adapter
 from scinsearch.finetune.config import AdapterConfig
-from scinsearch.finetune.planted import PlantedSpace, planted_points
 from scinsearch.settings import Settings
 from scinsearch.store import CollectionInfo, open_store
+from scinsearch.testing.planted import PlantedSpace, planted_points
 from scinsearch.vectors.adapter import Adapter
 from scinsearch.vectors.neighbours import table_from_points
 

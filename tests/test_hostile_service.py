@@ -24,6 +24,7 @@ is searched (multipart and raw); its bytes never show up in the server's stdout 
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import subprocess
@@ -73,8 +74,8 @@ def server(tmp_path_factory, tiny_siglip_dir):
     )
     running = Server(tmp_path_factory.mktemp("hostile-serve"), arguments, {"SCINSEARCH_API_KEY": KEY}, settings)
     running.start()
-    running.tmp_before = names_under(Path("/tmp"))
     running.basetemp = tmp_path_factory.getbasetemp()
+    running.tmp_before = temporary_names(running)
     yield running
     running.stop()
 
@@ -252,14 +253,20 @@ def test_a_searched_photo_leaves_no_trace_in_output_or_on_disk(server):
         )
 
 
+def temporary_names(server) -> set[str]:
+    """The files under /tmp and under this run's temporary folders, wherever they are (tests/conftest.py puts
+    them in /dev/shm where it can): the server's TMPDIR, HOME and working directory are among them."""
+    return names_under(Path("/tmp")) | names_under(server.basetemp)
+
+
 def test_last_no_upload_landed_anywhere_under_tmp(server):
-    """Runs after the others (file order): every new file under /tmp since the server was ready is
-    searched for samples of everything uploaded to it (and the privacy marker)."""
+    """Runs after the others (file order): every new file under /tmp and the test run's folders since the
+    server was ready is searched for samples of everything uploaded to it (and the privacy marker)."""
     assert len(server.uploaded) > 50, "run the whole module: this test checks what the others uploaded"
-    sessions = server.basetemp.parent  # /tmp/pytest-of-USER: other pytest runs' folders are theirs, not the server's
+    sessions = Path(tempfile.gettempdir()) / f"pytest-of-{getpass.getuser()}"  # other pytest runs' folders
     new = {
         path
-        for path in names_under(Path("/tmp")) - server.tmp_before
+        for path in temporary_names(server) - server.tmp_before
         if not path.startswith(str(sessions)) or path.startswith(str(server.basetemp))
     }
     samples = samples_of(server.uploaded) + [corpus.PRIVACY_MARKER]

@@ -371,6 +371,7 @@ def test_a_sixteen_bit_giant_decodes_within_the_stated_memory_bound(tmp_path):
     """8000x8000 16-bit PNG (the 64-MP limit, ~1 MB): converted at full size it peaked at 1.6 GB."""
     path = tmp_path / "giant.png"
     path.write_bytes(hostile_corpus.sixteen_bit_png())
+    # a fresh process: its peak memory (ru_maxrss) is the decoder's alone, not the test run's
     probe = subprocess.run(
         [sys.executable, "-c", MEMORY_PROBE, str(path)], capture_output=True, text=True, timeout=120, check=True
     )

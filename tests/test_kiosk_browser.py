@@ -32,13 +32,8 @@ from kiosk_page import (
     start_browser,
     wait,
 )
-from scinsearch.dataset import read_release
-from scinsearch.pipeline import run_embed
-from scinsearch.search import Searcher
 from scinsearch.service import ServiceSettings, create_app
 from scinsearch.service.app import STATIC_DIR
-from scinsearch.settings import Settings
-from scinsearch.store import open_store
 
 require_tools()
 
@@ -53,30 +48,9 @@ SW = json.loads((STATIC_DIR / "i18n" / "sw.json").read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")
-def searcher(tmp_path_factory, clean_release, tiny_embedder):
-    settings = Settings(
-        qdrant_path=tmp_path_factory.mktemp("browser-store"), collection="browser", model=tiny_embedder.model_name
-    )
-    store = open_store(settings)
-    run_embed(
-        read_release(clean_release),
-        tiny_embedder,
-        store,
-        batch_size=16,
-        workers=0,
-        progress=False,
-        warn=lambda message: None,
-    )
-    opened = Searcher(settings, embedder=tiny_embedder, store=store)
-    yield opened
-    opened.close()
-    store.close()
-
-
-@pytest.fixture(scope="module")
-def server(searcher):
+def server(clean_searcher):
     """The service with the idle reset off (the idle test starts its own with a short one)."""
-    with serving(create_app(ServiceSettings(warm_up=False, idle_reset_seconds=0), searcher=searcher)) as url:
+    with serving(create_app(ServiceSettings(warm_up=False, idle_reset_seconds=0), searcher=clean_searcher)) as url:
         yield url
 
 
@@ -363,8 +337,8 @@ def test_a_late_answer_for_an_earlier_search_is_dropped(server, browser, photo):
     assert not shown(browser, "preview-box")
 
 
-def test_idle_reset_after_the_configured_time(searcher, browser, photo):
-    with serving(create_app(ServiceSettings(warm_up=False, idle_reset_seconds=4), searcher=searcher)) as url:
+def test_idle_reset_after_the_configured_time(clean_searcher, browser, photo):
+    with serving(create_app(ServiceSettings(warm_up=False, idle_reset_seconds=4), searcher=clean_searcher)) as url:
         assert httpx.get(url + "/config").json()["idle_reset_seconds"] == 4
         open_page(browser, url, "phone")
         upload(browser, photo)

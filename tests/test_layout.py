@@ -136,6 +136,16 @@ def test_every_module_imports_on_its_own():
     assert result.returncode == 0, result.stderr[-2000:]
 
 
+def test_no_product_module_imports_the_test_scaffolding():
+    """`scinsearch.testing` (synthetic data, tiny models, sabotage) is for tests and benchmarks only."""
+    known = set(module_names())
+    scaffolding = {name for name in known if name == "scinsearch.testing" or name.startswith("scinsearch.testing.")}
+    assert {"scinsearch.testing", "scinsearch.testing.sabotage", "scinsearch.testing.planted"} <= scaffolding
+    assert "scinsearch.embedding" in imports_of("scinsearch.testing.sabotage", known)  # the walk sees imports
+    users = {name: imports_of(name, known) & scaffolding for name in sorted(known - scaffolding)}
+    assert {name: found for name, found in users.items() if found} == {}
+
+
 def test_query_path_and_service_do_not_load_pandas():
     script = (
         "import sys, scinsearch.search, scinsearch.service.app, scinsearch.schema, scinsearch.rules\n"

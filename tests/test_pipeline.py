@@ -344,36 +344,19 @@ def test_batcher_regroups_chunks_in_order_and_stages_into_alternating_pinned_buf
             assert len(buffers) == 2  # two page-locked buffers, used in turn, whatever the number of batches
 
 
-def test_embed_command_cache_dir_compile_and_exact_flags(capsys, tmp_path, clean_release, tiny_siglip_dir):
+def test_embed_command_cache_dir_compile_and_exact_flags(capsys, tmp_path, clean_release, embed_args):
     from scinsearch.cli import main
 
-    common = [
-        "embed",
-        "--scin-dir",
-        clean_release,
-        "--model",
-        tiny_siglip_dir,
-        "--qdrant-path",
-        tmp_path / "q",
-        "--device",
-        "cpu",
-        "--workers",
-        "0",
-        "--quiet",
-        "--limit",
-        "6",
-        "--cache-dir",
-        tmp_path / "pixels",
-        "--compile",
-        "off",
-    ]
-    assert main([str(a) for a in common + ["--collection", "first"]]) == 0
+    common = embed_args(
+        clean_release, tmp_path / "q", "--limit", "6", "--cache-dir", tmp_path / "pixels", "--compile", "off"
+    )
+    assert main(common + ["--collection", "first"]) == 0
     first = capsys.readouterr()
     assert "embedded 6" in first.out and "from the cache" not in first.out
-    assert main([str(a) for a in common + ["--collection", "second"]]) == 0
+    assert main(common + ["--collection", "second"]) == 0
     second = capsys.readouterr()
     assert "pixels: 6 from the cache, 0 decoded" in second.out, second.out
-    assert main([str(a) for a in common + ["--collection", "third", "--exact-preprocessing"]]) == 0
+    assert main(common + ["--collection", "third", "--exact-preprocessing"]) == 0
     third = capsys.readouterr()
     assert "pixels: 6 from the cache" not in third.out  # exact pixels are other pixels: decoded again
     assert {p.name for p in (tmp_path / "pixels").iterdir()} == {"square32-resample3-fast", "square32-resample3-exact"}

@@ -12,11 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageFilter
 
+from conftest import fill_store
 from scinsearch import quality, testing
 from scinsearch.calibration.calibrate import calibrate_collection
 from scinsearch.cli import main
-from scinsearch.dataset import read_release
-from scinsearch.pipeline import run_embed
 from scinsearch.search import Searcher
 from scinsearch.service import ServiceSettings, create_app
 from scinsearch.settings import Settings
@@ -150,13 +149,13 @@ def look_alike() -> Image.Image:
 
 
 @pytest.fixture(scope="module")
-def calibrated_settings(tmp_path_factory, clean_release, tiny_embedder) -> Settings:
+def calibrated_settings(tmp_path_factory, clean_index, tiny_embedder) -> Settings:
     """The clean synthetic release in an embedded store, calibrated."""
     settings = Settings(
         qdrant_path=tmp_path_factory.mktemp("quality-store"), collection="quality", model=tiny_embedder.model_name
     )
     store = open_store(settings)
-    run_embed(read_release(clean_release), tiny_embedder, store, workers=0, progress=False, warn=lambda m: None)
+    fill_store(store, clean_index)
     store.close()
     calibrate_collection(settings, target_precision=0.5, bootstrap=50)
     return settings

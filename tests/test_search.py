@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import fill_store
 from scinsearch import dataset, pipeline
 from scinsearch.errors import ScinSearchError
 from scinsearch.results import DISCLAIMER, SCHEMA
@@ -27,28 +28,10 @@ STORAGE_DOC = Path(__file__).resolve().parents[1] / "docs" / "storage.md"  # hol
 
 
 @pytest.fixture(scope="module")
-def indexed(tiny_embedder, clean_release):
-    """The clean release embedded once: (collection info, points with vectors), copied into test stores."""
-    store = open_store(Settings(qdrant_location=":memory:", collection="index"))
-    pipeline.run_embed(dataset.read_release(clean_release), tiny_embedder, store, workers=0, progress=False)
-    points = list(store.scroll(with_vectors=True))
-    info = store.info()
-    store.close()
-    return info, points
-
-
-def fill(store, indexed) -> None:
-    info, points = indexed
-    store.create(info)
-    store.upsert(points)
-    store.finish_writes()
-
-
-@pytest.fixture(scope="module")
-def searcher(indexed, tiny_embedder):
+def searcher(clean_index, tiny_embedder):
     settings = Settings(qdrant_location=":memory:", collection="search")
     store = open_store(settings)
-    fill(store, indexed)
+    fill_store(store, clean_index)
     with Searcher(settings, embedder=tiny_embedder, store=store) as opened:
         yield opened
     store.close()
@@ -68,14 +51,14 @@ def trap_searcher(tiny_embedder, scin_release):
 
 
 @pytest.fixture
-def backend_searcher(store_settings, store, indexed, tiny_embedder):
+def backend_searcher(store_settings, store, clean_index, tiny_embedder):
     """A searcher on each backend (Qdrant Edge and qdrant-client ':memory:')."""
-    fill(store, indexed)
+    fill_store(store, clean_index)
     return Searcher(store_settings, embedder=tiny_embedder, store=store)
 
 
-def points_of(indexed):
-    return indexed[1]
+def points_of(clean_index):
+    return clean_index[1]
 
 
 # Text -----------------------------------------------------------------------------------------------
@@ -104,10 +87,10 @@ def test_text_is_tokenised_as_siglip_was_trained(tiny_embedder):
     assert not np.allclose(vectors, unpadded, atol=1e-3), "padding must change the vector, or the test proves nothing"
 
 
-def test_text_search_uses_the_text_tower_vector(searcher, indexed):
+def test_text_search_uses_the_text_tower_vector(searcher, clean_index):
     result = searcher.search_text("itchy red ring on the arm", options=SearchOptions(top_k=3))
     query = searcher.embedder.embed_texts(["itchy red ring on the arm"])[0]
-    stored = {p.payload["image_id"]: p.vector for p in points_of(indexed)}
+    stored = {p.payload["image_id"]: p.vector for p in points_of(clean_index)}
     for neighbour in result.results:
         assert neighbour.score == pytest.approx(float(query @ stored[neighbour.image_id]), abs=1e-4)
     assert result.query["kind"] == "text" and result.query["text"] == "itchy red ring on the arm"
@@ -117,8 +100,8 @@ def test_text_search_uses_the_text_tower_vector(searcher, indexed):
 # Images ---------------------------------------------------------------------------------------------
 
 
-def test_a_stored_photo_finds_itself_as_path_bytes_or_pil(searcher, clean_release, indexed):
-    point = points_of(indexed)[0]
+def test_a_stored_photo_finds_itself_as_path_bytes_or_pil(searcher, clean_release, clean_index):
+    point = points_of(clean_index)[0]
     path = clean_release / point.payload["image_path"]
     for query in (path, str(path), path.read_bytes(), Image.open(path)):
         result = searcher.search_image(query, options=SearchOptions(top_k=3))
@@ -150,12 +133,12 @@ class NoEmbedding:
     embed_texts = embed_images
 
 
-def test_like_reuses_the_stored_vector_and_excludes_its_own_case(searcher, indexed):
+def test_like_reuses_the_stored_vector_and_excludes_its_own_case(searcher, clean_index):
     source = next(
         p
-        for p in points_of(indexed)
+        for p in points_of(clean_index)
         if len(p.payload["case_ids"]) == 1
-        and sum(q.payload["case_id"] == p.payload["case_id"] for q in points_of(indexed)) >= 2
+        and sum(q.payload["case_id"] == p.payload["case_id"] for q in points_of(clean_index)) >= 2
     )
     no_embedding = Searcher(searcher.settings, embedder=NoEmbedding(searcher.embedder), store=searcher.store)
     result = no_embedding.search_like(source.payload["image_id"], options=SearchOptions(top_k=10))
@@ -168,14 +151,14 @@ def test_like_reuses_the_stored_vector_and_excludes_its_own_case(searcher, index
     assert all(n.image_id != source.payload["image_id"] for n in included.results), "never the image itself"
 
 
-def test_one_result_per_case_by_default(searcher, indexed):
-    vector = points_of(indexed)[0].vector
+def test_one_result_per_case_by_default(searcher, clean_index):
+    vector = points_of(clean_index)[0].vector
     per_image = searcher.search_vector(vector, {"kind": "vector"}, None, SearchOptions(30, per_case=False)).results
     per_case = searcher.search_vector(vector, {"kind": "vector"}, None, SearchOptions(30, per_case=True)).results
     assert len(per_image) == 30 and len({n.case_id for n in per_image}) < 30, "cases have several photos"
     cases = [c for n in per_case for c in n.case_ids]
     assert len(cases) == len(set(cases))
-    assert len(per_case) == len({p.payload["case_id"] for p in points_of(indexed)}) or len(per_case) == 30
+    assert len(per_case) == len({p.payload["case_id"] for p in points_of(clean_index)}) or len(per_case) == 30
     assert [n.score for n in per_case] == sorted((n.score for n in per_case), reverse=True)
 
 
@@ -225,20 +208,20 @@ FILTER_CASES = [
 ]
 
 
-def test_filters_on_both_backends(backend_searcher, indexed):
-    vector = points_of(indexed)[0].vector
+def test_filters_on_both_backends(backend_searcher, clean_index):
+    vector = points_of(clean_index)[0].vector
     for arguments, holds in FILTER_CASES:
         filters = SearchFilters(**arguments)
         results = backend_searcher.search_vector(vector, {}, filters, SearchOptions(200, per_case=False)).results
-        expected = [p for p in points_of(indexed) if holds(p.payload)]
+        expected = [p for p in points_of(clean_index) if holds(p.payload)]
         assert expected, f"the synthetic data must exercise {arguments}"
         assert sorted(n.image_id for n in results) == sorted(p.payload["image_id"] for p in expected), arguments
 
 
-def test_min_score_on_both_backends(backend_searcher, indexed):
-    vector = points_of(indexed)[0].vector
+def test_min_score_on_both_backends(backend_searcher, clean_index):
+    vector = points_of(clean_index)[0].vector
     results = backend_searcher.search_vector(vector, {}, None, SearchOptions(200, 0.9, per_case=False)).results
-    scores = sorted(float(vector @ p.vector) for p in points_of(indexed))
+    scores = sorted(float(vector @ p.vector) for p in points_of(clean_index))
     assert results and all(n.score >= 0.9 - 1e-6 for n in results)
     assert len(results) == sum(s >= 0.9 - 1e-5 for s in scores)
 
@@ -306,8 +289,8 @@ def test_a_collection_of_another_model_is_refused(tiny_embedder):
 # Output -----------------------------------------------------------------------------------------------
 
 
-def test_result_json_schema(searcher, indexed):
-    image_id = points_of(indexed)[3].payload["image_id"]
+def test_result_json_schema(searcher, clean_index):
+    image_id = points_of(clean_index)[3].payload["image_id"]
     output = json.loads(json.dumps(searcher.search_like(image_id, SearchFilters(splits="train,val")).to_dict()))
     assert output["schema"] == SCHEMA and output["disclaimer"] == DISCLAIMER
     assert output["query"]["filters"] == {"splits": ["train", "val"]} and output["query"]["top_k"] == 5
@@ -337,8 +320,8 @@ def test_result_json_schema(searcher, indexed):
     assert suggestions["neighbours"] == len(output["results"])
 
 
-def test_zero_shot_is_labelled_and_uses_sigmoid_of_siglip_logits(searcher, indexed):
-    point = points_of(indexed)[0]
+def test_zero_shot_is_labelled_and_uses_sigmoid_of_siglip_logits(searcher, clean_index):
+    point = points_of(clean_index)[0]
     result = searcher.search_like(point.payload["image_id"], zero_shot=True)
     assert result.zero_shot is not None and result.zero_shot.prompt == "a photo of {condition}"
     name, probability = result.zero_shot.scores[0]
@@ -354,8 +337,8 @@ def test_zero_shot_is_labelled_and_uses_sigmoid_of_siglip_logits(searcher, index
     )
 
 
-def test_get_image_and_get_case(searcher, indexed):
-    point = points_of(indexed)[5]
+def test_get_image_and_get_case(searcher, clean_index):
+    point = points_of(clean_index)[5]
     assert searcher.get_image(point.payload["image_id"])["case_id"] == point.payload["case_id"]
     assert searcher.get_image("no-such-image") is None
     case = searcher.get_case(point.payload["case_id"])
@@ -366,32 +349,17 @@ def test_get_image_and_get_case(searcher, indexed):
 # Preprocessing recorded with the collection ---------------------------------------------------------
 
 
-def test_queries_are_preprocessed_as_the_collection_was_embedded(capsys, tmp_path, tiny_siglip_dir, tiny_embedder):
+def test_queries_are_preprocessed_as_the_collection_was_embedded(
+    capsys, tmp_path, tiny_siglip_dir, tiny_embedder, embed_args
+):
     """`embed --exact-preprocessing` records it; a Searcher opened with default settings follows the record,
     so a stored image's photo finds its own stored vector, which the default fast path would not."""
     from scinsearch import testing
     from scinsearch.cli import main
 
     release = testing.write_release(tmp_path / "scin", cases=3, image_size=(200, 260), broken_files=False)
-    embed = [
-        "embed",
-        "--scin-dir",
-        release,
-        "--model",
-        tiny_siglip_dir,
-        "--qdrant-path",
-        tmp_path / "q",
-        "--device",
-        "cpu",
-        "--precision",
-        "fp32",
-        "--workers",
-        "0",
-        "--quiet",
-        "--compile",
-        "off",
-    ]
-    assert main([str(a) for a in embed + ["--exact-preprocessing"]]) == 0
+    embed = embed_args(release, tmp_path / "q", "--precision", "fp32", "--compile", "off")
+    assert main(embed + ["--exact-preprocessing"]) == 0
     settings = Settings(model=str(tiny_siglip_dir), qdrant_path=tmp_path / "q", device="cpu", precision="fp32")
     with Searcher.open(settings) as searcher:
         assert searcher.info.preprocessing == "exact"
@@ -401,7 +369,7 @@ def test_queries_are_preprocessed_as_the_collection_was_embedded(capsys, tmp_pat
     fast = tiny_embedder.embed_images([photo])[0]
     assert not np.allclose(fast, stored.vector, atol=1e-5), "the fast path must differ, or the test proves nothing"
     capsys.readouterr()
-    assert main([str(a) for a in embed]) == 1  # resuming it with the other preprocessing would mix the two
+    assert main(embed) == 1  # resuming it with the other preprocessing would mix the two
     assert "embedded with exact preprocessing" in capsys.readouterr().err
     assert main(["info", "--qdrant-path", str(tmp_path / "q")]) == 0
     assert "preprocessing: exact" in capsys.readouterr().out
@@ -435,11 +403,13 @@ def print_similar_cases(
         print(f"{point.payload['condition']}  score={point.score:.3f}  {point.payload['image_path']}")
 
 
-def test_docs_query_snippet_runs_against_a_collection_made_by_scinsearch(indexed, tiny_embedder, clean_release, capsys):
+def test_docs_query_snippet_runs_against_a_collection_made_by_scinsearch(
+    clean_index, tiny_embedder, clean_release, capsys
+):
     assert same_function(STORAGE_DOC, print_similar_cases), "docs/storage.md's snippet and this test must be the same"
     store = open_store(Settings(qdrant_location=":memory:", collection="scin_dermatology"))
-    fill(store, indexed)
-    point = points_of(indexed)[2]
+    fill_store(store, clean_index)
+    point = points_of(clean_index)[2]
     print_similar_cases(store.client, tiny_embedder, clean_release / point.payload["image_path"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 5

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from scinsearch import dataset, pipeline
+from conftest import fill_store
 from scinsearch.cli import main
 from scinsearch.results import DISCLAIMER, SCHEMA
 from scinsearch.settings import Settings
@@ -14,11 +14,12 @@ from scinsearch.store import CollectionInfo, open_store
 
 
 @pytest.fixture(scope="module")
-def edge_store(tmp_path_factory, tiny_embedder, clean_release):
-    """An Edge store made by the embed pipeline, closed again so the CLI can open it; and its points."""
+def edge_store(tmp_path_factory, clean_index):
+    """An Edge store holding the clean release as the embed pipeline made it (conftest's `clean_index`),
+    closed again so the CLI can open it; and its points."""
     folder = tmp_path_factory.mktemp("cli-qdrant")
     store = open_store(Settings(qdrant_path=folder, collection="cli"))
-    pipeline.run_embed(dataset.read_release(clean_release), tiny_embedder, store, workers=0, progress=False)
+    fill_store(store, clean_index)
     points = list(store.scroll())
     store.close()
     other = open_store(Settings(qdrant_path=folder, collection="other-model"))

@@ -20,36 +20,20 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from scinsearch import rules, testing
-from scinsearch.dataset import read_release
-from scinsearch.pipeline import run_embed
 from scinsearch.schema import point_id_for
-from scinsearch.search import Searcher
 from scinsearch.service import ServiceSettings, create_app
 from scinsearch.service.image_files import ImageFiles
-from scinsearch.settings import Settings
-from scinsearch.store import StoredPoint, open_store
+from scinsearch.store import StoredPoint
 
 LICENCE_WORDS = "SCIN Data Use License"
 BASE_URL = "http://localhost"  # a host name the service accepts (TestClient's default, testserver, is refused)
 
 
 @pytest.fixture(scope="module")
-def searcher(tmp_path_factory, clean_release, tiny_embedder):
-    """A real Searcher over the clean synthetic release, embedded with the tiny SigLIP."""
-    settings = Settings(
-        qdrant_path=tmp_path_factory.mktemp("service-store"), collection="service", model=tiny_embedder.model_name
-    )
-    store = open_store(settings)
-    run_embed(
-        read_release(clean_release),
-        tiny_embedder,
-        store,
-        batch_size=16,
-        workers=0,
-        progress=False,
-        warn=lambda message: None,
-    )
-    store.upsert(
+def searcher(clean_searcher, tiny_embedder):
+    """A real Searcher over the clean synthetic release, embedded with the tiny SigLIP, plus one hostile point
+    whose image path leaves the image folder."""
+    clean_searcher.store.upsert(
         [
             StoredPoint(
                 point_id_for("evil"),
@@ -63,10 +47,7 @@ def searcher(tmp_path_factory, clean_release, tiny_embedder):
             )
         ]
     )
-    opened = Searcher(settings, embedder=tiny_embedder, store=store)
-    yield opened
-    opened.close()
-    store.close()
+    return clean_searcher
 
 
 def make_client(searcher, **options) -> TestClient:

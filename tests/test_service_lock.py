@@ -25,29 +25,10 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def built_store(tmp_path_factory, clean_release, tiny_siglip_dir):
+def built_store(tmp_path_factory, clean_release, embed_args):
     """A small embedded store made by `scinsearch embed`, then closed."""
     path = tmp_path_factory.mktemp("lock-store")
-    code = main(
-        [
-            "embed",
-            "--scin-dir",
-            str(clean_release),
-            "--qdrant-path",
-            str(path),
-            "--collection",
-            COLLECTION,
-            "--model",
-            str(tiny_siglip_dir),
-            "--device",
-            "cpu",
-            "--workers",
-            "0",
-            "--quiet",
-            "--limit",
-            "12",
-        ]
-    )
+    code = main(embed_args(clean_release, path, "--collection", COLLECTION, "--limit", "12"))
     assert code == 0
     return path
 
@@ -80,6 +61,8 @@ def wait_ready(port: int, process: subprocess.Popen, seconds: float = 120) -> No
 def test_embed_and_a_second_serve_get_a_clear_message_while_serve_runs(
     built_store, clean_release, tiny_siglip_dir, capsys
 ):
+    # A real `serve` process: the store's lock is an OS lock between processes, which is what a user meets
+    # (a second `embed` while the kiosk runs); the same-process refusal is the next test's.
     port = free_port()
     command = [
         sys.executable,

@@ -125,6 +125,7 @@ def test_embedded_store_persists_and_allows_one_process(tmp_path):
         from scinsearch.cli import main
         raise SystemExit(main(["info", "--qdrant-path", {str(tmp_path / "q")!r}, "--collection", "c"]))
     """)
+    # another process, on purpose: the lock is an OS lock between processes
     blocked = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert blocked.returncode == 1
     assert "open in another process" in blocked.stderr and "--qdrant-url" in blocked.stderr

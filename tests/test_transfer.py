@@ -115,6 +115,7 @@ def test_export_to_a_qdrant_client_folder_answers_the_kiosk_backend_like_the_sou
     assert code == 0, err
     assert "verified: 26 points in both" in out
     queries = np.random.default_rng(7).normal(size=(4, DIM)).astype(np.float32)
+    # the kiosk backend is another program: it must find everything in the folder, nothing in this process
     kiosk = subprocess.run(
         [sys.executable, "-c", KIOSK, str(folder), "scin", json.dumps(queries.tolist())],
         capture_output=True,

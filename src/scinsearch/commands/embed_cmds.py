@@ -9,37 +9,17 @@ import click
 import numpy as np
 
 from scinsearch.calibration import METADATA_KEY, calibration_of
-from scinsearch.commands.options import IncompleteRun, make_settings, model_options, server_options, store_options
+from scinsearch.commands.options import (
+    IncompleteRun,
+    data_options,
+    make_settings,
+    model_options,
+    quiet_option,
+    server_options,
+    store_options,
+)
 from scinsearch.errors import ScinSearchError
 from scinsearch.schema import REQUIRED_FIELDS, SPLITS
-
-data_options = [
-    click.option(
-        "--scin-dir",
-        type=click.Path(path_type=Path),
-        default=None,
-        envvar="SCINSEARCH_SCIN_DIR",
-        help="The official release: the folder holding dataset/ (or dataset/ itself).",
-    ),
-    click.option(
-        "--metadata",
-        type=click.Path(path_type=Path),
-        default=None,
-        help="Flat one-row-per-image CSV (real_labeled_metadata.csv), instead of --scin-dir.",
-    ),
-    click.option(
-        "--images-dir",
-        type=click.Path(path_type=Path),
-        default=None,
-        help="Folder the --metadata image_path values are relative to.",
-    ),
-]
-
-
-def with_data_options(function):
-    for option in reversed(data_options):
-        function = option(function)
-    return function
 
 
 def open_embedder(settings):
@@ -51,7 +31,7 @@ def open_embedder(settings):
 
 
 @click.command()
-@with_data_options
+@data_options
 @store_options
 @model_options
 @server_options
@@ -78,7 +58,7 @@ def open_embedder(settings):
     "a GPU; 0 decodes in the main process).",
 )
 @click.option("--recreate", is_flag=True, help="Delete the collection and start over (default: resume).")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option
 @click.option(
     "--compile",
     type=click.Choice(["auto", "on", "off"]),
@@ -231,7 +211,7 @@ def calibration_summary(collection) -> str:
 
 
 @click.command()
-@with_data_options
+@data_options
 @model_options
 @click.option("--limit", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=5, show_default=True)

@@ -8,8 +8,14 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from scinsearch.commands.embed_cmds import with_data_options
-from scinsearch.commands.options import folder_option, make_settings, model_options, store_options
+from scinsearch.commands.options import (
+    data_options,
+    folder_option,
+    make_settings,
+    model_options,
+    quiet_option,
+    store_options,
+)
 from scinsearch.errors import ScinSearchError
 from scinsearch.finetune.config import CONFIGS, AdapterConfig, FinetuneConfig, LoraConfig
 
@@ -28,7 +34,7 @@ LORA_ONLY = ("scin_dir", "metadata", "images_dir", "resume", "max_steps", "check
 @click.group(invoke_without_command=True)
 @store_options
 @model_options
-@with_data_options
+@data_options
 @folder_option(
     "--out", "out_dir", help="Output folder: the adapter (adapter.safetensors + adapter.json) or the LoRA model folder."
 )
@@ -215,7 +221,7 @@ def report_validation(record: dict, tuned: str) -> None:
 @folder_option("--adapter", "adapter_dir", required=True, help="The adapter folder `scinsearch finetune` wrote.")
 @click.option("--to-collection", required=True, help="The new collection for the adapted vectors.")
 @click.option("--recreate", is_flag=True, help="Replace --to-collection if it exists with other content.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option
 @store_options
 def apply(adapter_dir, to_collection, recreate, quiet, **options):
     """Write a collection's vectors, transformed by an adapter, to a new collection (the original is untouched).

@@ -24,135 +24,162 @@ from scinsearch.settings import (
 SERVER_OPTION_NAMES = tuple(field.name for field in dataclasses.fields(ServerOptions))
 
 
-def store_options(function):
-    """Where the vectors live: shared by every command that opens the store."""
-    options = [
-        click.option(
-            "--collection",
-            default=DEFAULT_COLLECTION,
-            show_default=True,
-            envvar="SCINSEARCH_COLLECTION",
-            help="Qdrant collection name.",
-        ),
-        click.option(
-            "--qdrant-path",
-            type=click.Path(path_type=Path),
-            default=DEFAULT_QDRANT_PATH,
-            show_default=True,
-            envvar="SCINSEARCH_QDRANT_PATH",
-            help="Folder of the embedded store (Qdrant Edge; one process at a time).",
-        ),
-        click.option(
-            "--qdrant-url",
-            default=None,
-            envvar="QDRANT_URL",
-            help="Qdrant server or cluster URL; replaces the embedded store. ':memory:' runs "
-            "qdrant-client in-process (for trials and tests).",
-        ),
-        click.option("--qdrant-api-key", default=None, envvar="QDRANT_API_KEY", help="API key of the Qdrant server."),
-        click.option(
-            "--qdrant-timeout",
-            type=click.IntRange(min=1),
-            default=60,
-            show_default=True,
-            envvar="SCINSEARCH_QDRANT_TIMEOUT",
-            help="Seconds a request to a Qdrant server may take.",
-        ),
-    ]
-    return functools.reduce(lambda f, option: option(f), reversed(options), function)
+def option_group(*options):
+    """One decorator for several click options, listed in the order `--help` shows them."""
+
+    def decorate(function):
+        return functools.reduce(lambda f, option: option(f), reversed(options), function)
+
+    return decorate
 
 
-def server_options(function):
-    """How a new collection is made on a Qdrant server or cluster (`ServerOptions`, docs/storage.md)."""
-    options = [
-        click.option(
-            "--shards",
-            "shard_number",
-            type=click.IntRange(min=1),
-            default=None,
-            envvar="SCINSEARCH_SHARDS",
-            help="Server: shards of a new collection, spread over the cluster's nodes (server default 1).",
-        ),
-        click.option(
-            "--replication-factor",
-            type=click.IntRange(min=1),
-            default=None,
-            envvar="SCINSEARCH_REPLICATION_FACTOR",
-            help="Server: copies of each shard, on different nodes (server default 1).",
-        ),
-        click.option(
-            "--write-consistency",
-            "write_consistency_factor",
-            type=click.IntRange(min=1),
-            default=None,
-            envvar="SCINSEARCH_WRITE_CONSISTENCY",
-            help="Server: copies that must confirm a write (server default 1; at most the replication factor).",
-        ),
-        click.option(
-            "--on-disk-vectors",
-            is_flag=True,
-            envvar="SCINSEARCH_ON_DISK_VECTORS",
-            help="Server: keep the original vectors on disk (memory-mapped), not in RAM.",
-        ),
-        click.option(
-            "--on-disk-payload",
-            is_flag=True,
-            envvar="SCINSEARCH_ON_DISK_PAYLOAD",
-            help="Server: keep the payloads on disk, not in RAM.",
-        ),
-        click.option(
-            "--hnsw-m",
-            type=click.IntRange(0, 512),
-            default=None,
-            envvar="SCINSEARCH_HNSW_M",
-            help="Server: HNSW edges per node (server default 16; more: better recall, more memory; 0: no graph).",
-        ),
-        click.option(
-            "--hnsw-ef-construct",
-            type=click.IntRange(4, 4096),
-            default=None,
-            envvar="SCINSEARCH_HNSW_EF_CONSTRUCT",
-            help="Server: neighbours considered while building HNSW (server default 100; more: better graph, "
-            "slower build).",
-        ),
-        click.option(
-            "--quantization",
-            type=click.Choice(QUANTIZATIONS),
-            default="none",
-            show_default=True,
-            envvar="SCINSEARCH_QUANTIZATION",
-            help="Server: int8 keeps scalar-quantised copies of the vectors in RAM (4x smaller) beside the originals.",
-        ),
-    ]
-    return functools.reduce(lambda f, option: option(f), reversed(options), function)
+store_options = option_group(
+    click.option(
+        "--collection",
+        default=DEFAULT_COLLECTION,
+        show_default=True,
+        envvar="SCINSEARCH_COLLECTION",
+        help="Qdrant collection name.",
+    ),
+    click.option(
+        "--qdrant-path",
+        type=click.Path(path_type=Path),
+        default=DEFAULT_QDRANT_PATH,
+        show_default=True,
+        envvar="SCINSEARCH_QDRANT_PATH",
+        help="Folder of the embedded store (Qdrant Edge; one process at a time).",
+    ),
+    click.option(
+        "--qdrant-url",
+        default=None,
+        envvar="QDRANT_URL",
+        help="Qdrant server or cluster URL; replaces the embedded store. ':memory:' runs "
+        "qdrant-client in-process (for trials and tests).",
+    ),
+    click.option("--qdrant-api-key", default=None, envvar="QDRANT_API_KEY", help="API key of the Qdrant server."),
+    click.option(
+        "--qdrant-timeout",
+        type=click.IntRange(min=1),
+        default=60,
+        show_default=True,
+        envvar="SCINSEARCH_QDRANT_TIMEOUT",
+        help="Seconds a request to a Qdrant server may take.",
+    ),
+)
+"""Where the vectors live: shared by every command that opens the store."""
 
+server_options = option_group(
+    click.option(
+        "--shards",
+        "shard_number",
+        type=click.IntRange(min=1),
+        default=None,
+        envvar="SCINSEARCH_SHARDS",
+        help="Server: shards of a new collection, spread over the cluster's nodes (server default 1).",
+    ),
+    click.option(
+        "--replication-factor",
+        type=click.IntRange(min=1),
+        default=None,
+        envvar="SCINSEARCH_REPLICATION_FACTOR",
+        help="Server: copies of each shard, on different nodes (server default 1).",
+    ),
+    click.option(
+        "--write-consistency",
+        "write_consistency_factor",
+        type=click.IntRange(min=1),
+        default=None,
+        envvar="SCINSEARCH_WRITE_CONSISTENCY",
+        help="Server: copies that must confirm a write (server default 1; at most the replication factor).",
+    ),
+    click.option(
+        "--on-disk-vectors",
+        is_flag=True,
+        envvar="SCINSEARCH_ON_DISK_VECTORS",
+        help="Server: keep the original vectors on disk (memory-mapped), not in RAM.",
+    ),
+    click.option(
+        "--on-disk-payload",
+        is_flag=True,
+        envvar="SCINSEARCH_ON_DISK_PAYLOAD",
+        help="Server: keep the payloads on disk, not in RAM.",
+    ),
+    click.option(
+        "--hnsw-m",
+        type=click.IntRange(0, 512),
+        default=None,
+        envvar="SCINSEARCH_HNSW_M",
+        help="Server: HNSW edges per node (server default 16; more: better recall, more memory; 0: no graph).",
+    ),
+    click.option(
+        "--hnsw-ef-construct",
+        type=click.IntRange(4, 4096),
+        default=None,
+        envvar="SCINSEARCH_HNSW_EF_CONSTRUCT",
+        help="Server: neighbours considered while building HNSW (server default 100; more: better graph, "
+        "slower build).",
+    ),
+    click.option(
+        "--quantization",
+        type=click.Choice(QUANTIZATIONS),
+        default="none",
+        show_default=True,
+        envvar="SCINSEARCH_QUANTIZATION",
+        help="Server: int8 keeps scalar-quantised copies of the vectors in RAM (4x smaller) beside the originals.",
+    ),
+)
+"""How a new collection is made on a Qdrant server or cluster (`ServerOptions`, docs/storage.md)."""
 
-def model_options(function):
-    options = [
-        click.option(
-            "--model",
-            default=DEFAULT_MODEL,
-            show_default=True,
-            envvar="SCINSEARCH_MODEL",
-            help="SigLIP / SigLIP 2 hub id or local folder (set HF_HUB_OFFLINE=1 to never touch the network).",
-        ),
-        click.option(
-            "--device",
-            default="auto",
-            show_default=True,
-            envvar="SCINSEARCH_DEVICE",
-            help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.",
-        ),
-        click.option(
-            "--precision",
-            type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-            default="auto",
-            show_default=True,
-            envvar="SCINSEARCH_PRECISION",
-            help="auto = half precision on GPU, bf16 on CPUs that support it natively, else fp32.",
-        ),
-    ]
-    return functools.reduce(lambda f, option: option(f), reversed(options), function)
+model_options = option_group(
+    click.option(
+        "--model",
+        default=DEFAULT_MODEL,
+        show_default=True,
+        envvar="SCINSEARCH_MODEL",
+        help="SigLIP / SigLIP 2 hub id or local folder (set HF_HUB_OFFLINE=1 to never touch the network).",
+    ),
+    click.option(
+        "--device",
+        default="auto",
+        show_default=True,
+        envvar="SCINSEARCH_DEVICE",
+        help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.",
+    ),
+    click.option(
+        "--precision",
+        type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+        default="auto",
+        show_default=True,
+        envvar="SCINSEARCH_PRECISION",
+        help="auto = half precision on GPU, bf16 on CPUs that support it natively, else fp32.",
+    ),
+)
+"""Which model, on which device, at which precision."""
+
+data_options = option_group(
+    click.option(
+        "--scin-dir",
+        type=click.Path(path_type=Path),
+        default=None,
+        envvar="SCINSEARCH_SCIN_DIR",
+        help="The official release: the folder holding dataset/ (or dataset/ itself).",
+    ),
+    click.option(
+        "--metadata",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Flat one-row-per-image CSV (real_labeled_metadata.csv), instead of --scin-dir.",
+    ),
+    click.option(
+        "--images-dir",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Folder the --metadata image_path values are relative to.",
+    ),
+)
+"""Which images: the official release, or the old scripts' flat CSV and its image folder."""
+
+quiet_option = click.option("--quiet", is_flag=True, help="No progress bar.")
 
 
 def adapter_option(function):

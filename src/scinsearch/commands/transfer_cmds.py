@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from scinsearch.commands.options import make_settings, server_options, store_options
+from scinsearch.commands.options import make_settings, quiet_option, server_options, store_options
 from scinsearch.errors import ScinSearchError
 from scinsearch.settings import Settings
 
@@ -45,7 +45,7 @@ from scinsearch.settings import Settings
 )
 @click.option("--to-collection", default=None, help="Collection name in the target (default: --collection).")
 @server_options
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option
 def export(
     from_qdrant_client_path,
     to_url,
@@ -142,7 +142,7 @@ def same_place(a: Settings, b: Settings) -> bool:
 )
 @store_options
 @server_options
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option
 def import_parquet_command(from_parquet, quiet, **options):
     """Load a Parquet export into a store (the usual --qdrant-path / --qdrant-url choose it); resumes; verifies.
 

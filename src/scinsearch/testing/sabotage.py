@@ -1,0 +1,42 @@
+"""A preprocessor that kills or hangs the process decoding chosen files, as a decoder that segfaults, runs out
+of memory or loops would: to test that an embed run survives it."""
+
+from __future__ import annotations
+
+import dataclasses
+import faulthandler
+import os
+import signal
+import time
+from pathlib import Path
+
+from scinsearch.embedding import Preprocessor
+
+
+@dataclasses.dataclass(frozen=True)
+class SabotagedPreprocessor(Preprocessor):
+    """A preprocessor whose decoding of the files named by stem kills its process with `signal_number`
+    (`crash_on`), never returns (`hang_on`) or takes `PAUSE_SECONDS` and then succeeds (`pause_on`: a
+    fine file a test can catch in flight). Test-only: the product never builds one."""
+
+    PAUSE_SECONDS = 2.0
+    crash_on: frozenset = frozenset()
+    hang_on: frozenset = frozenset()
+    pause_on: frozenset = frozenset()
+    signal_number: int = signal.SIGKILL
+
+    @classmethod
+    def around(cls, preprocessor: Preprocessor, **sabotage) -> SabotagedPreprocessor:
+        return cls(**{f.name: getattr(preprocessor, f.name) for f in dataclasses.fields(Preprocessor)}, **sabotage)
+
+    def load(self, source):
+        stem = Path(source).stem
+        if stem in self.crash_on:
+            faulthandler.disable()  # pytest's traceback dump would only clutter the test output
+            os.kill(os.getpid(), self.signal_number)
+            time.sleep(60)  # a signal that does not end the process at once
+        if stem in self.hang_on:
+            time.sleep(3600)
+        if stem in self.pause_on:
+            time.sleep(self.PAUSE_SECONDS)
+        return super().load(source)
