@@ -35,14 +35,19 @@ MEMORY_BASETEMP = pytest.StashKey[str]()
 RUN_FAILED = pytest.StashKey[bool]()
 
 
+MEMORY_NEEDED = 8 * 2**30  # a whole run's folders peak at ~4.5 GiB; tmpfs full = SIGBUS in Edge's mmap
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest's own tmp_path plugin reads --basetemp
 def pytest_configure(config):
-    """Temporary folders in memory (/dev/shm, where there is one and no --basetemp was given): Qdrant Edge
-    syncs each new collection and each write to disk, which costs 1-3 s per test store on a shared disk and
-    0.1 s in memory. Nothing is lost for the tests: a killed process leaves the page cache as it is either
-    way, and a test store need not outlive the machine. Removed after a run that passed; kept (and named
-    at the end) after one that failed."""
+    """Temporary folders in memory (/dev/shm, where there is one with room and no --basetemp was given):
+    Qdrant Edge syncs each new collection and each write to disk, which costs 1-3 s per test store on a
+    shared disk and 0.1 s in memory. Only with 8 GiB free: a full tmpfs kills the run with a bus error
+    (Edge maps its files), so several runs at once fall back to the disk. Always removed at the end
+    (set SCINSEARCH_KEEP_TEST_TMP=1 to keep a failing run's folders): memory is not given back otherwise."""
     if config.option.basetemp or not (MEMORY_FOLDER.is_dir() and os.access(MEMORY_FOLDER, os.W_OK)):
+        return
+    if shutil.disk_usage(MEMORY_FOLDER).free < MEMORY_NEEDED:
         return
     config.option.basetemp = tempfile.mkdtemp(prefix="scinsearch-tests-", dir=MEMORY_FOLDER)
     config.stash[MEMORY_BASETEMP] = config.option.basetemp
@@ -56,7 +61,7 @@ def pytest_unconfigure(config):
     folder = config.stash.get(MEMORY_BASETEMP, None)
     if folder is None:
         return
-    if config.stash.get(RUN_FAILED, True):
+    if config.stash.get(RUN_FAILED, True) and os.environ.get("SCINSEARCH_KEEP_TEST_TMP") == "1":
         print(f"\ntemporary folders of this run (in memory): {folder}")
     else:
         shutil.rmtree(folder, ignore_errors=True)
