@@ -6,6 +6,7 @@ The store is opened before the model and before uvicorn starts, so a store held 
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
@@ -183,6 +184,15 @@ def host_names(values: tuple[str, ...]) -> tuple[str, ...]:
     "if it answers faster than eager (timed at start-up).",
 )
 @click.option(
+    "--bundle",
+    "bundle_folder",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    envvar="SCINSEARCH_BUNDLE",
+    help="Serve a kiosk bundle (`scinsearch bundle --out`): its collection, model files and page settings, "
+    "after checking every file against its manifest; the store and --model options are then ignored.",
+)
+@click.option(
     "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True
 )
 def serve(
@@ -201,6 +211,7 @@ def serve(
     max_connections,
     idle_reset_seconds,
     compile_towers,
+    bundle_folder,
     log_level,
     **options,
 ):
@@ -214,9 +225,7 @@ def serve(
     HF_HUB_OFFLINE=1 scinsearch serve --host 0.0.0.0 --allowed-hosts kiosk.local --api-key-file ~/.kiosk-key
     scinsearch serve --collection scin_dermatology_adapted --adapter models/scin-adapter
     """
-    import uvicorn
-
-    from scinsearch.service import ServiceSettings, create_app
+    from scinsearch.service import ServiceSettings
 
     source = click.get_current_context().get_parameter_source("api_key")
     key = read_api_key(api_key, api_key_file, typed_on_command_line=source == ParameterSource.COMMANDLINE)
@@ -245,6 +254,39 @@ def serve(
             "names: add the names or addresses clients use with --allowed-hosts",
             err=True,
         )
+    if bundle_folder is None:
+        run_service(service, log_level)
+        return
+    with bundle_store(bundle_folder) as (bundle, store_folder):
+        changes = {"search": bundle.settings(settings, store_folder)}
+        if idle_reset_seconds is None:
+            changes["idle_reset_seconds"] = int(bundle.page.get("idle_reset_seconds", service.idle_reset_seconds))
+        run_service(service.replace(**changes), log_level)
+
+
+@contextlib.contextmanager
+def bundle_store(folder: Path):
+    """The verified bundle and a working copy of its collection, removed afterwards (the bundle stays as built)."""
+    import shutil
+
+    from scinsearch.bundle import verify_bundle, working_copy
+
+    bundle = verify_bundle(folder)
+    copy = working_copy(bundle)
+    try:
+        click.echo(f"bundle {bundle.folder}: all {bundle.files} files match the manifest", err=True)
+        yield bundle, copy
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+
+
+def run_service(service, log_level: str) -> None:
+    """Open the store, then the model, and serve until stopped."""
+    import uvicorn
+
+    from scinsearch.service import create_app
+
+    settings = service.search
     searcher, store = open_searcher(settings)
     try:
         adapter = f"; {searcher.adapter.describe()}" if searcher.adapter else ""
