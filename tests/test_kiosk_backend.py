@@ -27,7 +27,13 @@ from scinsearch.settings import Settings
 from scinsearch.store import StoredPoint, open_store
 from scinsearch.store.edge import EdgeStore
 from scinsearch.transfer import import_parquet
-from scinsearch.transfer.kiosk_profile import FALLBACK_ICD, ICD_TABLE, KIOSK_FIELD_NAMES, load_icd_table
+from scinsearch.transfer.kiosk_profile import (
+    FALLBACK_ICD,
+    ICD_TABLE,
+    KIOSK_FIELD_NAMES,
+    condition_key,
+    load_icd_table,
+)
 from scinsearch.transfer.kiosk_vectors import place_vectors, self_score_problems
 
 BACKEND = textwrap.dedent("""
@@ -267,3 +273,25 @@ def test_the_icd_table_is_one_file_with_a_code_and_a_source_on_every_row():
     for row in rows:
         assert row["scin_condition"].strip() and row["title"].strip() and row["note"].strip(), row
         assert len(row["icd10"]) >= 3 and row["icd10"][0].isalpha() and row["icd10"][1:3].isdigit(), row
+
+
+MOST_FREQUENT = """Eczema; Allergic Contact Dermatitis; Insect Bite; Urticaria; Psoriasis; Folliculitis;
+Irritant Contact Dermatitis; Tinea; Herpes Zoster; Drug Rash; Herpes Simplex; Impetigo; Acute dermatitis, NOS;
+Hypersensitivity; Acne; Pigmented purpuric eruption; Leukocytoclastic Vasculitis; Lichen planus/lichenoid eruption;
+Pityriasis rosea; Viral Exanthem; Lichen Simplex Chronicus; Stasis Dermatitis; CD - Contact dermatitis; Scabies;
+Molluscum Contagiosum; Keratosis pilaris; Granuloma annulare; Tinea Versicolor; Rosacea; O/E - ecchymoses present"""
+
+
+def test_the_most_frequent_scin_labels_have_a_code():
+    """SCIN's demo notebook's most frequent labels (research/scin.md) are all in the table."""
+    names = [name.strip() for name in MOST_FREQUENT.replace("\n", " ").split(";")]
+    assert len(names) == 30
+    table = load_icd_table()
+    assert [name for name in names if condition_key(name) not in table] == []
+
+
+def test_the_storage_docs_map_every_field_the_profile_writes():
+    text = (Path(__file__).parents[1] / "docs" / "storage.md").read_text(encoding="utf-8")
+    section = text.split("### The kiosk-backend profile", 1)[1].split("\n## ", 1)[0]
+    for name in KIOSK_FIELD_NAMES:
+        assert f"`{name}`" in section, name
