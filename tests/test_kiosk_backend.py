@@ -295,3 +295,13 @@ def test_the_storage_docs_map_every_field_the_profile_writes():
     section = text.split("### The kiosk-backend profile", 1)[1].split("\n## ", 1)[0]
     for name in KIOSK_FIELD_NAMES:
         assert f"`{name}`" in section, name
+
+
+def test_the_server_path_writes_the_profile_too(capsys, embedded, labelled_count):
+    """--to-url through qdrant-client's in-process mode: the client calls a server URL makes (no server here)."""
+    code, out, err = run(
+        capsys, "export", "--qdrant-path", embedded, "--collection", "scin", "--to-url", ":memory:",
+        "--for", "kiosk-backend", "--quiet",
+    )  # fmt: skip
+    assert code == 0, err
+    assert f"copied {labelled_count}," in out and f"self-similarity checked for {labelled_count} points" in out
