@@ -116,6 +116,14 @@ def test_a_changed_missing_or_extra_file_is_refused_in_one_line(capsys, bundle_c
         assert f"file {name}" in errors[0] and words in errors[0]
 
 
+def test_a_manifest_naming_a_path_outside_the_bundle_is_refused(capsys, bundle_copy):
+    manifest = json.loads((bundle_copy / MANIFEST).read_text())
+    manifest["files"]["../../etc/passwd"] = {"sha256": "0" * 64, "size": 1}
+    (bundle_copy / MANIFEST).write_text(json.dumps(manifest))
+    code, _, err = run(capsys, "bundle", "--verify", bundle_copy)
+    assert code == 1 and "a path outside the bundle" in err and "Traceback" not in err
+
+
 def test_bundle_mistakes_are_one_line(capsys, tmp_path, built_bundle):
     code, _, err = run(capsys, "bundle", "--out", built_bundle)
     assert code == 1 and "exists" in err

@@ -85,6 +85,14 @@ def write_manifest(folder: Path) -> int:
     return len(entries)
 
 
+def same_file(path: Path, entry: dict) -> bool:
+    """The file has the manifest's size and SHA-256 (the size first: a cheap answer for most changes)."""
+    try:
+        return path.stat().st_size == entry.get("size") and file_digest(path) == entry.get("sha256")
+    except OSError as exc:
+        raise ScinSearchError(f"bundle refused: cannot read {path}: {exc.strerror or exc}") from None
+
+
 def read_json(path: Path, what: str) -> dict:
     try:
         if path.stat().st_size > MAX_JSON_BYTES:
@@ -107,6 +115,9 @@ def verify_bundle(folder: Path) -> Bundle:
     listed = manifest.get("files")
     if manifest.get("format") != FORMAT or not isinstance(listed, dict):
         raise ScinSearchError(f"bundle refused: {MANIFEST} is not a {FORMAT} manifest")
+    for name in listed:
+        if not isinstance(name, str) or name.startswith("/") or "\\" in name or ".." in name.split("/"):
+            raise ScinSearchError(f"bundle refused: {MANIFEST} names {str(name)[:80]!r}, a path outside the bundle")
     present = bundle_files(folder)
     for name in present:
         if name not in listed:
@@ -115,11 +126,7 @@ def verify_bundle(folder: Path) -> Bundle:
         path = folder / name
         if not path.is_file() or path.is_symlink():
             raise ScinSearchError(f"bundle refused: file {name} is missing")
-        if (
-            not isinstance(entry, dict)
-            or path.stat().st_size != entry.get("size")
-            or file_digest(path) != entry.get("sha256")
-        ):
+        if not isinstance(entry, dict) or not same_file(path, entry):
             raise ScinSearchError(f"bundle refused: file {name} changed since the bundle was built")
     description = read_json(folder / DESCRIPTION, "description")
     page = read_json(folder / PAGE, "page settings")
