@@ -131,3 +131,40 @@ def test_bundle_mistakes_are_one_line(capsys, tmp_path, built_bundle):
     assert code == 1 and "--out DIR" in err
     with pytest.raises(ScinSearchError, match="has no MANIFEST.json"):
         verify_bundle(tmp_path)
+
+
+def test_a_hub_id_is_taken_from_the_local_cache_only(capsys, tmp_path, monkeypatch, tiny_siglip_dir):
+    """--model as a hub id: the snapshot in the Hugging Face cache is copied; an uncached id is one line."""
+    import huggingface_hub.constants
+    import numpy as np
+
+    from scinsearch.schema import point_id_for
+    from scinsearch.store import CollectionInfo, StoredPoint
+    from scinsearch.store.edge import EdgeStore
+
+    cache = tmp_path / "hub"
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = cache / "models--scin--tiny-siglip" / "snapshots" / revision
+    shutil.copytree(tiny_siglip_dir, snapshot)
+    (cache / "models--scin--tiny-siglip" / "refs").mkdir()
+    (cache / "models--scin--tiny-siglip" / "refs" / "main").write_text(revision)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    store = EdgeStore(tmp_path / "store", "kiosk")
+    for model in ("scin/tiny-siglip", "scin/not-cached"):
+        store.create(CollectionInfo(model, 4), recreate=True)
+        store.upsert([StoredPoint(point_id_for("a"), {"image_id": "a"}, np.array([1, 0, 0, 0], np.float32))])
+        store.close()
+        out = tmp_path / f"bundle-{model.split('/')[1]}"
+        code, _, err = run(
+            capsys, "bundle", "--out", out, "--qdrant-path", tmp_path / "store", "--collection", "kiosk",
+            "--model", model, "--quiet",
+        )  # fmt: skip
+        if model == "scin/tiny-siglip":
+            assert code == 0, err
+            assert (out / "model" / "config.json").read_bytes() == (snapshot / "config.json").read_bytes()
+            assert json.loads((out / "bundle.json").read_text())["model"] == model
+            assert verify_bundle(out).model == model
+        else:
+            assert code == 1 and "nor in the local Hugging Face cache" in err and not out.exists()
+        store = EdgeStore(tmp_path / "store", "kiosk")
+    store.close()

@@ -25,6 +25,7 @@ import csv
 import dataclasses
 import re
 import urllib.parse
+import zlib
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -152,7 +153,7 @@ class KioskView:
                 continue
             vectors = None
             if with_vectors:
-                seeds = [int(point.id.replace("-", "")[:8], 16) for point, _ in kept]
+                seeds = [zlib.crc32(point.id.encode()) for point, _ in kept]  # the point's own, run after run
                 vectors = place_vectors(np.stack([point.vector for point, _ in kept]), seeds)
             for index, (point, payload) in enumerate(kept):
                 yield StoredPoint(point.id, payload, vectors[index] if vectors is not None else None)
