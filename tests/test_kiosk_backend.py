@@ -305,3 +305,12 @@ def test_the_server_path_writes_the_profile_too(capsys, embedded, labelled_count
     )  # fmt: skip
     assert code == 0, err
     assert f"copied {labelled_count}," in out and f"self-similarity checked for {labelled_count} points" in out
+
+
+def test_a_second_run_finds_every_point_present_and_identical(capsys, tmp_path, embedded, labelled_count):
+    """How an interrupted export resumes: each point's vector is its own, whatever else was in its page."""
+    command = ["export", "--qdrant-path", embedded, "--collection", "scin", "--to-edge-path", tmp_path / "edge"]
+    assert run(capsys, *command, "--for", "kiosk-backend", "--quiet")[0] == 0
+    code, out, err = run(capsys, *command, "--for", "kiosk-backend", "--quiet")
+    assert code == 0, err
+    assert f"copied 0, already present {labelled_count}" in out and "sampled points identical" in out
