@@ -314,3 +314,16 @@ def test_a_second_run_finds_every_point_present_and_identical(capsys, tmp_path, 
     code, out, err = run(capsys, *command, "--for", "kiosk-backend", "--quiet")
     assert code == 0, err
     assert f"copied 0, already present {labelled_count}" in out and "sampled points identical" in out
+
+
+def test_features_are_plain_words_without_the_none_boxes():
+    from scinsearch.transfer.kiosk_profile import features_of
+
+    payload = {
+        "textures": ["raised_or_bumpy"],
+        "condition_symptoms": ["itching", "no_relevant_experience"],
+        "other_symptoms": ["fever", "no_relevant_symptoms"],
+        "body_parts": ["arm", "foot_sole"],
+    }
+    assert features_of(payload) == ["raised or bumpy", "itching", "fever", "arm", "foot sole"]
+    assert features_of({"textures": None}) == []

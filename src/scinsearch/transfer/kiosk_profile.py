@@ -44,7 +44,8 @@ PROFILES = (PROFILE,)
 FALLBACK_ICD = "L98.9"  # the backend's own code for a condition it cannot name: "disorder of skin, unspecified"
 ICD_TABLE = "icd10_scin.csv"
 MAX_FEATURES = 8
-FEATURE_SOURCES = ("textures", "condition_symptoms", "body_parts")  # in this order, as plain words
+FEATURE_SOURCES = ("textures", "condition_symptoms", "other_symptoms", "body_parts")  # in this order
+NOT_A_FEATURE = ("no relevant",)  # SCIN's "no relevant experience / symptoms" boxes say there is none
 NAMED_LEFT_OUT = 5  # image ids named per reason in the summary
 VERIFY_PAGE = 1024
 
@@ -91,7 +92,7 @@ def features_of(payload: dict) -> list[str]:
         values = payload.get(name)
         for value in values if isinstance(values, list) else []:
             word = plain_words(str(value))
-            if word and word not in found:
+            if word and word not in found and not word.startswith(NOT_A_FEATURE):
                 found.append(word)
     return found[:MAX_FEATURES]
 
