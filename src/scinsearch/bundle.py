@@ -27,6 +27,7 @@ import tempfile
 from pathlib import Path
 
 from scinsearch.errors import ScinSearchError
+from scinsearch.helpers import first_line, fsync_path, write_text_atomically
 from scinsearch.settings import Settings
 
 FORMAT = "scinsearch-bundle/1"
@@ -81,7 +82,7 @@ def bundle_files(folder: Path) -> list[str]:
 def write_manifest(folder: Path) -> int:
     entries = {name: {"sha256": file_digest(folder / name), "size": (folder / name).stat().st_size}
                for name in bundle_files(folder)}  # fmt: skip
-    (folder / MANIFEST).write_text(json.dumps({"format": FORMAT, "files": entries}, indent=1) + "\n", encoding="utf-8")
+    write_text_atomically(folder / MANIFEST, json.dumps({"format": FORMAT, "files": entries}, indent=1) + "\n")
     return len(entries)
 
 
@@ -148,7 +149,7 @@ def model_snapshot(model: str) -> Path:
         return Path(snapshot_download(model, local_files_only=True))
     except (LocalEntryNotFoundError, OSError, ValueError) as exc:
         raise ScinSearchError(
-            f"model {model!r} is neither a folder nor in the local Hugging Face cache ({str(exc).splitlines()[0]}): "
+            f"model {model!r} is neither a folder nor in the local Hugging Face cache ({first_line(exc)}): "
             f"run `scinsearch search` or `embed` with it once, or give --model a model folder"
         ) from None
 
@@ -196,6 +197,7 @@ def build_bundle(settings: Settings, out: Path, page: dict, progress: bool = Tru
         )
         files = write_manifest(partial)
         os.replace(partial, out)
+        fsync_path(out.parent)
     except OSError as exc:
         raise ScinSearchError(f"cannot write the bundle {out}: {exc.strerror or exc}") from None
     finally:
@@ -206,12 +208,17 @@ def build_bundle(settings: Settings, out: Path, page: dict, progress: bool = Tru
         f"collection {settings.collection!r}: {copied.points} points of {info.model} ({info.dim}-d), "
         f"calibration: {'yes' if calibration else 'none yet (scinsearch calibrate)'}",
         f"model files from {snapshot}",
+        *(
+            [f"its vectors went through adapter {info.adapter_id}: serve it with that --adapter"]
+            if info.adapter_id
+            else []
+        ),
         f"serve it with: scinsearch serve --bundle {out}",
     ]
 
 
 def write_json(path: Path, document: dict) -> None:
-    path.write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_text_atomically(path, json.dumps(document, indent=1, ensure_ascii=False) + "\n")
 
 
 def working_copy(bundle: Bundle) -> Path:

@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from scinsearch.commands.options import make_settings, model_options, store_options
+from scinsearch.commands.options import folder_option, make_settings, model_options, store_options
 from scinsearch.errors import ScinSearchError
 
 
 @click.command()
 @store_options
 @model_options
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Write the bundle into this new folder.",
-)
-@click.option(
+@folder_option("--out", help="Write the bundle into this new folder.")
+@folder_option(
     "--verify",
     "verify_folder",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
     help="Check this bundle against its manifest (every file's SHA-256 and size) and exit; builds nothing.",
 )
 @click.option(

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from scinsearch.commands.options import adapter_option, make_settings, model_options, store_options
+from scinsearch.commands.options import adapter_option, folder_option, make_settings, model_options, store_options
 from scinsearch.errors import ScinSearchError
 from scinsearch.images import MAX_PIXELS
 from scinsearch.service.settings import (
@@ -183,11 +183,9 @@ def host_names(values: tuple[str, ...]) -> tuple[str, ...]:
     "answers (a one-off 20-90 s on a CPU). auto = where a compiler is present, keeping each tower only "
     "if it answers faster than eager (timed at start-up).",
 )
-@click.option(
+@folder_option(
     "--bundle",
     "bundle_folder",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
     envvar="SCINSEARCH_BUNDLE",
     help="Serve a kiosk bundle (`scinsearch bundle --out`): its collection, model files and page settings, "
     "after checking every file against its manifest; the store and --model options are then ignored.",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from scinsearch.commands.options import make_settings, quiet_option, server_options, store_options
+from scinsearch.commands.options import folder_option, make_settings, quiet_option, server_options, store_options
 from scinsearch.errors import ScinSearchError
 from scinsearch.settings import Settings
 
@@ -52,10 +52,8 @@ from scinsearch.settings import Settings
     help="Write the collection as this reader needs it: kiosk-backend keeps the labelled images only, adds "
     "icd_code, features and absolute image paths, and keeps every self-similarity at most 1.0 (docs/storage.md).",
 )
-@click.option(
+@folder_option(
     "--images-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
     help="With --for kiosk-backend: the image folder image_path is resolved against (default: the one `embed` "
     "recorded).",
 )

@@ -124,7 +124,7 @@ class KioskView:
         self.name = source.name
         self.record = require_collection(source)
         self.base_url = check_base_url(image_base_url) if image_base_url else None
-        root = images_dir or self.record.extra.get("image_root")
+        root = images_dir or self.record.image_root
         if self.base_url is None and not root:
             raise ScinSearchError(
                 "the collection records no image folder: give --images-dir DIR or --image-base-url URL"
