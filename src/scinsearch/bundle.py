@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import hashlib
 import json
 import os
 import shutil
@@ -27,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 from scinsearch.errors import ScinSearchError
-from scinsearch.helpers import first_line, fsync_path, write_text_atomically
+from scinsearch.helpers import file_sha256, first_line, fsync_path, write_text_atomically
 from scinsearch.settings import Settings
 
 FORMAT = "scinsearch-bundle/1"
@@ -35,7 +34,6 @@ MANIFEST = "MANIFEST.json"
 DESCRIPTION = "bundle.json"
 MODEL_DIR, COLLECTION_DIR = "model", "collection"
 CALIBRATION, PAGE = "calibration.json", "page.json"
-CHUNK = 1 << 20
 MAX_JSON_BYTES = 16 << 20
 
 
@@ -62,14 +60,6 @@ class Bundle:
         )
 
 
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def bundle_files(folder: Path) -> list[str]:
     """Every file under `folder` (links included, never followed), as sorted relative POSIX paths."""
     found = []
@@ -80,7 +70,7 @@ def bundle_files(folder: Path) -> list[str]:
 
 
 def write_manifest(folder: Path) -> int:
-    entries = {name: {"sha256": file_digest(folder / name), "size": (folder / name).stat().st_size}
+    entries = {name: {"sha256": file_sha256(folder / name), "size": (folder / name).stat().st_size}
                for name in bundle_files(folder)}  # fmt: skip
     write_text_atomically(folder / MANIFEST, json.dumps({"format": FORMAT, "files": entries}, indent=1) + "\n")
     return len(entries)
@@ -89,7 +79,7 @@ def write_manifest(folder: Path) -> int:
 def same_file(path: Path, entry: dict) -> bool:
     """The file has the manifest's size and SHA-256 (the size first: a cheap answer for most changes)."""
     try:
-        return path.stat().st_size == entry.get("size") and file_digest(path) == entry.get("sha256")
+        return path.stat().st_size == entry.get("size") and file_sha256(path) == entry.get("sha256")
     except OSError as exc:
         raise ScinSearchError(f"bundle refused: cannot read {path}: {exc.strerror or exc}") from None
 
