@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from scinsearch.commands.options import folder_option, make_settings, model_options, store_options
+from scinsearch.commands.options import folder_option, idle_reset_option, make_settings, model_options, store_options
 from scinsearch.errors import ScinSearchError
 
 
@@ -17,10 +17,7 @@ from scinsearch.errors import ScinSearchError
     "verify_folder",
     help="Check this bundle against its manifest (every file's SHA-256 and size) and exit; builds nothing.",
 )
-@click.option(
-    "--idle-reset-seconds",
-    type=click.IntRange(0, 86_400),
-    default=None,
+@idle_reset_option(
     help="The kiosk page's idle reset, stored in the bundle's page settings (default 180; 0 = never).",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")

@@ -12,7 +12,14 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from scinsearch.commands.options import adapter_option, folder_option, make_settings, model_options, store_options
+from scinsearch.commands.options import (
+    adapter_option,
+    folder_option,
+    idle_reset_option,
+    make_settings,
+    model_options,
+    store_options,
+)
 from scinsearch.errors import ScinSearchError
 from scinsearch.images import MAX_PIXELS
 from scinsearch.service.settings import (
@@ -164,10 +171,7 @@ def host_names(values: tuple[str, ...]) -> tuple[str, ...]:
     envvar="SCINSEARCH_MAX_CONNECTIONS",
     help="Open connections at once (uvicorn answers 503 beyond).",
 )
-@click.option(
-    "--idle-reset-seconds",
-    type=click.IntRange(0, 86_400),
-    default=None,
+@idle_reset_option(
     envvar="SCINSEARCH_IDLE_RESET_SECONDS",
     help="The kiosk page clears the photo, results and filters after this many seconds without a touch or key "
     "press, so the next patient never sees the last one's (default 180; 0 = never).",
