@@ -31,12 +31,11 @@ def run(capsys, *args):
 
 
 @pytest.fixture(scope="module")
-def built_bundle(tmp_path_factory, clean_release, tiny_siglip_dir):
+def built_bundle(tmp_path_factory, clean_release, tiny_siglip_dir, embed_args):
     """A bundle of a small collection made by `scinsearch embed` (built once; tests copy it)."""
     store = tmp_path_factory.mktemp("bundle-store")
     common = ["--qdrant-path", store, "--collection", "kiosk", "--model", tiny_siglip_dir]
-    embed = ["embed", "--scin-dir", clean_release, *common, "--device", "cpu", "--workers", "0", "--quiet"]
-    assert main([str(a) for a in [*embed, "--limit", "12"]]) == 0
+    assert main(embed_args(clean_release, store, "--collection", "kiosk", "--limit", "12")) == 0
     out = tmp_path_factory.mktemp("bundles") / "kiosk-bundle"
     assert main([str(a) for a in ["bundle", "--out", out, *common, "--idle-reset-seconds", "77", "--quiet"]]) == 0
     return out

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import fill_store
 from scinsearch.cli import main
 from scinsearch.dataset import read_release
-from scinsearch.pipeline import run_embed
 from scinsearch.settings import Settings
 from scinsearch.store import StoredPoint, open_store
 from scinsearch.store.edge import EdgeStore
@@ -107,11 +107,11 @@ def backend(folder: Path, collection: str, new_photos: np.ndarray, limit: int = 
 
 
 @pytest.fixture(scope="module")
-def embedded(tmp_path_factory, clean_release, tiny_embedder) -> Path:
-    """An Edge collection of the clean synthetic release, embedded with the tiny SigLIP (closed again)."""
+def embedded(tmp_path_factory, clean_index) -> Path:
+    """An Edge collection of the clean synthetic release as `embed` stored it with the tiny SigLIP (closed)."""
     folder = tmp_path_factory.mktemp("kiosk-source")
-    store = open_store(Settings(qdrant_path=folder, collection="scin", model=tiny_embedder.model_name))
-    run_embed(read_release(clean_release), tiny_embedder, store, batch_size=16, workers=0, progress=False, warn=print)
+    store = EdgeStore(folder, "scin")
+    fill_store(store, clean_index)
     store.close()
     return folder
 

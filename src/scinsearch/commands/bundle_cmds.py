@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 
-from scinsearch.commands.options import folder_option, idle_reset_option, make_settings, model_options, store_options
+from scinsearch.commands.options import (
+    folder_option,
+    idle_reset_option,
+    make_settings,
+    model_options,
+    quiet_option,
+    store_options,
+)
 from scinsearch.errors import ScinSearchError
 
 
@@ -20,7 +27,7 @@ from scinsearch.errors import ScinSearchError
 @idle_reset_option(
     help="The kiosk page's idle reset, stored in the bundle's page settings (default 180; 0 = never).",
 )
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option
 def bundle(out, verify_folder, idle_reset_seconds, quiet, **options):
     """Build a kiosk bundle (model files, collection, calibration, page settings, manifest) or verify one.
 
