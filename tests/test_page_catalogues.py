@@ -39,6 +39,17 @@ def test_there_is_a_language_besides_english_marked_as_a_draft():
         assert load(code)["_status"] == "draft: to be reviewed by a native speaker with clinical vocabulary"
 
 
+def test_the_kiosk_backends_languages_are_named_in_their_own_script():
+    """The language switch shows each language as its speakers write it (issue 21)."""
+    names = {item["code"]: item["name"] for item in catalogue_languages(I18N)}
+    assert {code: names.get(code) for code in ("hi", "ta", "te", "bn")} == {
+        "hi": "हिन्दी",
+        "ta": "தமிழ்",
+        "te": "తెలుగు",
+        "bn": "বাংলা",
+    }
+
+
 @pytest.mark.parametrize("code", OTHERS)
 def test_every_language_has_every_message_with_the_same_placeholders(code):
     catalogue = load(code)

@@ -31,6 +31,7 @@ def cli():
 def register_commands() -> None:
     """Each stage keeps its commands in its own module (their heavy imports wait until a command runs)."""
     from scinsearch.commands import (
+        bundle_cmds,
         calibrate_cmds,
         download_cmds,
         embed_cmds,
@@ -50,6 +51,7 @@ def register_commands() -> None:
         finetune_cmds,
         transfer_cmds,
         calibrate_cmds,
+        bundle_cmds,
     ):
         for command in module.COMMANDS:
             cli.add_command(command)

@@ -196,10 +196,12 @@ class Embedder:
         precision: str = "auto",
         compile: str | bool = "auto",
         fast_preprocessing: bool = True,
+        files: str | None = None,
     ):
+        """`files`: load the weights from this folder, still naming the model `model_name` (a bundle's copy)."""
         device_ = resolve_device(device)
         dtype = resolve_precision(precision, device_)
-        model, processor, source = load_pretrained(model_name, dtype)
+        model, processor, source = load_pretrained(files or model_name, dtype)
         self._setup(
             model,
             processor,
@@ -232,6 +234,7 @@ class Embedder:
             precision=settings.precision,
             compile=settings.compile,
             fast_preprocessing=fast,
+            files=str(settings.model_files) if settings.model_files else None,
         )
 
     @classmethod

@@ -1,4 +1,4 @@
-"""Small helpers every layer shares: atomic files, an error's first line, JSON-safe values, markdown tables.
+"""Small helpers every layer shares: atomic files, file hashes, an error's first line, JSON-safe values, tables.
 
 The lowest module of the package: it imports nothing of scinsearch, so any module may use it.
 
@@ -11,6 +11,7 @@ old file as it was; a reader never sees half a file under the final name.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import uuid
@@ -85,6 +86,15 @@ def write_bytes_atomically(path: Path, data: bytes) -> Path:
     with atomic_write(path, "wb") as handle:
         handle.write(data)
     return Path(path)
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's content, read a megabyte at a time (memory stays flat for any size)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def first_line(exc: BaseException | str, limit: int = 200) -> str:

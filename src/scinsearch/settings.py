@@ -66,6 +66,7 @@ class Settings:
 
     collection: str = DEFAULT_COLLECTION
     model: str = DEFAULT_MODEL
+    model_files: Path | None = None  # where the model's files are when not at `model` (a kiosk bundle's copy)
     qdrant_path: Path = DEFAULT_QDRANT_PATH
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None

@@ -231,3 +231,8 @@ def folder_option(*declarations: str, help: str, **options):
     return click.option(
         *declarations, type=click.Path(path_type=Path, file_okay=False), help=help, **{"default": None, **options}
     )
+
+
+def idle_reset_option(help: str, **options):
+    """--idle-reset-seconds: the kiosk page's idle reset (`serve`, and the page settings of `bundle`)."""
+    return click.option("--idle-reset-seconds", type=click.IntRange(0, 86_400), default=None, help=help, **options)

@@ -6,12 +6,20 @@ The store is opened before the model and before uvicorn starts, so a store held 
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
 from click.core import ParameterSource
 
-from scinsearch.commands.options import adapter_option, make_settings, model_options, store_options
+from scinsearch.commands.options import (
+    adapter_option,
+    folder_option,
+    idle_reset_option,
+    make_settings,
+    model_options,
+    store_options,
+)
 from scinsearch.errors import ScinSearchError
 from scinsearch.images import MAX_PIXELS
 from scinsearch.service.settings import (
@@ -163,10 +171,7 @@ def host_names(values: tuple[str, ...]) -> tuple[str, ...]:
     envvar="SCINSEARCH_MAX_CONNECTIONS",
     help="Open connections at once (uvicorn answers 503 beyond).",
 )
-@click.option(
-    "--idle-reset-seconds",
-    type=click.IntRange(0, 86_400),
-    default=None,
+@idle_reset_option(
     envvar="SCINSEARCH_IDLE_RESET_SECONDS",
     help="The kiosk page clears the photo, results and filters after this many seconds without a touch or key "
     "press, so the next patient never sees the last one's (default 180; 0 = never).",
@@ -181,6 +186,13 @@ def host_names(values: tuple[str, ...]) -> tuple[str, ...]:
     help="torch.compile the image and text towers for one query at a time, at start-up, before /ready "
     "answers (a one-off 20-90 s on a CPU). auto = where a compiler is present, keeping each tower only "
     "if it answers faster than eager (timed at start-up).",
+)
+@folder_option(
+    "--bundle",
+    "bundle_folder",
+    envvar="SCINSEARCH_BUNDLE",
+    help="Serve a kiosk bundle (`scinsearch bundle --out`): its collection, model files and page settings, "
+    "after checking every file against its manifest; the store and --model options are then ignored.",
 )
 @click.option(
     "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True
@@ -201,6 +213,7 @@ def serve(
     max_connections,
     idle_reset_seconds,
     compile_towers,
+    bundle_folder,
     log_level,
     **options,
 ):
@@ -214,9 +227,7 @@ def serve(
     HF_HUB_OFFLINE=1 scinsearch serve --host 0.0.0.0 --allowed-hosts kiosk.local --api-key-file ~/.kiosk-key
     scinsearch serve --collection scin_dermatology_adapted --adapter models/scin-adapter
     """
-    import uvicorn
-
-    from scinsearch.service import ServiceSettings, create_app
+    from scinsearch.service import ServiceSettings
 
     source = click.get_current_context().get_parameter_source("api_key")
     key = read_api_key(api_key, api_key_file, typed_on_command_line=source == ParameterSource.COMMANDLINE)
@@ -245,6 +256,39 @@ def serve(
             "names: add the names or addresses clients use with --allowed-hosts",
             err=True,
         )
+    if bundle_folder is None:
+        run_service(service, log_level)
+        return
+    with bundle_store(bundle_folder) as (bundle, store_folder):
+        changes = {"search": bundle.settings(settings, store_folder)}
+        if idle_reset_seconds is None:
+            changes["idle_reset_seconds"] = int(bundle.page.get("idle_reset_seconds", service.idle_reset_seconds))
+        run_service(service.replace(**changes), log_level)
+
+
+@contextlib.contextmanager
+def bundle_store(folder: Path):
+    """The verified bundle and a working copy of its collection, removed afterwards (the bundle stays as built)."""
+    import shutil
+
+    from scinsearch.bundle import verify_bundle, working_copy
+
+    bundle = verify_bundle(folder)
+    copy = working_copy(bundle)
+    try:
+        click.echo(f"bundle {bundle.folder}: all {bundle.files} files match the manifest", err=True)
+        yield bundle, copy
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+
+
+def run_service(service, log_level: str) -> None:
+    """Open the store, then the model, and serve until stopped."""
+    import uvicorn
+
+    from scinsearch.service import create_app
+
+    settings = service.search
     searcher, store = open_searcher(settings)
     try:
         adapter = f"; {searcher.adapter.describe()}" if searcher.adapter else ""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from scinsearch.commands.options import make_settings, quiet_option, server_options, store_options
+from scinsearch.commands.options import folder_option, make_settings, quiet_option, server_options, store_options
 from scinsearch.errors import ScinSearchError
 from scinsearch.settings import Settings
 
@@ -44,6 +44,24 @@ from scinsearch.settings import Settings
     help="Target: a new Parquet file, one row per image: id, vector, every payload field.",
 )
 @click.option("--to-collection", default=None, help="Collection name in the target (default: --collection).")
+@click.option(
+    "--for",
+    "profile",
+    type=click.Choice(["kiosk-backend"]),  # transfer.kiosk_profile.PROFILES, not imported here: it loads numpy
+    default=None,
+    help="Write the collection as this reader needs it: kiosk-backend keeps the labelled images only, adds "
+    "icd_code, features and absolute image paths, and keeps every self-similarity at most 1.0 (docs/storage.md).",
+)
+@folder_option(
+    "--images-dir",
+    help="With --for kiosk-backend: the image folder image_path is resolved against (default: the one `embed` "
+    "recorded).",
+)
+@click.option(
+    "--image-base-url",
+    default=None,
+    help="With --for kiosk-backend: write image_path as this URL followed by the release's relative path.",
+)
 @server_options
 @quiet_option
 def export(
@@ -54,6 +72,9 @@ def export(
     to_edge_path,
     to_parquet,
     to_collection,
+    profile,
+    images_dir,
+    image_base_url,
     quiet,
     **options,
 ):
@@ -66,9 +87,11 @@ def export(
     scinsearch export --collection scin_dermatology --to-url http://qdrant:6333
     scinsearch export --collection scin_dermatology --to-qdrant-path ./qdrant_data
     scinsearch export --collection scin_dermatology --to-parquet scin_siglip.parquet
+    scinsearch export --for kiosk-backend --to-qdrant-path ./qdrant_data --images-dir /srv/scin
     """
     from scinsearch.store import open_store
     from scinsearch.transfer import copy_collection, export_parquet
+    from scinsearch.transfer.kiosk_profile import profile_view
 
     source_settings = make_settings(**options)
     if from_qdrant_client_path:
@@ -82,19 +105,24 @@ def export(
         target_settings = target_for(source_settings, to_collection, to_url, to_api_key, to_qdrant_path, to_edge_path)
     source = open_store(source_settings)
     try:
+        reader = profile_view(profile, source, images_dir, image_base_url)
         if to_parquet:
-            summary = export_parquet(source, to_parquet, progress=not quiet)
+            summary = export_parquet(reader, to_parquet, progress=not quiet)
+            if profile:
+                reader.verify_parquet(to_parquet)
         else:
             target = open_store(target_settings)
             try:
-                summary = copy_collection(source, target, progress=not quiet)
+                summary = copy_collection(reader, target, progress=not quiet)
+                if profile:
+                    reader.verify_store(target)
             finally:
                 target.close()
             summary.target = f"{target_settings.store_description()}, collection {target_settings.collection!r}"
     finally:
         source.close()
     summary.source = f"{source_settings.store_description()}, collection {source_settings.collection!r}"
-    for line in summary.lines():
+    for line in summary.lines() + (reader.lines() if profile else []):
         click.echo(line)
 
 

@@ -34,14 +34,13 @@ from scinsearch.finetune import record as R
 from scinsearch.finetune.config import AdapterConfig, improves, patience_spent
 from scinsearch.finetune.data import TrainingSet, choose_examples
 from scinsearch.finetune.validation import validation_metrics
-from scinsearch.helpers import atomic_path
+from scinsearch.helpers import atomic_path, file_sha256
 from scinsearch.vectors.adapter import (
     FORMAT,
     RECORD_FILE,
     TEXT_THROUGH_ADAPTER,
     WEIGHTS_FILE,
     ResidualMap,
-    file_sha256,
     transform,
 )
 from scinsearch.vectors.neighbours import PointTable

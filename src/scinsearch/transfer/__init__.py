@@ -4,6 +4,9 @@
   `:memory:` or folder), page by page, resumable, verified at the end (`copy`).
 - `export_parquet` / `import_parquet`: one row per image in a Parquet file that pandas and pyarrow read,
   and back into any store; the file is untrusted on import (`parquet`).
+- `kiosk_profile` (`export --for kiosk-backend`): the collection as the rural kiosk backend reads it
+  (labelled images, `icd_code`, `features`, absolute image paths), a view the two exports above write;
+  `kiosk_vectors` writes its vectors so that a self-query scores exactly 1.0 in every engine.
 - `embed_into_alias`: embed into a new versioned collection and switch an alias to it once the run has
   finished and been verified, so readers of the alias never see a half-built collection (`versions`).
 

@@ -11,7 +11,6 @@ training code (tests/test_layout.py holds search to that).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from scinsearch.errors import ScinSearchError
+from scinsearch.helpers import file_sha256
 from scinsearch.store import CollectionInfo
 
 WEIGHTS_FILE = "adapter.safetensors"
@@ -62,14 +62,6 @@ def transform(module: ResidualMap, vectors: np.ndarray, chunk: int = 8192) -> np
         for i in range(0, len(vectors), chunk)
     ]
     return np.concatenate(parts).astype(np.float32)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_json(path: Path, what: str) -> dict:
