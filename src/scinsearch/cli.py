@@ -35,6 +35,7 @@ def register_commands() -> None:
         download_cmds,
         embed_cmds,
         evaluate_cmds,
+        explore_cmds,
         finetune_cmds,
         search_cmds,
         service_cmds,
@@ -50,6 +51,7 @@ def register_commands() -> None:
         finetune_cmds,
         transfer_cmds,
         calibrate_cmds,
+        explore_cmds,
     ):
         for command in module.COMMANDS:
             cli.add_command(command)
