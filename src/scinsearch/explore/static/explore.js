@@ -168,7 +168,8 @@
 
   function layout() {
     const canvas = $("map");
-    const width = Math.max(240, Math.min($("map-wrap").clientWidth, 900));
+    // As wide as the page allows, but never taller than the window: the whole map is in view at once.
+    const width = Math.max(240, Math.min($("map-wrap").clientWidth, 900, window.innerHeight - 60));
     const ratio = window.devicePixelRatio || 1;
     canvas.style.width = `${width}px`;
     canvas.style.height = `${width}px`;
