@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 
 import numpy as np
 import pandas as pd
@@ -236,6 +237,34 @@ def test_explore_command_refuses_bad_input_in_one_line(tmp_path, capsys):
     error = capsys.readouterr().err
     assert code == 1 and error.startswith("Error: ") and error.count("\n") == 1
     assert not out.exists()
+
+
+def test_map_umap_without_the_extra_is_one_line(tmp_path, capsys, monkeypatch):
+    settings = stored(tmp_path, clean_collection(conditions=2, cases=3).points)
+    monkeypatch.setitem(sys.modules, "umap", None)  # as if umap-learn were not installed
+    out = tmp_path / "report.html"
+    args = ["--qdrant-path", str(settings.qdrant_path), "--collection", "explore", "--out", str(out)]
+    assert main(["explore", "--map", "umap", *args]) == 1
+    assert capsys.readouterr().err == "Error: --map umap needs the optional extra: pip install 'scinsearch[umap]'\n"
+    assert not out.exists()
+
+
+def test_odd_payloads_are_counted_not_fatal():
+    """Payloads are untrusted: missing fields, wrong types and markup become groups, never an exception."""
+    points = clean_collection(conditions=2, cases=12).points
+    odd = [
+        {},
+        {"condition": 7, "case_ids": "abc", "body_parts": "arm", "split": None},
+        {"condition": "<img src=x onerror=alert(1)>", "case_ids": [None, 3], "fitzpatrick_skin_type": ["FST1"]},
+        {"condition": {"nested": True}, "monk_tone_group_us": 5, "image_id": 12},
+    ]
+    rng = np.random.default_rng(1)
+    points += [StoredPoint(f"00000000-0000-4000-8000-00000000000{i}", p, rng.normal(size=32).astype(np.float32))
+               for i, p in enumerate(odd)]  # fmt: skip
+    document = explore_points(points, "odd", INFO)
+    assert document["record"]["points"] == len(points) == len(document["points"]["x"])
+    assert "<img src=x onerror=alert(1)>" in document["vocab"]["condition"]  # kept as text; the page sets textContent
+    json.dumps(document, allow_nan=False)
 
 
 # The routes -------------------------------------------------------------------------------------------

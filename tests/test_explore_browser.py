@@ -186,6 +186,20 @@ def test_explore_served(browser, server, searcher):
     browser.save_screenshot(str(ARTIFACTS / "explore.png"))
 
 
+def test_explore_asks_for_the_access_key(browser, searcher):
+    app = create_app(ServiceSettings(warm_up=False, idle_reset_seconds=0, api_key="tab-key"), searcher=searcher)
+    with serving(app) as url:
+        browser.get(url + "/explore")
+        wait(browser, lambda d: d.execute_script("return document.documentElement.dataset.ready") == "error")
+        form_key = browser.find_element(By.ID, "key")
+        assert form_key.is_displayed()
+        assert axe_violations(browser) == []
+        form_key.send_keys("tab-key", Keys.ENTER)
+        wait(browser, lambda d: d.execute_script("return document.documentElement.dataset.ready") == "1")
+        assert int(browser.find_element(By.ID, "map").get_attribute("data-marks")) == searcher.store.count()
+        browser.execute_script("sessionStorage.clear()")
+
+
 def test_explore_report_from_disk_with_the_network_blocked(browser, searcher, clean_release, tmp_path):
     document = explore_store(searcher.store, images_root=clean_release)
     assert len(document["thumbs"]) == searcher.store.count()
