@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from scinsearch.calibration.record import calibration_of, json_safe
+from scinsearch.calibration.record import calibration_of
+from scinsearch.helpers import json_safe
 from scinsearch.errors import ScinSearchError
-from scinsearch.evaluation.neighbours import table_from_points
+from scinsearch.vectors.neighbours import table_from_points
 from scinsearch.explore.checks import other_case_neighbours, soundness
 from scinsearch.explore.coverage import UNLABELLED, cases_of, condition_of, coverage
 from scinsearch.explore.projection import MAX_MAP_POINTS, cached_projection, stratified_sample

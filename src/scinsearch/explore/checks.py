@@ -11,7 +11,7 @@
 - vector norms: every stored vector should be unit length (within NORM_TOLERANCE); the search's cosine
   assumes it.
 
-Neighbours are exact (a cosine matrix product in numpy, in chunks, `evaluation.neighbours`).
+Neighbours are exact (a cosine matrix product in numpy, in chunks, `vectors.neighbours`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from scinsearch.evaluation.neighbours import (
+from scinsearch.vectors.neighbours import (
     PointTable,
     Selection,
     exclusions,
