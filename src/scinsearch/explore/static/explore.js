@@ -56,9 +56,10 @@
   function thumbnail(img, index) {
     const id = state.data.points.image[index];
     img.alt = `Image ${id}`;
+    img.hidden = false;
     const thumbs = state.data.thumbs;
-    if ($("explore-data")) {
-      if (thumbs && thumbs[id]) img.src = thumbs[id]; else img.alt = `Image ${id} (no thumbnail in this report)`;
+    if ($("explore-data")) {  // the report: the thumbnail is embedded, or there is none (its text says which image)
+      if (thumbs && thumbs[id]) img.src = thumbs[id]; else { img.removeAttribute("src"); img.hidden = true; }
       return;
     }
     const url = `/images/${encodeURIComponent(id)}?size=thumb`;
