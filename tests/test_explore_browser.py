@@ -127,6 +127,7 @@ def check_page(driver, points: int, model: str) -> None:
     )
     assert record["model"] == model and record["points"] == f"{points:,}"
     assert {"vector size", "preprocessing", "cases", "splits", "calibration", "adapter"} <= set(record)
+    assert not driver.find_element(By.ID, "key-form").is_displayed()  # asked for only after a 401
     for table in TABLES + MATRICES:
         assert driver.find_elements(By.CSS_SELECTOR, f"#table-{table} tbody tr"), table
     canvas = driver.find_element(By.ID, "map")
@@ -238,6 +239,7 @@ def test_ten_thousand_points_render_without_freezing(browser, tmp_path):
     point_at(browser, 1234)
     wait(browser, lambda d: d.find_element(By.ID, "tooltip").is_displayed(), 5)
     hover_ms = (time.perf_counter() - hovered) * 1000
+    assert not browser.find_element(By.ID, "tooltip-image").is_displayed()  # no thumbnails here: no broken image
     Select(browser.find_element(By.ID, "colour-by")).select_by_value("derm_skin")
     redraw_ms = float(canvas.get_attribute("data-draw-ms"))
     measured = {
