@@ -19,16 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from scinsearch.calibration.record import calibration_of
-from scinsearch.helpers import json_safe
 from scinsearch.errors import ScinSearchError
-from scinsearch.vectors.neighbours import table_from_points
 from scinsearch.explore.checks import other_case_neighbours, soundness
 from scinsearch.explore.coverage import UNLABELLED, cases_of, condition_of, coverage
 from scinsearch.explore.projection import MAX_MAP_POINTS, cached_projection, stratified_sample
 from scinsearch.explore.report import thumbnails
-from scinsearch.finetune.record import ADAPTED_FROM, ADAPTER_ID
+from scinsearch.helpers import json_safe
 from scinsearch.schema import SPLITS
 from scinsearch.store import CollectionInfo, StoredPoint, VectorStore, require_collection
+from scinsearch.vectors.neighbours import table_from_points
 
 SCHEMA = "scinsearch.explore/1"
 # The map's colourings: (id, label, payload field); the condition colouring uses `condition_of`.
@@ -65,7 +64,7 @@ def collection_record(name: str, info: CollectionInfo, payloads: Sequence[dict])
     """The collection's record: model, vector size, preprocessing, points, cases, splits, calibration, adapter."""
     splits = collections.Counter(p.get("split") or "unknown" for p in payloads)
     cases = set().union(*(cases_of(p) for p in payloads)) if payloads else set()
-    adapter = info.extra.get(ADAPTER_ID)
+    adapter = info.adapter_id
     return {
         "collection": name,
         "model": info.model,
@@ -75,7 +74,7 @@ def collection_record(name: str, info: CollectionInfo, payloads: Sequence[dict])
         "cases": len(cases),
         "splits": {s: splits.get(s, 0) for s in (*SPLITS, *sorted(set(splits) - set(SPLITS)))},
         "calibration": calibration_record(info),
-        "adapter": f"{adapter} (from {info.extra.get(ADAPTED_FROM)!r})" if adapter else "none (base model vectors)",
+        "adapter": f"{adapter} (from {info.adapted_from!r})" if adapter else "none (base model vectors)",
     }
 
 

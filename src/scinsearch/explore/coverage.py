@@ -12,7 +12,7 @@ from __future__ import annotations
 import collections
 from collections.abc import Iterable, Sequence
 
-from scinsearch.schema import BODY_PARTS, DERM_FITZPATRICK, SELF_FITZPATRICK, SPLITS
+from scinsearch.schema import BODY_PARTS, DERM_FITZPATRICK, SELF_FITZPATRICK, SPLITS, case_ids
 
 TOP_CONDITIONS = 30  # conditions listed by name; the rest are one "long tail" row
 FEW_CASES = 10  # a conditions x skin-type cell with fewer cases than this is flagged
@@ -45,8 +45,7 @@ def condition_of(payload: dict) -> str:
 
 
 def cases_of(payload: dict) -> tuple[str, ...]:
-    ids = payload.get("case_ids") or ([payload["case_id"]] if payload.get("case_id") else [])
-    return tuple(str(i) for i in ids)
+    return tuple(case_ids(payload))
 
 
 def values_of(payload: dict, field: str) -> list[str]:

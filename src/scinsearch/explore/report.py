@@ -11,12 +11,11 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from scinsearch.errors import ScinSearchError
+from scinsearch.helpers import write_text_atomically
 from scinsearch.images import ImageError, open_rgb
 from scinsearch.paths import resolve_image
 
@@ -89,10 +88,7 @@ def write_report(document: dict, out: Path) -> Path:
     text = report_html(document)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, out)
+        write_text_atomically(out, text)
     except OSError as exc:
         raise ScinSearchError(f"cannot write the report {out}: {exc}") from None
     return out
