@@ -18,13 +18,8 @@ import pytest
 
 from explore_data import INFO, clean_collection
 from kiosk_page import ARTIFACTS, axe_violations, require_tools, serving, start_browser, wait
-from scinsearch.dataset import read_release
 from scinsearch.explore import explore_points, explore_store, write_report
-from scinsearch.pipeline import run_embed
-from scinsearch.search import Searcher
 from scinsearch.service import ServiceSettings, create_app
-from scinsearch.settings import Settings
-from scinsearch.store import open_store
 
 require_tools()
 
@@ -40,24 +35,9 @@ FREEZE_MS = 10_000  # a first render slower than this would read as a frozen pag
 
 
 @pytest.fixture(scope="module")
-def searcher(tmp_path_factory, clean_release, tiny_embedder):
-    settings = Settings(
-        qdrant_path=tmp_path_factory.mktemp("explore-store"), collection="explore", model=tiny_embedder.model_name
-    )
-    store = open_store(settings)
-    run_embed(
-        read_release(clean_release),
-        tiny_embedder,
-        store,
-        batch_size=16,
-        workers=0,
-        progress=False,
-        warn=lambda message: None,
-    )
-    opened = Searcher(settings, embedder=tiny_embedder, store=store)
-    yield opened
-    opened.close()
-    store.close()
+def searcher(clean_searcher):
+    """The shared embedded searcher (conftest), under this module's name."""
+    return clean_searcher
 
 
 @pytest.fixture(scope="module")
