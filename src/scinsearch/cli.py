@@ -36,6 +36,7 @@ def register_commands() -> None:
         download_cmds,
         embed_cmds,
         evaluate_cmds,
+        explore_cmds,
         finetune_cmds,
         search_cmds,
         service_cmds,
@@ -52,6 +53,7 @@ def register_commands() -> None:
         transfer_cmds,
         calibrate_cmds,
         bundle_cmds,
+        explore_cmds,
     ):
         for command in module.COMMANDS:
             cli.add_command(command)

@@ -19,6 +19,7 @@ from scinsearch.commands.options import (
     store_options,
 )
 from scinsearch.errors import ScinSearchError
+from scinsearch.explore.projection import MAP_KEY
 from scinsearch.schema import REQUIRED_FIELDS, SPLITS
 
 
@@ -187,8 +188,11 @@ def info(**options):
         for split in SPLITS:
             click.echo(f"  {split}: {store.count(Filter(must=(Match('split', (split,)),)))}")
         for key, value in collection.extra.items():
-            if key != METADATA_KEY:  # the calibration record is long: summarised below
+            if key not in (METADATA_KEY, MAP_KEY):  # the calibration record and the map are long: summarised
                 click.echo(f"{key}: {value}")
+        if isinstance(collection.extra.get(MAP_KEY), dict):
+            cached = collection.extra[MAP_KEY]
+            click.echo(f"map (scinsearch explore): {cached.get('method')} of {cached.get('points')} points, cached")
         click.echo(f"calibration: {calibration_summary(collection)}")
     finally:
         store.close()

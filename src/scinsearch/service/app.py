@@ -231,6 +231,7 @@ def install_page(app: FastAPI, settings: ServiceSettings) -> None:
 def create_app(settings: ServiceSettings, searcher=None) -> FastAPI:
     """The service. `searcher` injected (tests, the CLI) is used as is and not closed by the app;
     otherwise one is opened from `settings.search` at start-up and closed at shut-down."""
+    from scinsearch.service.explore_route import explore_router, install_explore_page
     from scinsearch.service.routes import api_router, status_router
 
     state = ServiceState(settings, searcher)
@@ -245,12 +246,14 @@ def create_app(settings: ServiceSettings, searcher=None) -> FastAPI:
     )
     app.state.service = state
     install_error_handlers(app)
-    api = api_router(state)
-    install_guard(app, settings, keyed_paths=tuple(route.path_regex for route in api.routes))
+    api, explore = api_router(state), explore_router(state)
+    install_guard(app, settings, keyed_paths=tuple(route.path_regex for route in [*api.routes, *explore.routes]))
     install_middleware(app, settings)
     app.include_router(status_router(state))
     app.include_router(api, dependencies=[api_key_dependency(settings)])
+    app.include_router(explore, dependencies=[api_key_dependency(settings)])
     install_page(app, settings)
+    install_explore_page(app, PAGE_POLICY)
     install_offline_docs(app)
     return app
 
