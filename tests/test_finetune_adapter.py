@@ -108,7 +108,9 @@ def test_same_seed_same_weights(planted, tmp_path):
     assert again.record["validation_case_ids"] == first.record["validation_case_ids"]
     assert torch_equal(again.module.up, first.module.up) and torch_equal(again.module.down, first.module.down)
     assert first.record["training"]["best_epoch"] > 0  # it moved: equal weights are not two identities
-    assert Adapter.load(save_adapter(first, tmp_path / "a")).id == Adapter.load(save_adapter(again, tmp_path / "b")).id
+    first_record = Adapter.load(save_adapter(first, tmp_path / "a")).record
+    # the same weights, bit for bit; the ids differ as the records do (created, seconds): the id binds the run
+    assert first_record["weights"] == Adapter.load(save_adapter(again, tmp_path / "b")).record["weights"]
     other = train_adapter(
         planted[0], model="planted-model", collection="planted", config=dataclasses.replace(short, seed=1, epochs=1)
     )

@@ -298,3 +298,21 @@ def nearest_other_case(table: PointTable, rows: np.ndarray, reference: np.ndarra
     selection = Selection("nearest-other-case", np.asarray(rows), np.asarray(reference))
     found = nearest(table, selection, exclusions(table, selection), 1, per_case=False)
     return found.similarities[:, 0].astype(np.float64)
+
+
+def in_image_order(table: PointTable) -> PointTable:
+    """The same points sorted by image id: collections of the same images then line up row by row, whatever
+    order each store returned them in."""
+    order = sorted(range(len(table)), key=table.image_ids.__getitem__)
+    pick = lambda values: [values[i] for i in order]  # noqa: E731
+    return PointTable(
+        vectors=table.vectors[order],
+        image_ids=pick(table.image_ids),
+        case_ids=pick(table.case_ids),
+        primary=pick(table.primary),
+        weighted=pick(table.weighted),
+        label_sets=pick(table.label_sets),
+        gradable=pick(table.gradable),
+        splits=pick(table.splits),
+        groups={name: pick(values) for name, values in table.groups.items()},
+    )
