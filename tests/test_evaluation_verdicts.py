@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from scinsearch.finetune.planted import PlantedSpace, planted_points
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
@@ -22,7 +23,6 @@ from scinsearch.evaluation.evaluate import EvaluationResult, Outcome, PerQuery
 from scinsearch.finetune import loss as L
 from scinsearch.finetune.adapter import run_epoch, tensors
 from scinsearch.finetune.data import choose_examples
-from scinsearch.finetune.planted import PlantedSpace, planted_points
 from scinsearch.settings import Settings
 from scinsearch.store import CollectionInfo, open_store
 from scinsearch.vectors import metrics as m

@@ -8,12 +8,12 @@ import json
 
 import numpy as np
 import pytest
+from scinsearch.finetune.planted import PlantedSpace, planted_points
 
 from scinsearch.cli import main
 from scinsearch.errors import ScinSearchError
 from scinsearch.finetune.adapter import save_adapter, train_adapter
 from scinsearch.finetune.config import AdapterConfig
-from scinsearch.finetune.planted import PlantedSpace, planted_points
 from scinsearch.settings import Settings
 from scinsearch.store import CollectionInfo, open_store
 from scinsearch.vectors.adapter import Adapter, query_adapter, transform

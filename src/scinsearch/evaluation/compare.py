@@ -282,7 +282,7 @@ def adjust_families(differences_by_run: dict[str, dict], alpha: float = ALPHA) -
                 p_value=float(p),
                 p_adjusted=float(q),
                 level=float(1 - level),
-                ci=m.normal_interval(entry["value"], entry["_resampled"], 1 - level),
+                ci=clipped(m.normal_interval(entry["value"], entry["_resampled"], 1 - level)),
                 family=family,
             )
         for metric, entry in entries:
@@ -297,10 +297,14 @@ def adjust_families(differences_by_run: dict[str, dict], alpha: float = ALPHA) -
     return summary
 
 
+def clipped(ci: list[float] | None) -> list[float] | None:
+    """Every metric is a share or an AUC in [0, 1], so a difference lies in [-1, 1]."""
+    return None if ci is None else [max(-1.0, ci[0]), min(1.0, ci[1])]
+
+
 def testable(entry: dict) -> bool:
-    return (
-        entry["value"] is not None and entry.get("_resampled") is not None and entry["cases"] >= m.MIN_BOOTSTRAP_CASES
-    )
+    has_samples = entry.get("_resampled") is not None
+    return entry["value"] is not None and has_samples and entry["cases"] >= m.MIN_BOOTSTRAP_CASES
 
 
 def verdict_of(metric: str, entry: dict, alpha: float = ALPHA) -> str:

@@ -22,8 +22,8 @@ search loads that without any training code.
 from __future__ import annotations
 
 import copy
-import json
 import dataclasses
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path

@@ -44,10 +44,8 @@ def fair_validation_losses(fit: tuple, held: tuple, folds: np.ndarray) -> np.nda
         prototypes = L.class_means(vectors[source], targets[source], weights[source])
         crossed[scored] = vectors[scored] @ prototypes.T
     used = weights * (targets.sum(dim=-1) > 0)
-    fit_losses = [
-        float((per_row_loss(crossed, t, targets) * used).sum() / used.sum().clamp_min(1e-12))
-        for t in L.TEMPERATURE_GRID
-    ]
+    mass = used.sum().clamp_min(1e-12)
+    fit_losses = [float((per_row_loss(crossed, t, targets) * used).sum() / mass) for t in L.TEMPERATURE_GRID]
     temperature = float(L.TEMPERATURE_GRID[int(np.argmin(fit_losses))])
     prototypes = L.class_means(vectors, targets, weights)
     return per_row_loss(held[0] @ prototypes.T, temperature, held[1]).numpy()
