@@ -10,7 +10,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from scinsearch.finetune.planted import PlantedSpace, planted_points
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
@@ -24,7 +23,7 @@ from scinsearch.finetune import loss as L
 from scinsearch.finetune.adapter import run_epoch, tensors
 from scinsearch.finetune.data import choose_examples
 from scinsearch.settings import Settings
-from scinsearch.store import CollectionInfo, open_store
+from scinsearch.testing.planted import PlantedSpace, planted_points, store_planted
 from scinsearch.vectors import metrics as m
 from scinsearch.vectors.adapter import ResidualMap, transform
 from scinsearch.vectors.neighbours import table_from_points
@@ -170,11 +169,8 @@ def dark_skin_pair(tmp_path_factory):
     settings = Settings(qdrant_path=tmp_path_factory.mktemp("pair") / "qdrant", collection="base")
     by_image = dict(zip(better.image_ids, better.vectors))
     for name, vectors_of in (("base", lambda p: p.vector), ("tuned", lambda p: by_image[p.payload["image_id"]])):
-        store = open_store(settings.replace(collection=name))
-        store.create(CollectionInfo("planted-model", space.dim))
-        store.upsert([dataclasses.replace(p, vector=vectors_of(p)) for p in reversed(points)])  # another order
-        store.finish_writes()
-        store.close()
+        moved = [dataclasses.replace(p, vector=vectors_of(p)) for p in reversed(points)]  # another order
+        store_planted(settings.replace(collection=name), moved)
     return settings, table, better
 
 

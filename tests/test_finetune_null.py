@@ -8,14 +8,14 @@ import json
 
 import numpy as np
 import pytest
-from scinsearch.finetune.planted import PlantedSpace, planted_points
 
 from scinsearch.cli import main
 from scinsearch.errors import ScinSearchError
 from scinsearch.finetune.adapter import save_adapter, train_adapter
 from scinsearch.finetune.config import AdapterConfig
 from scinsearch.settings import Settings
-from scinsearch.store import CollectionInfo, open_store
+from scinsearch.store import open_store
+from scinsearch.testing.planted import PlantedSpace, planted_points, store_planted
 from scinsearch.vectors.adapter import Adapter, query_adapter, transform
 from scinsearch.vectors.neighbours import table_from_points
 
@@ -53,11 +53,7 @@ def saved(tmp_path_factory):
     space = PlantedSpace(seed=3)
     points = planted_points(space, 300, seed=4)
     settings = Settings(qdrant_path=folder / "qdrant", collection="planted")
-    store = open_store(settings)
-    store.create(CollectionInfo("planted-model", space.dim))
-    store.upsert(points)
-    store.finish_writes()
-    store.close()
+    store_planted(settings, points)
     trained = train_adapter(table_from_points(points), model="planted-model", collection="planted", config=CONFIG)
     return settings, save_adapter(trained, folder / "adapter")
 
