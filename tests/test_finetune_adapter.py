@@ -86,15 +86,7 @@ def test_validation_is_carved_by_case_and_independent_of_point_order(planted):
     assert set(fit_cases).isdisjoint(validation_cases)
     assert 0.1 < len(validation_cases) / (len(fit_cases) + len(validation_cases)) < 0.2
     order = np.random.default_rng(0).permutation(len(table))
-    reordered = dataclasses.replace(
-        table,
-        vectors=table.vectors[order],
-        **{
-            name: [getattr(table, name)[i] for i in order]
-            for name in ("image_ids", "case_ids", "primary", "weighted", "label_sets", "gradable", "splits")
-        },
-        groups={k: [v[i] for i in order] for k, v in table.groups.items()},
-    )
+    reordered = table.rows(order)
     again = choose_examples(reordered, seed=3)
     assert again.case_ids(again.validation) == validation_cases
     other_seed = choose_examples(table, seed=4)

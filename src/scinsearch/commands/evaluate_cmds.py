@@ -96,9 +96,7 @@ def evaluate(ctx, out_dir, leave_case_out, k, bootstrap, seed, zero_shot, adapte
         progress=True,
         zero_shot_model=zero_shot_model,
     )
-    for line in result.table_lines():
-        click.echo(line)
-    click.echo(f"wrote {', '.join(str(f) for f in result.files)}", err=True)
+    echo_result(result.table_lines(), ", ".join(str(f) for f in result.files))
 
 
 def evaluate_with_adapter(settings, adapter_dir: Path, out_dir: Path, **options) -> None:
@@ -107,11 +105,8 @@ def evaluate_with_adapter(settings, adapter_dir: Path, out_dir: Path, **options)
     from scinsearch.vectors.adapter import Adapter
 
     comparison = evaluate_adapter(settings, Adapter.load(adapter_dir), out_dir=out_dir, progress=True, **options)
-    for line in comparison.table_lines():
-        click.echo(line)
-    click.echo(
-        f"wrote {out_dir / 'report.md'}, {out_dir / 'metrics.json'} and the frozen/ and adapted/ reports", err=True
-    )
+    written = f"{out_dir / 'report.md'}, {out_dir / 'metrics.json'} and the frozen/ and adapted/ reports"
+    echo_result(comparison.table_lines(), written)
 
 
 @click.command()
@@ -139,9 +134,14 @@ def compare(collections, out_dir, k, bootstrap, seed, **options):
         out_dir=out_dir,
         progress=True,
     )
-    for line in comparison.table_lines():
+    echo_result(comparison.table_lines(), f"{out_dir / 'report.md'}, {out_dir / 'metrics.json'} and runs/<collection>/")
+
+
+def echo_result(lines: list[str], written: str) -> None:
+    """The short table on stdout, what was written on stderr."""
+    for line in lines:
         click.echo(line)
-    click.echo(f"wrote {out_dir / 'report.md'}, {out_dir / 'metrics.json'} and runs/<collection>/ reports", err=True)
+    click.echo(f"wrote {written}", err=True)
 
 
 COMMANDS = [evaluate, compare]

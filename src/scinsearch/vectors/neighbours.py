@@ -48,6 +48,22 @@ class PointTable:
     def labelled(self) -> np.ndarray:
         return np.array([bool(w) for w in self.weighted], dtype=bool)
 
+    def rows(self, order: Sequence[int]) -> PointTable:
+        """These rows, in this order (a subset, or the same points reordered)."""
+        order = list(order)
+        pick = lambda values: [values[i] for i in order]  # noqa: E731
+        return PointTable(
+            vectors=self.vectors[order],
+            image_ids=pick(self.image_ids),
+            case_ids=pick(self.case_ids),
+            primary=pick(self.primary),
+            weighted=pick(self.weighted),
+            label_sets=pick(self.label_sets),
+            gradable=pick(self.gradable),
+            splits=pick(self.splits),
+            groups={name: pick(values) for name, values in self.groups.items()},
+        )
+
 
 @dataclasses.dataclass
 class Selection:
@@ -300,19 +316,8 @@ def nearest_other_case(table: PointTable, rows: np.ndarray, reference: np.ndarra
     return found.similarities[:, 0].astype(np.float64)
 
 
+
 def in_image_order(table: PointTable) -> PointTable:
     """The same points sorted by image id: collections of the same images then line up row by row, whatever
     order each store returned them in."""
-    order = sorted(range(len(table)), key=table.image_ids.__getitem__)
-    pick = lambda values: [values[i] for i in order]  # noqa: E731
-    return PointTable(
-        vectors=table.vectors[order],
-        image_ids=pick(table.image_ids),
-        case_ids=pick(table.case_ids),
-        primary=pick(table.primary),
-        weighted=pick(table.weighted),
-        label_sets=pick(table.label_sets),
-        gradable=pick(table.gradable),
-        splits=pick(table.splits),
-        groups={name: pick(values) for name, values in table.groups.items()},
-    )
+    return table.rows(sorted(range(len(table)), key=table.image_ids.__getitem__))
