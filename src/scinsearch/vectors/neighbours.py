@@ -316,7 +316,6 @@ def nearest_other_case(table: PointTable, rows: np.ndarray, reference: np.ndarra
     return found.similarities[:, 0].astype(np.float64)
 
 
-
 def in_image_order(table: PointTable) -> PointTable:
     """The same points sorted by image id: collections of the same images then line up row by row, whatever
     order each store returned them in."""
