@@ -117,6 +117,11 @@ def train_adapter(
         module.load_state_dict(best[2])
     head.load_state_dict(best[3])
     log(f"best validation loss {best[0]:.4f} at epoch {best[1]} of {len(history) - 1}")
+    if selection is not None:
+        log(
+            f"against the identity, scored fairly: improvement {selection['improvement']:+.4f} "
+            f"(standard error {selection['standard_error']:.4f}): {selection['kept']} kept"
+        )
     frozen_vectors = table.vectors[np.concatenate([training.fit, training.validation])]
     metrics = {
         "frozen": validation_metrics(training, frozen_vectors),
