@@ -86,15 +86,7 @@ def test_validation_is_carved_by_case_and_independent_of_point_order(planted):
     assert set(fit_cases).isdisjoint(validation_cases)
     assert 0.1 < len(validation_cases) / (len(fit_cases) + len(validation_cases)) < 0.2
     order = np.random.default_rng(0).permutation(len(table))
-    reordered = dataclasses.replace(
-        table,
-        vectors=table.vectors[order],
-        **{
-            name: [getattr(table, name)[i] for i in order]
-            for name in ("image_ids", "case_ids", "primary", "weighted", "label_sets", "gradable", "splits")
-        },
-        groups={k: [v[i] for i in order] for k, v in table.groups.items()},
-    )
+    reordered = table.rows(order)
     again = choose_examples(reordered, seed=3)
     assert again.case_ids(again.validation) == validation_cases
     other_seed = choose_examples(table, seed=4)
@@ -108,7 +100,9 @@ def test_same_seed_same_weights(planted, tmp_path):
     assert again.record["validation_case_ids"] == first.record["validation_case_ids"]
     assert torch_equal(again.module.up, first.module.up) and torch_equal(again.module.down, first.module.down)
     assert first.record["training"]["best_epoch"] > 0  # it moved: equal weights are not two identities
-    assert Adapter.load(save_adapter(first, tmp_path / "a")).id == Adapter.load(save_adapter(again, tmp_path / "b")).id
+    first_record = Adapter.load(save_adapter(first, tmp_path / "a")).record
+    # the same weights, bit for bit; the ids differ as the records do (created, seconds): the id binds the run
+    assert first_record["weights"] == Adapter.load(save_adapter(again, tmp_path / "b")).record["weights"]
     other = train_adapter(
         planted[0], model="planted-model", collection="planted", config=dataclasses.replace(short, seed=1, epochs=1)
     )

@@ -12,7 +12,7 @@ import pytest
 from scinsearch.cli import main
 from scinsearch.errors import ScinSearchError
 from scinsearch.evaluation import evaluate_table
-from scinsearch.evaluation.compare import compare_tables, evaluate_adapter, verdict
+from scinsearch.evaluation.compare import compare_tables, evaluate_adapter, verdict_of
 from scinsearch.finetune.adapter import save_adapter, train_adapter
 from scinsearch.finetune.config import AdapterConfig
 from scinsearch.settings import Settings
@@ -84,12 +84,16 @@ def test_report_shows_frozen_and_adapted_side_by_side(setup, tmp_path):
         assert (out / run / "report.md").is_file() and (out / run / "accuracy_by_skin_type.png").is_file()
 
 
-def test_verdict_reads_the_interval():
-    assert verdict(0.1, [0.02, 0.2])["verdict"] == "better"
-    assert verdict(-0.1, [-0.2, -0.01])["verdict"] == "worse"
-    assert verdict(0.05, [-0.01, 0.1])["verdict"] == "within the interval"
-    assert verdict(0.05, None)["verdict"] == "no interval" and verdict(None, None)["verdict"] == "undefined"
-    assert verdict(1.0, [1.0, 1.0], cases=1)["verdict"] == "too few cases"  # one case: a degenerate bootstrap
+def test_verdict_reads_the_adjusted_p_value():
+    tested = {"cases": 50, "p_value": 0.001}
+    assert verdict_of("top1_accuracy", {"value": 0.1, "p_adjusted": 0.01, **tested}) == "better"
+    assert verdict_of("top1_accuracy", {"value": -0.1, "p_adjusted": 0.01, **tested}) == "worse"
+    assert verdict_of("top1_accuracy", {"value": 0.1, "p_adjusted": 0.2, **tested}) == "within the interval"
+    assert verdict_of("coverage", {"value": 0.1, "p_adjusted": 0.01, **tested}) == "higher"  # not a quality
+    assert verdict_of("coverage", {"value": -0.1, "p_adjusted": 0.01, **tested}) == "lower"
+    assert verdict_of("top1_accuracy", {"value": 0.05, "cases": 50}) == "no interval"
+    assert verdict_of("top1_accuracy", {"value": None, "cases": 50}) == "undefined"
+    assert verdict_of("top1_accuracy", {"value": 1.0, "cases": 1}) == "too few cases"  # a degenerate bootstrap
 
 
 def test_identity_adapter_differs_by_nothing(setup):

@@ -7,7 +7,29 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from scinsearch.commands.options import folder_option, make_settings, model_options, store_options
+from scinsearch.commands.options import (
+    collections_options,
+    folder_option,
+    make_settings,
+    model_options,
+    option_group,
+    store_options,
+)
+
+measurement_options = option_group(
+    click.option(
+        "--k", type=click.IntRange(min=1), default=10, show_default=True, help="Neighbouring cases per query."
+    ),
+    click.option(
+        "--bootstrap",
+        type=click.IntRange(min=0),
+        default=1000,
+        show_default=True,
+        help="Case-level bootstrap resamples for the 95% intervals (0: no intervals, no verdicts).",
+    ),
+    click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap and random baseline."),
+)
+"""How `evaluate` and `compare` measure: neighbours per query, bootstrap resamples, seed."""
 
 
 @click.command()
@@ -21,15 +43,7 @@ from scinsearch.commands.options import folder_option, make_settings, model_opti
     is_flag=True,
     help="Query every labelled image against all other cases (default: test split against train split).",
 )
-@click.option("--k", type=click.IntRange(min=1), default=10, show_default=True, help="Neighbouring cases per query.")
-@click.option(
-    "--bootstrap",
-    type=click.IntRange(min=0),
-    default=1000,
-    show_default=True,
-    help="Case-level bootstrap resamples for the 95% intervals (0: no intervals).",
-)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap and random baseline.")
+@measurement_options
 @click.option(
     "--zero-shot",
     is_flag=True,
@@ -82,9 +96,7 @@ def evaluate(ctx, out_dir, leave_case_out, k, bootstrap, seed, zero_shot, adapte
         progress=True,
         zero_shot_model=zero_shot_model,
     )
-    for line in result.table_lines():
-        click.echo(line)
-    click.echo(f"wrote {', '.join(str(f) for f in result.files)}", err=True)
+    echo_result(result.table_lines(), ", ".join(str(f) for f in result.files))
 
 
 def evaluate_with_adapter(settings, adapter_dir: Path, out_dir: Path, **options) -> None:
@@ -93,11 +105,43 @@ def evaluate_with_adapter(settings, adapter_dir: Path, out_dir: Path, **options)
     from scinsearch.vectors.adapter import Adapter
 
     comparison = evaluate_adapter(settings, Adapter.load(adapter_dir), out_dir=out_dir, progress=True, **options)
-    for line in comparison.table_lines():
-        click.echo(line)
-    click.echo(
-        f"wrote {out_dir / 'report.md'}, {out_dir / 'metrics.json'} and the frozen/ and adapted/ reports", err=True
+    written = f"{out_dir / 'report.md'}, {out_dir / 'metrics.json'} and the frozen/ and adapted/ reports"
+    echo_result(comparison.table_lines(), written)
+
+
+@click.command()
+@collections_options
+@folder_option(
+    "--out", "out_dir", required=True, help="Folder for metrics.json, report.md, the plot and each collection's report."
+)
+@measurement_options
+def compare(collections, out_dir, k, bootstrap, seed, **options):
+    """Compare collections of the same images (other models, or frozen and `finetune apply`-ed) on the same
+    test queries: every metric overall and by skin type, each against the first, Holm-adjusted.
+
+    \b
+    scinsearch compare --collection scin_siglip_base --collection scin_siglip2 --out reports/models/
+    scinsearch compare --collection scin_dermatology --collection scin_dermatology_adapted --out reports/ft/
+    """
+    from scinsearch.evaluation.collections import compare_collections
+
+    comparison = compare_collections(
+        make_settings(**options),
+        list(collections),
+        k=k,
+        bootstrap=bootstrap,
+        seed=seed,
+        out_dir=out_dir,
+        progress=True,
     )
+    echo_result(comparison.table_lines(), f"{out_dir / 'report.md'}, {out_dir / 'metrics.json'} and runs/<collection>/")
 
 
-COMMANDS = [evaluate]
+def echo_result(lines: list[str], written: str) -> None:
+    """The short table on stdout, what was written on stderr."""
+    for line in lines:
+        click.echo(line)
+    click.echo(f"wrote {written}", err=True)
+
+
+COMMANDS = [evaluate, compare]

@@ -33,14 +33,7 @@ def option_group(*options):
     return decorate
 
 
-store_options = option_group(
-    click.option(
-        "--collection",
-        default=DEFAULT_COLLECTION,
-        show_default=True,
-        envvar="SCINSEARCH_COLLECTION",
-        help="Qdrant collection name.",
-    ),
+LOCATION_OPTIONS = (
     click.option(
         "--qdrant-path",
         type=click.Path(path_type=Path),
@@ -66,7 +59,29 @@ store_options = option_group(
         help="Seconds a request to a Qdrant server may take.",
     ),
 )
+store_options = option_group(
+    click.option(
+        "--collection",
+        default=DEFAULT_COLLECTION,
+        show_default=True,
+        envvar="SCINSEARCH_COLLECTION",
+        help="Qdrant collection name.",
+    ),
+    *LOCATION_OPTIONS,
+)
 """Where the vectors live: shared by every command that opens the store."""
+
+collections_options = option_group(
+    click.option(
+        "--collection",
+        "collections",
+        multiple=True,
+        required=True,
+        help="Qdrant collection name; repeat it (the first is the one the others are compared against).",
+    ),
+    *LOCATION_OPTIONS,
+)
+"""Several collections of one store (a repeated `--collection`, the tuple `collections`): `scinsearch compare`."""
 
 server_options = option_group(
     click.option(

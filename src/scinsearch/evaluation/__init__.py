@@ -8,7 +8,9 @@ shares with calibration and fine-tuning are in `scinsearch.vectors`. Modules, on
 - `predictors`: neighbours or text prompts -> ranked conditions with scores;
 - `evaluate`: the pipeline and the metrics dictionary;
 - `report`: metrics.json, report.md, PNG plots, the CLI table (`report_calibration`: the calibration part);
-- `calibrated`: the collection's calibration (`scinsearch calibrate`) measured on held-out data.
+- `calibrated`: the collection's calibration (`scinsearch calibrate`) measured on held-out data;
+- `compare`: paired differences of runs on the same queries, Holm-adjusted in two families (the engine of
+  `evaluate --adapter` and `scinsearch compare`); `collections` (+ `collections_report`): `scinsearch compare`.
 
 metrics.json (schema_version 1), one file per run; merge runs by reading several:
 
@@ -27,7 +29,8 @@ metrics.json (schema_version 1), one file per run; merge runs by reading several
         top1_accuracy_when_confident, without baselines); "retrieval" with recall@1, recall@5, recall@k
     per_class_auc: {system: [AUC per auc_conditions entry, null when undefined]}
     breakdowns: {self_reported_fitzpatrick | dermatologist_skin_type_group | monk_tone_group_us:
-                 {group: {queries, cases, metrics: (as above)}}}
+                 {group: {queries, cases, metrics: (as above; under 10 cases: Wilson ci95 and
+                 "note": "too few cases")}}}
     confusion: {conditions, columns (conditions + "other"), matrices: {predictor: counts[row][column]}}
     calibration: {calibrated, created, suggestion_thresholds: {k, queries, frozen, calibrated, frontier},
                   gradability_probe, nothing_alike}: the collection's calibration checked on held-out data

@@ -5,7 +5,8 @@ once on the stored vectors and once on the same vectors transformed in memory by
 written to the store). Since the queries are the same, each metric's difference gets a *paired* case
 bootstrap: the same resampled cases score both runs, so the interval of the difference is much tighter
 than two overlapping intervals would suggest. A difference whose 95% interval contains 0 is reported as
-within the interval (no clear difference).
+within the interval (no clear difference). Verdicts are adjusted for the number of comparisons made
+(Holm within two families: the overall metrics, and the rows by group; see `adjust_families`).
 
 The adapter is the runtime one (`vectors.adapter.Adapter`: no training code). Before anything is
 measured, the adapter's recorded training and validation cases are checked against the test split: a
@@ -37,7 +38,8 @@ if TYPE_CHECKING:  # the runtime adapter loads torch: imported only where one is
     from scinsearch.vectors.adapter import Adapter
 
 SCHEMA_VERSION = 1
-MIN_CASES_FOR_VERDICT = 10  # below this a case bootstrap has too little to resample: no better/worse verdict
+ALPHA = 0.05  # family-wise error rate of the verdicts (Holm, within each family)
+NOT_A_QUALITY = {"coverage"}  # its change is reported as higher / lower, never better / worse
 
 
 @dataclasses.dataclass
@@ -112,8 +114,7 @@ def compare_tables(
         text_embedder=AdaptedText(text_embedder, adapter) if text_embedder is not None else None,
         **common,
     )
-    if frozen.per_query.image_ids != adapted.per_query.image_ids:  # same table, same rule: cannot differ
-        raise ScinSearchError("internal error: the frozen and adapted runs chose different queries")
+    differences_by_run, families = compare_results({"frozen": frozen, "adapted": adapted}, bootstrap, seed)
     record = adapter.record
     metrics = {
         "schema_version": SCHEMA_VERSION,
@@ -144,9 +145,25 @@ def compare_tables(
         },
         "bootstrap": frozen.metrics["bootstrap"] | {"paired": True},
         "runs": {"frozen": frozen.metrics, "adapted": adapted.metrics},
-        "difference": paired_differences(frozen, adapted, bootstrap, seed),
+        "families": families,
+        "difference": differences_by_run["adapted"],
     }
     return Comparison(metrics, frozen, adapted)
+
+
+def compare_results(results: dict[str, EvaluationResult], resamples: int, seed: int) -> tuple[dict, dict]:
+    """Every run after the first against the first, on the same queries: ({run: differences}, the families'
+    sizes), with the verdicts adjusted for every comparison made (Holm within each family)."""
+    names = list(results)
+    first = results[names[0]]
+    for name in names[1:]:
+        if results[name].per_query.image_ids != first.per_query.image_ids:
+            raise ScinSearchError(
+                f"{name!r} and {names[0]!r} have different test queries (not the same images, labels or "
+                "splits): only collections of the same images can be compared"
+            )
+    differences_by_run = {name: paired_differences(first, results[name], resamples, seed) for name in names[1:]}
+    return differences_by_run, adjust_families(differences_by_run)
 
 
 def check_no_test_case_in_training(table: PointTable, record: dict) -> None:
@@ -161,18 +178,19 @@ def check_no_test_case_in_training(table: PointTable, record: dict) -> None:
         )
 
 
-def paired_differences(frozen: EvaluationResult, adapted: EvaluationResult, resamples: int, seed: int) -> dict:
-    """adapted - frozen per metric, overall and per skin-type group, with paired case-bootstrap intervals."""
-    clusters = frozen.per_query.clusters
+def paired_differences(first: EvaluationResult, other: EvaluationResult, resamples: int, seed: int) -> dict:
+    """other - first per metric, overall and per skin-type group, on the same resampled cases (unadjusted:
+    `adjust_families` turns them into verdicts)."""
+    clusters = first.per_query.clusters
     everyone = np.ones(len(clusters), dtype=bool)
-    out = {"overall": differences(frozen, adapted, everyone, resamples, seed), "breakdowns": {}}
-    for field_number, (name, groups) in enumerate(frozen.per_query.groups.items()):
+    out = {"overall": differences(first, other, everyone, resamples, seed), "breakdowns": {}}
+    for field_number, (name, groups) in enumerate(first.per_query.groups.items()):
         values = np.array(groups, dtype=object)
         out["breakdowns"][name] = {}
-        for group_number, group in enumerate(frozen.metrics["breakdowns"][name]):
+        for group_number, group in enumerate(first.metrics["breakdowns"][name]):
             subset = values == group
             out["breakdowns"][name][group] = differences(
-                frozen, adapted, subset, resamples, seed + 1000 * (field_number + 1) + group_number
+                first, other, subset, resamples, seed + 1000 * (field_number + 1) + group_number
             )
     return out
 
@@ -180,6 +198,9 @@ def paired_differences(frozen: EvaluationResult, adapted: EvaluationResult, resa
 def differences(
     frozen: EvaluationResult, adapted: EvaluationResult, subset: np.ndarray, resamples: int, seed: int
 ) -> dict:
+    """Each metric of the second run minus the same metric of the first, both on the same resample of cases,
+    each with its own denominator (a query confident in one run only counts in that run's "when confident"
+    metric), so the point estimate is the difference of the two columns."""
     weights = m.cluster_weights(frozen.per_query.clusters[subset], resamples, seed)
     cases = len(np.unique(frozen.per_query.clusters[subset]))
     out: dict = {}
@@ -190,19 +211,35 @@ def differences(
         block = {}
         for metric, values in before.values.items():
             if metric in after.values:
-                difference = after.values[metric][subset] - values[subset]
-                block[metric] = verdict(*m.mean_with_interval(difference, weights), cases=cases)
+                first, first_resampled = m.resampled_mean(values[subset], weights)
+                second, second_resampled = m.resampled_mean(after.values[metric][subset], weights)
+                if first is None or second is None:
+                    block[metric] = unadjusted(None, None, cases)
+                else:
+                    block[metric] = unadjusted(second - first, second_resampled - first_resampled, cases)
         if before.auc is not None and after.auc is not None:
-            block["macro_auc"] = verdict(*auc_difference(before.auc, after.auc, subset, weights), cases=cases)
+            block["macro_auc"] = unadjusted(*auc_difference(before.auc, after.auc, subset, weights), cases)
         out[system] = block
     return out
 
 
-def auc_difference(before, after, subset: np.ndarray, weights: np.ndarray) -> tuple[float | None, list | None]:
-    """Macro AUC of adapted minus frozen over the classes defined in both, resampled with the same cases."""
+def unadjusted(value: float | None, resampled: np.ndarray | None, cases: int) -> dict:
+    """A difference before the family's adjustment; `_resampled` (dropped on adjustment) feeds it."""
+    has_samples = resampled is not None and len(resampled) > 0
+    return {
+        "value": None if value is None else float(value),
+        "ci95": m.interval(resampled) if has_samples else None,
+        "cases": cases,
+        "_resampled": resampled if has_samples else None,
+    }
+
+
+def auc_difference(before, after, subset: np.ndarray, weights: np.ndarray) -> tuple[float | None, np.ndarray | None]:
+    """Macro AUC of the second run minus the first over the classes defined in both, resampled with the same
+    cases (the query labels are the same in both runs, so these are the classes of both columns)."""
     positives = before[1][subset]
-    first, per_before = m.macro_auc(before[0][subset], positives)
-    second, per_after = m.macro_auc(after[0][subset], positives)
+    _, per_before = m.macro_auc(before[0][subset], positives)
+    _, per_after = m.macro_auc(after[0][subset], positives)
     classes = [bool(np.isfinite(a) and np.isfinite(b)) for a, b in zip(per_before, per_after)]
     if not any(classes):
         return None, None
@@ -216,22 +253,72 @@ def auc_difference(before, after, subset: np.ndarray, weights: np.ndarray) -> tu
         m.macro_auc(after[0][subset], positives, weights, classes=classes)[0]
         - m.macro_auc(before[0][subset], positives, weights, classes=classes)[0]
     )
-    return float(value), m.interval(resampled)
+    return float(value), np.asarray(resampled)
 
 
-def verdict(value: float | None, ci: list[float] | None, cases: int = MIN_CASES_FOR_VERDICT) -> dict:
-    """The difference, its interval, and what it says: better / worse / within the interval (or too few
-    cases: a bootstrap of a handful of cases gives intervals that look certain and are not)."""
-    if value is None:
-        return {"value": None, "ci95": None, "verdict": "undefined"}
-    if cases < MIN_CASES_FOR_VERDICT:
-        return {"value": value, "ci95": ci, "verdict": "too few cases"}
-    if ci is None:
-        return {"value": value, "ci95": None, "verdict": "no interval"}
-    if ci[0] > 0:
-        word = "better"
-    elif ci[1] < 0:
-        word = "worse"
-    else:
-        word = "within the interval"
-    return {"value": value, "ci95": ci, "verdict": word}
+def family_entries(differences_by_run: dict[str, dict]) -> dict[str, list[tuple[str, dict]]]:
+    """Every difference, by family: `primary` the overall rows, `secondary` every breakdown row."""
+    families: dict[str, list[tuple[str, dict]]] = {"primary": [], "secondary": []}
+    for blocks in differences_by_run.values():
+        for system in blocks["overall"].values():
+            families["primary"] += list(system.items())
+        for groups in blocks["breakdowns"].values():
+            for block in groups.values():
+                for system in block.values():
+                    families["secondary"] += list(system.items())
+    return families
+
+
+def adjust_families(differences_by_run: dict[str, dict], alpha: float = ALPHA) -> dict:
+    """Holm within each family, in place: every tested difference gets its p-value, Holm's adjusted p-value,
+    the interval at its Holm level (`ci`, `level`) and a verdict read from it; returns the family sizes."""
+    summary = {}
+    for family, entries in family_entries(differences_by_run).items():
+        tested = [(metric, e) for metric, e in entries if testable(e)]
+        p_values = [m.bootstrap_p_value(e["value"], e["_resampled"]) for _, e in tested]
+        adjusted, levels = m.holm_levels(p_values, alpha) if tested else ([], [])
+        for (_, entry), p, q, level in zip(tested, p_values, adjusted, levels):
+            entry.update(
+                p_value=float(p),
+                p_adjusted=float(q),
+                level=float(1 - level),
+                ci=clipped(m.normal_interval(entry["value"], entry["_resampled"], 1 - level)),
+                family=family,
+            )
+        for metric, entry in entries:
+            entry["verdict"] = verdict_of(metric, entry, alpha)
+            entry.pop("_resampled", None)
+        summary[family] = {
+            "comparisons": len(tested),
+            "method": "holm",
+            "alpha": alpha,
+            "rows": "overall metrics" if family == "primary" else "metrics by group (skin type and other groups)",
+        }
+    return summary
+
+
+def clipped(ci: list[float] | None) -> list[float] | None:
+    """Every metric is a share or an AUC in [0, 1], so a difference lies in [-1, 1]."""
+    return None if ci is None else [max(-1.0, ci[0]), min(1.0, ci[1])]
+
+
+def testable(entry: dict) -> bool:
+    has_samples = entry.get("_resampled") is not None
+    return entry["value"] is not None and has_samples and entry["cases"] >= m.MIN_BOOTSTRAP_CASES
+
+
+def verdict_of(metric: str, entry: dict, alpha: float = ALPHA) -> str:
+    """better / worse (higher / lower for coverage, which is not a quality) when Holm rejects "no
+    difference" in the difference's family; else within the interval, or why there is no verdict."""
+    if entry["value"] is None:
+        return "undefined"
+    if entry["cases"] < m.MIN_BOOTSTRAP_CASES:
+        return m.TOO_FEW_CASES
+    if "p_adjusted" not in entry:
+        return "no interval"
+    if entry["p_adjusted"] >= alpha:
+        return "within the interval"
+    up = entry["value"] > 0
+    if metric in NOT_A_QUALITY:
+        return "higher" if up else "lower"
+    return "better" if up else "worse"

@@ -19,6 +19,8 @@ from scinsearch.helpers import markdown_table
 VERDICT_TEXT = {
     "better": "**better**",
     "worse": "**worse**",
+    "higher": "higher",
+    "lower": "lower",
     "within the interval": "within the interval",
     "no interval": "no interval",
     "too few cases": "too few cases",
@@ -40,10 +42,22 @@ def signed(entry: dict | None) -> str:
     if not entry or entry.get("value") is None:
         return "–"
     text = f"{entry['value']:+.3f}"
-    if entry.get("ci95"):
-        low, high = entry["ci95"]
+    if entry.get("ci"):  # the interval at the comparison's Holm level, the one its verdict is read from
+        low, high = entry["ci"]
         text += f" [{low:+.3f}, {high:+.3f}]"
     return text
+
+
+def family_lines(metrics: dict) -> list[str]:
+    """How many comparisons each family holds: what the verdicts are corrected for."""
+    families = metrics["families"]
+    return [
+        f"- Verdicts are corrected for the comparisons made (Holm, family-wise error {families['primary']['alpha']}"
+        f" within each family): the **primary** family holds the {families['primary']['comparisons']} overall "
+        f"comparisons, the **secondary** family the {families['secondary']['comparisons']} comparisons by group. "
+        "A difference's interval is the one at its Holm level (wider than 95%): *better* / *worse* exactly when "
+        "it excludes 0. Coverage is not a quality: its change is *higher* / *lower*."
+    ]
 
 
 def overall_rows(metrics: dict) -> list[list[str]]:
@@ -103,7 +117,9 @@ def markdown(metrics: dict) -> str:
         "- Both runs use the same queries and the same reference cases; the adapted run transforms every "
         "vector (queries and reference) through the adapter, in memory.",
         f"- Intervals: 95% percentile bootstrap over cases, {boot['resamples']} resamples, seed {boot['seed']}. "
-        "Differences (adapted − frozen) use a **paired** bootstrap: the same resampled cases score both runs.",
+        "Differences (adapted − frozen) use a **paired** bootstrap: the same resampled cases score both runs, "
+        "each with its own denominators.",
+        *family_lines(metrics),
         f"- scinsearch {metrics['scinsearch_version']}, {metrics['created']}.",
         "",
         "## Overall",
@@ -159,9 +175,9 @@ def breakdown_section(metrics: dict) -> list[str]:
 
 
 READING = [
-    "- **within the interval**: the 95% interval of the paired difference contains 0; this data cannot tell "
-    "the adapter from the frozen model on that metric. **better** / **worse**: the whole interval is above / "
-    "below 0.",
+    "- **within the interval**: the adjusted interval of the paired difference contains 0; this data cannot "
+    "tell the adapter from the frozen model on that metric. **better** / **worse**: the whole adjusted interval "
+    'is above / below 0 (Holm rejects "no difference" within its family).',
     "- Small groups (SCIN has few V–VI cases) have wide intervals: read their differences through them. Groups "
     "of fewer than 10 cases get no verdict (*too few cases*): resampling a handful of cases gives intervals that "
     "look certain and are not.",

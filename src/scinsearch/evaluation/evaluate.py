@@ -339,12 +339,26 @@ def breakdowns(queries: QueryView, systems, baselines, clusters: np.ndarray, res
             summary = summarise(
                 systems, baselines, subset, clusters, resamples, seed + 1000 * (field_number + 1) + group_number
             )
-            result[name][group] = {
-                "queries": int(subset.sum()),
-                "cases": int(len(np.unique(clusters[subset]))),
-                "metrics": summary["metrics"],
-            }
+            cases = int(len(np.unique(clusters[subset])))
+            if cases < m.MIN_BOOTSTRAP_CASES:
+                small_group_intervals(summary["metrics"], systems, subset, clusters)
+            result[name][group] = {"queries": int(subset.sum()), "cases": cases, "metrics": summary["metrics"]}
     return result
+
+
+def small_group_intervals(summary: dict, systems: dict[str, Outcome], subset: np.ndarray, clusters) -> None:
+    """A group of a handful of cases: a case bootstrap of 2 cases, both right, says [1, 1]. Its proportions
+    get Wilson intervals over its cases instead (views of one case are not independent trials), its AUC
+    none, and every entry says why."""
+    for name, outcome in systems.items():
+        for metric, entry in summary[name].items():
+            entry["note"] = m.TOO_FEW_CASES
+            if metric not in outcome.values or entry["value"] is None:
+                entry["ci95"] = None
+                continue
+            defined = subset & ~np.isnan(outcome.values[metric])
+            trials = len(np.unique(clusters[defined]))
+            entry["ci95"] = m.wilson_interval(entry["value"] * trials, trials)
 
 
 def group_order(group: str) -> tuple:

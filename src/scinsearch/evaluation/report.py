@@ -65,6 +65,8 @@ def fmt(entry: dict | None, with_ci: bool = True) -> str:
     if with_ci and entry.get("ci95"):
         low, high = entry["ci95"]
         text += f" [{low:.3f}, {high:.3f}]"
+    if entry.get("note"):
+        text += f" ({entry['note']})"
     return text
 
 

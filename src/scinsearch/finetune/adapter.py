@@ -9,7 +9,9 @@ Qdrant and every evaluation work on adapted vectors unchanged. `rank >= dim` giv
 
 Training (`train_adapter`): the train split only (`finetune.data`), the prototype loss (`finetune.loss`),
 AdamW on mini-batches in a seeded order, the validation loss after every epoch, and the weights of the
-best epoch kept (epoch 0 is the identity: an adapter that does not help stays the frozen model). Every
+best epoch kept as a candidate; it replaces epoch 0 (the identity) only when it beats it on validation
+beyond validation's own noise, both scored fairly (`finetune.fair_start`): an adapter that does not help
+stays the frozen model, exactly. Every
 random draw comes from one seeded generator, so the same seed on the same data gives the same weights.
 
 Written as a folder: `adapter.safetensors` (tensors `down`, `up`, `prototypes`) and `adapter.json`
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +36,7 @@ from scinsearch.finetune import loss as L
 from scinsearch.finetune import record as R
 from scinsearch.finetune.config import AdapterConfig, improves, patience_spent
 from scinsearch.finetune.data import TrainingSet, choose_examples
+from scinsearch.finetune.fair_start import choose_start
 from scinsearch.finetune.validation import validation_metrics
 from scinsearch.helpers import atomic_path, file_sha256
 from scinsearch.vectors.adapter import (
@@ -41,6 +45,7 @@ from scinsearch.vectors.adapter import (
     TEXT_THROUGH_ADAPTER,
     WEIGHTS_FILE,
     ResidualMap,
+    record_identity,
     transform,
 )
 from scinsearch.vectors.neighbours import PointTable
@@ -93,6 +98,7 @@ def train_adapter(
         copy.deepcopy(module.state_dict()),
         copy.deepcopy(head.state_dict()),
     )
+    identity = best
     history = [{"epoch": 0, "train_loss": None, "validation_loss": best[0]}]
     for epoch in range(1, config.epochs + 1):
         train_loss = run_epoch(module, head, optimiser, fit, config.batch_size, generator)
@@ -102,9 +108,19 @@ def train_adapter(
             best = (held_loss, epoch, copy.deepcopy(module.state_dict()), copy.deepcopy(head.state_dict()))
         elif patience_spent(epoch, best[1], config.patience):
             break
+    candidate_epoch = best[1]
     module.load_state_dict(best[2])
+    selection = choose_start(module, training, fit, held) if best[1] > 0 else None
+    if selection is not None and selection["kept"] == "identity":
+        best = identity  # no signal, no change: the frozen model, exactly
+        module.load_state_dict(best[2])
     head.load_state_dict(best[3])
     log(f"best validation loss {best[0]:.4f} at epoch {best[1]} of {len(history) - 1}")
+    if selection is not None:
+        log(
+            f"against the identity, scored fairly: improvement {selection['improvement']:+.4f} "
+            f"(standard error {selection['standard_error']:.4f}): {selection['kept']} kept"
+        )
     frozen_vectors = table.vectors[np.concatenate([training.fit, training.validation])]
     metrics = {
         "frozen": validation_metrics(training, frozen_vectors),
@@ -122,6 +138,8 @@ def train_adapter(
             "epochs_run": len(history) - 1,
             "best_epoch": best[1],
             "best_validation_loss": best[0],
+            "candidate_epoch": candidate_epoch,
+            "selection": selection,
             "stopped": "early stopping" if len(history) - 1 < config.epochs else "max epochs",
             "seconds": round(time.perf_counter() - started, 2),
             "history": history,
@@ -174,7 +192,8 @@ def validation_loss(module: ResidualMap, head: L.PrototypeHead, data) -> float:
 
 
 def save_adapter(trained: TrainedAdapter, folder: Path) -> Path:
-    """Write the weights (safetensors) and the record with the weights' SHA-256 (the adapter's id)."""
+    """Write the weights (safetensors) and the record, with the weights' SHA-256 and the adapter's id (a hash of
+    the whole record, `record_identity`)."""
     from safetensors.torch import save_file
 
     folder = Path(folder).expanduser()
@@ -194,6 +213,8 @@ def save_adapter(trained: TrainedAdapter, folder: Path) -> Path:
             metadata={"format": FORMAT},
         )
     trained.record["weights"] = {"file": WEIGHTS_FILE, "sha256": file_sha256(weights)}
-    trained.record["adapter_id"] = trained.record["weights"]["sha256"]
+    trained.record.pop("adapter_id", None)
+    trained.record = json.loads(json.dumps(trained.record))  # as it reads back: the id hashes that
+    trained.record["adapter_id"] = record_identity(trained.record)
     R.write_json(folder / RECORD_FILE, trained.record)
     return folder

@@ -2,7 +2,7 @@
 
 Stored side: `apply_adapter` reads every point of a collection once, transforms its vector and writes it,
 with its payload unchanged, to ANOTHER collection; the original is never written to. The new collection
-records the base model (so the ordinary model checks still hold), the adapter's id (the SHA-256 of its
+records the base model (so the ordinary model checks still hold), the adapter's id (binding its record and
 weights), its folder and the source collection.
 
 The query side (`query_adapter`, what search uses) is in `vectors.adapter`, apart from training code.

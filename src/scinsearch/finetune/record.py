@@ -3,8 +3,9 @@
 Both methods write a JSON record beside their weights (`adapter.json` for the adapter, `finetune.json`
 in a LoRA model folder): base model and vector size, collection or data source, the exact case ids of
 the training and validation sets, the loss, the hyper-parameters, the seed, library versions and the
-validation metrics the run produced. The adapter's id is the SHA-256 of its weights file, so a collection
-transformed by an adapter names exactly which weights made it.
+validation metrics the run produced. The adapter's id is the SHA-256 of its record, which holds the
+weights' SHA-256, so a collection transformed by an adapter names exactly which weights made it, and an
+edited record (say, test cases removed from its case ids) no longer matches the id.
 """
 
 from __future__ import annotations

@@ -155,3 +155,16 @@ def text_vectors(space: PlantedSpace, alignment: float = 0.3, seed: int = 2) -> 
     axes = basis[4 + space.nuisance_directions :]
     texts = gap + alignment * axes + rng.normal(0, space.noise, (space.conditions, space.dim))
     return (texts / np.linalg.norm(texts, axis=1, keepdims=True)).astype(np.float32)
+
+
+def store_planted(settings, points: list[StoredPoint], model: str = "planted-model") -> None:
+    """Write planted points into the collection `settings` names (created for `model` and their size)."""
+    from scinsearch.store import CollectionInfo, open_store
+
+    store = open_store(settings)
+    try:
+        store.create(CollectionInfo(model, len(points[0].vector)))
+        store.upsert(points)
+        store.finish_writes()
+    finally:
+        store.close()

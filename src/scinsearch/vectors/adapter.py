@@ -4,13 +4,15 @@
 
 Training (`finetune.adapter`) writes the folder: `adapter.safetensors` (tensors `down`, `up`,
 `prototypes`) and `adapter.json` (`finetune.record`). `Adapter.load` reads it back, checks the weights
-against the SHA-256 recorded (the adapter's id) and refuses another model's or size's vectors;
+against their recorded SHA-256 and the record against the adapter's id (a hash of the record, which holds
+the weights' hash: `record_identity`), and refuses another model's or size's vectors;
 `query_adapter` is the one check search makes before it transforms queries. This module imports no
 training code (tests/test_layout.py holds search to that).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -64,6 +66,15 @@ def transform(module: ResidualMap, vectors: np.ndarray, chunk: int = 8192) -> np
     return np.concatenate(parts).astype(np.float32)
 
 
+def record_identity(record: dict) -> str:
+    """The adapter's id: SHA-256 of its whole record (case ids, splits, config, run, the weights' SHA-256)
+    but the id itself, as canonical JSON. Binding the record to the weights means a leak check that reads
+    the recorded cases reads what the weights were trained on: an edited adapter.json is refused."""
+    body = {key: value for key, value in record.items() if key != "adapter_id"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
 def read_json(path: Path, what: str) -> dict:
     """A record file as a dict, or a one-line error naming what is wrong with it."""
     if not path.is_file():
@@ -113,8 +124,14 @@ class Adapter:
             raise ScinSearchError(f"{folder / RECORD_FILE} is not a scinsearch adapter record")
         require_fields(record, {"base_model": str, "dim": int, "adapter_id": str, "collection": str}, folder)
         weights = folder / WEIGHTS_FILE
-        if not weights.is_file() or file_sha256(weights) != record["adapter_id"]:
+        recorded = record.get("weights") if isinstance(record.get("weights"), dict) else {}
+        if not weights.is_file() or file_sha256(weights) != recorded.get("sha256"):
             raise ScinSearchError(f"the weights in {folder} do not match its {RECORD_FILE} (missing or changed)")
+        if record_identity(record) != record["adapter_id"]:
+            raise ScinSearchError(
+                f"{folder / RECORD_FILE} does not match the adapter's id (its training record was edited or "
+                "damaged, or an older scinsearch wrote it): retrain the adapter"
+            )
         try:
             tensors_ = load_file(str(weights))
         except (SafetensorError, OSError) as exc:

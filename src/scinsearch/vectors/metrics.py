@@ -14,8 +14,12 @@ import math
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from statistics import NormalDist
 
 import numpy as np
+
+MIN_BOOTSTRAP_CASES = 10  # below this a case bootstrap has too little to resample: Wilson intervals, no verdicts
+TOO_FEW_CASES = "too few cases"
 
 
 def top_k_correct(rankings: Sequence[Sequence[str]], truths: Sequence[str | None], k: int) -> np.ndarray:
@@ -157,17 +161,81 @@ def defined_mean(values: np.ndarray) -> float | None:
     return float(np.nanmean(values)) if (~np.isnan(values)).any() else None
 
 
-def mean_with_interval(values: np.ndarray, weights: np.ndarray) -> tuple[float | None, list[float] | None]:
-    """Mean of the defined (non-NaN) values and its bootstrap interval under resample `weights`."""
+def resampled_mean(values: np.ndarray, weights: np.ndarray) -> tuple[float | None, np.ndarray]:
+    """Mean of the defined (non-NaN) values, and that mean under each resample of `weights`, each with its
+    own denominator (the defined values the resample drew; NaN for a resample that drew none)."""
     values = np.asarray(values, dtype=np.float64)
     defined = ~np.isnan(values)
     if not defined.any():
-        return None, None
+        return None, np.full(len(weights), np.nan)
     w = weights[:, defined].astype(np.float64)
     totals = w.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         resampled = (w @ values[defined]) / np.where(totals > 0, totals, np.nan)
-    return float(values[defined].mean()), interval(resampled)
+    return float(values[defined].mean()), resampled
+
+
+def mean_with_interval(values: np.ndarray, weights: np.ndarray) -> tuple[float | None, list[float] | None]:
+    """Mean of the defined (non-NaN) values and its bootstrap interval under resample `weights`."""
+    value, resampled = resampled_mean(values, weights)
+    return value, (None if value is None else interval(resampled))
+
+
+def wilson_interval(successes: float, trials: int, level: float = 0.95) -> list[float] | None:
+    """Wilson score interval of a proportion: never zero-width, sensible for a handful of trials (where a
+    bootstrap of 2 cases all right gives [1, 1])."""
+    if trials <= 0:
+        return None
+    z = NormalDist().inv_cdf(1 - (1 - level) / 2)
+    share = successes / trials
+    centre = (share + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z / (1 + z * z / trials) * math.sqrt(share * (1 - share) / trials + z * z / (4 * trials * trials))
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
+def bootstrap_p_value(value: float, resampled: np.ndarray) -> float:
+    """Two-sided p-value of "no difference" from the bootstrap standard error (normal approximation).
+
+    Not the share of resamples beyond 0: with 1000 resamples that cannot fall below 1/1000, far above the
+    Holm threshold of a family of a few hundred comparisons (0.05 / 300), so nothing in it could ever pass."""
+    samples = np.asarray(resampled, dtype=np.float64)
+    samples = samples[np.isfinite(samples)]
+    spread = float(samples.std(ddof=1)) if samples.size > 1 else 0.0
+    if spread <= 0:
+        return 1.0 if value == 0 else 0.0
+    return math.erfc(abs(value) / spread / math.sqrt(2))
+
+
+def holm_levels(p_values: Sequence[float], alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Holm's step-down procedure: (adjusted p-values, the level each comparison is tested at).
+
+    Sorted by p, the r-th of m is tested at alpha / (m - r + 1) until the first that fails; it and every
+    later one are held to the level of that first failure, so "its interval at its level excludes 0" is
+    exactly "Holm rejects it" (adjusted p < alpha)."""
+    p = np.asarray(p_values, dtype=np.float64)
+    m = len(p)
+    order = np.argsort(p, kind="mergesort")
+    adjusted, levels = np.empty(m), np.empty(m)
+    running, failed_level = 0.0, None
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+        level = alpha / (m - rank)
+        if failed_level is None and p[i] >= level:
+            failed_level = level
+        levels[i] = failed_level if failed_level is not None else level
+    return adjusted, levels
+
+
+def normal_interval(value: float, resampled: np.ndarray, level: float) -> list[float] | None:
+    """value +- z(level) x bootstrap standard error: the interval whose exclusion of 0 is `bootstrap_p_value`
+    < 1 - level."""
+    samples = np.asarray(resampled, dtype=np.float64)
+    samples = samples[np.isfinite(samples)]
+    if samples.size < 2:
+        return None
+    half = NormalDist().inv_cdf(1 - (1 - level) / 2) * float(samples.std(ddof=1))
+    return [value - half, value + half]
 
 
 def macro_auc_with_interval(

@@ -48,6 +48,22 @@ class PointTable:
     def labelled(self) -> np.ndarray:
         return np.array([bool(w) for w in self.weighted], dtype=bool)
 
+    def rows(self, order: Sequence[int]) -> PointTable:
+        """These rows, in this order (a subset, or the same points reordered)."""
+        order = list(order)
+        pick = lambda values: [values[i] for i in order]  # noqa: E731
+        return PointTable(
+            vectors=self.vectors[order],
+            image_ids=pick(self.image_ids),
+            case_ids=pick(self.case_ids),
+            primary=pick(self.primary),
+            weighted=pick(self.weighted),
+            label_sets=pick(self.label_sets),
+            gradable=pick(self.gradable),
+            splits=pick(self.splits),
+            groups={name: pick(values) for name, values in self.groups.items()},
+        )
+
 
 @dataclasses.dataclass
 class Selection:
@@ -298,3 +314,9 @@ def nearest_other_case(table: PointTable, rows: np.ndarray, reference: np.ndarra
     selection = Selection("nearest-other-case", np.asarray(rows), np.asarray(reference))
     found = nearest(table, selection, exclusions(table, selection), 1, per_case=False)
     return found.similarities[:, 0].astype(np.float64)
+
+
+def in_image_order(table: PointTable) -> PointTable:
+    """The same points sorted by image id: collections of the same images then line up row by row, whatever
+    order each store returned them in."""
+    return table.rows(sorted(range(len(table)), key=table.image_ids.__getitem__))
