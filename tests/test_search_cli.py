@@ -33,7 +33,7 @@ def search(edge_store, tiny_siglip_dir, capsys):
     """Run `scinsearch search ARGS` against the test store: (exit code, stdout, stderr)."""
     folder, _ = edge_store
 
-    def run(*arguments: str, collection: str = "cli"):
+    def run(*arguments: str, collection: str = "cli", model: str | None = str(tiny_siglip_dir)):
         code = main(
             [
                 "search",
@@ -42,8 +42,7 @@ def search(edge_store, tiny_siglip_dir, capsys):
                 str(folder),
                 "--collection",
                 collection,
-                "--model",
-                str(tiny_siglip_dir),
+                *(["--model", model] if model else []),
                 "--device",
                 "cpu",
                 "--precision",
@@ -189,7 +188,7 @@ def test_zero_shot_is_shown_apart_and_labelled(search, edge_store):
         (("--text", "rash", "--like", "123"), "(got --text, --like)"),
         (("--text", "   "), "empty text"),
         (("--like", "no-such-image"), "unknown image id 'no-such-image'"),
-        (("--image", "__missing__.jpg"), "cannot use the query image: file not found"),
+        (("--image", "__missing__.jpg"), "cannot use the query image __missing__.jpg: file not found"),
         (("--text", "rash", "--fitzpatrick", "FST9"), "unknown Fitzpatrick skin type 'FST9': use one of FST1"),
         (("--text", "rash", "--sex", "unknown"), "unknown sex at birth"),
         (
@@ -213,11 +212,21 @@ def test_undecodable_photo_is_one_line_and_exit_code_1(search, tmp_path):
     assert code == 1 and len(err.strip().splitlines()) == 1 and "cannot use the query image" in err
 
 
-def test_a_collection_of_another_model_is_refused(search):
+def test_a_collection_of_another_model_is_refused(search, edge_store):
     code, _, err = search("--text", "rash", collection="other-model")
     assert code == 1 and "google/siglip-so400m-patch14-384" in err and len(err.strip().splitlines()) == 1
     code, _, err = search("--text", "rash", collection="never-made")
-    assert code == 1 and "does not exist" in err
+    assert code == 1 and "does not exist in the embedded store" in err and str(edge_store[0]) in err
+
+
+def test_without_model_the_collection_s_own_is_used(search, edge_store, monkeypatch):
+    """The record names the model: --model is not needed; a different one given is still refused."""
+    monkeypatch.delenv("SCINSEARCH_MODEL", raising=False)
+    code, out, err = search("--text", "rash", "--json", model=None)
+    assert code == 0, err
+    assert len(json.loads(out)["results"]) > 0
+    code, _, err = search("--text", "rash", model="google/siglip-base-patch16-224")
+    assert code == 1 and "use --model" in err
 
 
 def test_out_of_range_options_are_usage_errors(search):

@@ -33,7 +33,8 @@ from scinsearch.commands.options import folder_option, make_settings, model_opti
 @click.option(
     "--zero-shot",
     is_flag=True,
-    help="Also score the condition names through the text tower (loads the model; --model overrides the collection's).",
+    help="Also score the condition names through the text tower (loads the collection's model; a --model of "
+    "another vector space is refused).",
 )
 @folder_option(
     "--adapter",

@@ -14,7 +14,14 @@ from pathlib import Path
 
 import click
 
-from scinsearch.commands.options import adapter_option, make_settings, model_options, store_options
+from scinsearch.commands.options import (
+    adapter_option,
+    make_settings,
+    model_options,
+    model_was_given,
+    open_searcher,
+    store_options,
+)
 from scinsearch.errors import ScinSearchError
 from scinsearch.rules import DEFAULT_TOP_K, MAX_TOP_K
 from scinsearch.search_filters import (
@@ -110,8 +117,6 @@ def search(
     scinsearch search --like IMAGE_ID --exclude-same-case
     scinsearch search --image photo.jpg --json
     """
-    from scinsearch.search import Searcher
-
     given = [name for name, value in (("--image", image), ("--text", text), ("--like", like)) if value is not None]
     if len(given) != 1:
         raise ScinSearchError(
@@ -128,13 +133,17 @@ def search(
     settings = make_settings(**options)
     common = dict(filters=filters, options=search_options)
     quiet_model_loading()
-    with Searcher.open(settings) as searcher:
+    searcher, store = open_searcher(settings, model_was_given())
+    try:
         if photo is not None:
             result = searcher.search_image(photo, zero_shot=zero_shot, **common)
         elif text is not None:
             result = searcher.search_text(text, **common)
         else:
             result = searcher.search_like(like, exclude_same_case=exclude_same_case, zero_shot=zero_shot, **common)
+    finally:
+        searcher.close()
+        store.close()
     click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) if as_json else format_result(result))
 
 
@@ -145,7 +154,7 @@ def read_photo(path: Path) -> bytes:
     try:
         return read_bytes(path.expanduser())
     except ImageError as exc:
-        raise exc.user_error() from None
+        raise exc.user_error(f"the query image {path}") from None
 
 
 def quiet_model_loading() -> None:
