@@ -232,3 +232,49 @@ def test_without_model_the_collection_s_own_is_used(search, edge_store, monkeypa
 def test_out_of_range_options_are_usage_errors(search):
     code, _, err = search("--text", "rash", "--top-k", "0")
     assert code == 2 and "top-k" in err
+
+
+def condition_column(table: list[str]) -> list[str]:
+    """Each result's condition cell, its wrapped pieces joined, read by the header's column positions."""
+    header = table[0]
+    start, end = header.index("condition"), header.index("FST s/d")
+    cells: list[str] = []
+    for line in table[2:]:
+        if line[:3].strip().isdigit():
+            cells.append(line[start:end].strip())
+        elif line[:start].strip() == "" and line[start:end].strip():
+            cells[-1] += " " + line[start:end].strip()
+    return cells
+
+
+@pytest.mark.parametrize("columns", [80, 200])
+def test_the_table_fits_the_terminal_and_keeps_every_condition(search, edge_store, monkeypatch, columns):
+    monkeypatch.setenv("COLUMNS", str(columns))
+    image_id = edge_store[1][0].payload["image_id"]
+    code, out, _ = search("--like", image_id, "--top-k", "10")
+    _, as_json, _ = search("--like", image_id, "--top-k", "10", "--json")
+    lines = out.splitlines()
+    table = lines[lines.index(next(line for line in lines if line.startswith("#  "))) :]
+    table = table[: table.index("")]
+    assert code == 0 and all(len(line) <= columns for line in table), max(map(len, table))
+    expected = [
+        ", ".join(f"{name} {weight:.0%}" for name, weight in r["weighted_labels"].items()) or "(no label)"
+        for r in json.loads(as_json)["results"]
+    ]
+    assert condition_column(table) == expected
+    assert ("case id" in table[0]) == (columns >= 200)  # the wide terminal shows more columns
+
+
+def test_a_long_condition_wraps_in_its_column_at_80_columns():
+    from scinsearch.commands.search_cmds import format_neighbours
+    from scinsearch.results import Neighbour
+
+    labels = {"Erythema multiforme with mucosal involvement, NOS": 0.5, "Stevens-Johnson syndrome": 0.5}
+    metadata = {"fitzpatrick_skin_type": "FST3", "age_group": "AGE_30_TO_39", "gradable": True, "body_parts": ["ARM"]}
+    neighbour = Neighbour(0.91, "17", "42", ["42"], "dataset/images/17.png", None, labels, metadata)
+    table = format_neighbours([neighbour], width=80)
+    assert all(len(line) <= 80 for line in table) and len(table) > 4  # the condition took more than one line
+    assert condition_column(table) == [
+        "Erythema multiforme with mucosal involvement, NOS 50%, Stevens-Johnson syndrome 50%"
+    ]
+    assert "     body parts: ARM; case id: 42" in table
