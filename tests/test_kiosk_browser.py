@@ -289,6 +289,7 @@ def test_new_patient_clears_everything_and_releases_the_photo(server, browser, p
     wait(browser, lambda d: len(cards(d)) >= 1)
     preview_url = browser.find_element(By.ID, "preview").get_attribute("src")
     assert preview_url.startswith("blob:")
+    browser.execute_script("window.scrollTo(0, 0)")  # the answer scrolled to the top of the screen; back up
     browser.find_element(By.ID, "new-patient").click()
     assert cards(browser) == [] and not shown(browser, "preview-box") and not shown(browser, "suggestions")
     assert browser.find_element(By.ID, "status").text == EN["status_reset"]
