@@ -9,13 +9,7 @@ from kiosk_page import open_page, screenshot, wait
 from test_kiosk_browser import EN, SW, By, assert_clean_axe, cards, choose, shown, upload
 
 # The browser test's fixtures, shared by name (module-scoped: this module gets its own server and browser).
-searcher, server, browser, photo, not_a_photo = (
-    kiosk.searcher,
-    kiosk.server,
-    kiosk.browser,
-    kiosk.photo,
-    kiosk.not_a_photo,
-)
+server, browser, photo, not_a_photo = kiosk.server, kiosk.browser, kiosk.photo, kiosk.not_a_photo
 no_script_errors = kiosk.no_script_errors  # autouse: no JavaScript error in the console
 
 FOCUSED_JS = """
