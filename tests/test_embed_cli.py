@@ -92,10 +92,13 @@ def test_siglip2_naflex_model_embeds(capsys, tmp_path, clean_release, tiny_sigli
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--scin-dir", "/nonexistent/scin"], "no scin_cases.csv"),
+        (["--scin-dir", "/nonexistent/scin"], "/nonexistent/scin does not exist: `scinsearch download --to"),
+        (["--scin-dir", "{model}"], "no scin_cases.csv"),
         (["--metadata", "/nonexistent/meta.csv", "--images-dir", "/tmp"], "file not found"),
         (["--metadata", "{csv}", "--images-dir", "/nonexistent/images"], "images folder not found"),
         (["--scin-dir", "{release}", "--model", "/nonexistent/model"], "cannot load model"),
+        (["--scin-dir", "{release}", "--model", "./siglip-base-patch16-22"], "did you mean google/siglip-base-patch16"),
+        (["--scin-dir", "{release}", "--model", "/nonexistent/model"], "`scinsearch models` lists the known ones"),
         (["--scin-dir", "{release}", "--model", "{model}", "--device", "cuda:7"], "CUDA is not available"),
         (
             ["--scin-dir", "{release}", "--model", "{model}", "--device", "tpu"],

@@ -311,6 +311,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("Error: collection 'nothing' does not exist") and err.count("\n") == 1
+    assert str(tmp_path) in err  # the store is named
     points, _ = planted(10, seed=0)  # every case in train: no test queries
     settings = write_store(tmp_path, points, name="all_train")
     code = main(
@@ -326,3 +327,15 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert code == 1 and "no labelled images of gradable cases in the test split" in err and err.count("\n") == 1
+    assert "evaluate with --leave-case-out" in err
+
+
+def test_cli_refuses_a_zero_shot_model_of_another_vector_space(tmp_path, capsys):
+    points, _ = planted(10, seed=0)
+    settings = write_store(tmp_path, points)
+    arguments = ["evaluate", "--qdrant-path", str(settings.qdrant_path), "--collection", "planted"]
+    model = "google/siglip-base-patch16-224"
+    code = main([*arguments, "--out", str(tmp_path / "out"), "--zero-shot", "--model", model])
+    err = capsys.readouterr().err
+    assert code == 1 and "holds vectors of 'planted-model', not of 'google/siglip-base-patch16-224'" in err
+    assert "leave --model out" in err and err.count("\n") == 1

@@ -289,6 +289,7 @@ def test_new_patient_clears_everything_and_releases_the_photo(server, browser, p
     wait(browser, lambda d: len(cards(d)) >= 1)
     preview_url = browser.find_element(By.ID, "preview").get_attribute("src")
     assert preview_url.startswith("blob:")
+    browser.execute_script("window.scrollTo(0, 0)")  # the answer scrolled to the top of the screen; back up
     browser.find_element(By.ID, "new-patient").click()
     assert cards(browser) == [] and not shown(browser, "preview-box") and not shown(browser, "suggestions")
     assert browser.find_element(By.ID, "status").text == EN["status_reset"]
@@ -313,6 +314,7 @@ def test_a_filter_change_searches_the_shown_photo_again_but_never_a_forgotten_on
     browser.execute_script(FETCH_SPY_JS)
     upload(browser, photo)
     wait(browser, lambda d: len(cards(d)) >= 1)
+    browser.execute_script("window.scrollTo(0, 0)")  # the answer scrolled to the top of the screen; back up
     browser.find_element(By.CSS_SELECTOR, "#filters summary").click()
     choose(browser, "filter-fitzpatrick", "FST3")
     wait(browser, lambda d: sum("POST /search?" in call for call in d.execute_script("return window.__calls")) == 2)

@@ -116,7 +116,8 @@ def test_serve_takes_the_idle_reset_from_its_option_or_the_environment(monkeypat
         def close(self):
             pass
 
-    monkeypatch.setattr(service_cmds, "open_searcher", lambda settings: (Closable(), Closable()))
+    monkeypatch.setattr(service_cmds, "open_searcher", lambda settings, model_given=True: (Closable(), Closable()))
+    monkeypatch.setattr(service_cmds, "check_port_free", lambda host, port: None)
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.append(app.state.service.settings.idle_reset_seconds))
     runner = CliRunner()
     assert runner.invoke(cli, ["serve", "--idle-reset-seconds", "30"]).exit_code == 0

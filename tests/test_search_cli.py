@@ -33,7 +33,7 @@ def search(edge_store, tiny_siglip_dir, capsys):
     """Run `scinsearch search ARGS` against the test store: (exit code, stdout, stderr)."""
     folder, _ = edge_store
 
-    def run(*arguments: str, collection: str = "cli"):
+    def run(*arguments: str, collection: str = "cli", model: str | None = str(tiny_siglip_dir)):
         code = main(
             [
                 "search",
@@ -42,8 +42,7 @@ def search(edge_store, tiny_siglip_dir, capsys):
                 str(folder),
                 "--collection",
                 collection,
-                "--model",
-                str(tiny_siglip_dir),
+                *(["--model", model] if model else []),
                 "--device",
                 "cpu",
                 "--precision",
@@ -189,7 +188,7 @@ def test_zero_shot_is_shown_apart_and_labelled(search, edge_store):
         (("--text", "rash", "--like", "123"), "(got --text, --like)"),
         (("--text", "   "), "empty text"),
         (("--like", "no-such-image"), "unknown image id 'no-such-image'"),
-        (("--image", "__missing__.jpg"), "cannot use the query image: file not found"),
+        (("--image", "__missing__.jpg"), "cannot use the query image __missing__.jpg: file not found"),
         (("--text", "rash", "--fitzpatrick", "FST9"), "unknown Fitzpatrick skin type 'FST9': use one of FST1"),
         (("--text", "rash", "--sex", "unknown"), "unknown sex at birth"),
         (
@@ -213,13 +212,69 @@ def test_undecodable_photo_is_one_line_and_exit_code_1(search, tmp_path):
     assert code == 1 and len(err.strip().splitlines()) == 1 and "cannot use the query image" in err
 
 
-def test_a_collection_of_another_model_is_refused(search):
+def test_a_collection_of_another_model_is_refused(search, edge_store):
     code, _, err = search("--text", "rash", collection="other-model")
     assert code == 1 and "google/siglip-so400m-patch14-384" in err and len(err.strip().splitlines()) == 1
     code, _, err = search("--text", "rash", collection="never-made")
-    assert code == 1 and "does not exist" in err
+    assert code == 1 and "does not exist in the embedded store" in err and str(edge_store[0]) in err
+
+
+def test_without_model_the_collection_s_own_is_used(search, edge_store, monkeypatch):
+    """The record names the model: --model is not needed; a different one given is still refused."""
+    monkeypatch.delenv("SCINSEARCH_MODEL", raising=False)
+    code, out, err = search("--text", "rash", "--json", model=None)
+    assert code == 0, err
+    assert len(json.loads(out)["results"]) > 0
+    code, _, err = search("--text", "rash", model="google/siglip-base-patch16-224")
+    assert code == 1 and "use --model" in err
 
 
 def test_out_of_range_options_are_usage_errors(search):
     code, _, err = search("--text", "rash", "--top-k", "0")
     assert code == 2 and "top-k" in err
+
+
+def condition_column(table: list[str]) -> list[str]:
+    """Each result's condition cell, its wrapped pieces joined, read by the header's column positions."""
+    header = table[0]
+    start, end = header.index("condition"), header.index("FST s/d")
+    cells: list[str] = []
+    for line in table[2:]:
+        if line[:3].strip().isdigit():
+            cells.append(line[start:end].strip())
+        elif line[:start].strip() == "" and line[start:end].strip():
+            cells[-1] += " " + line[start:end].strip()
+    return cells
+
+
+@pytest.mark.parametrize("columns", [80, 200])
+def test_the_table_fits_the_terminal_and_keeps_every_condition(search, edge_store, monkeypatch, columns):
+    monkeypatch.setenv("COLUMNS", str(columns))
+    image_id = edge_store[1][0].payload["image_id"]
+    code, out, _ = search("--like", image_id, "--top-k", "10")
+    _, as_json, _ = search("--like", image_id, "--top-k", "10", "--json")
+    lines = out.splitlines()
+    table = lines[lines.index(next(line for line in lines if line.startswith("#  "))) :]
+    table = table[: table.index("")]
+    assert code == 0 and all(len(line) <= columns for line in table), max(map(len, table))
+    expected = [
+        ", ".join(f"{name} {weight:.0%}" for name, weight in r["weighted_labels"].items()) or "(no label)"
+        for r in json.loads(as_json)["results"]
+    ]
+    assert condition_column(table) == expected
+    assert ("case id" in table[0]) == (columns >= 200)  # the wide terminal shows more columns
+
+
+def test_a_long_condition_wraps_in_its_column_at_80_columns():
+    from scinsearch.commands.search_cmds import format_neighbours
+    from scinsearch.results import Neighbour
+
+    labels = {"Erythema multiforme with mucosal involvement, NOS": 0.5, "Stevens-Johnson syndrome": 0.5}
+    metadata = {"fitzpatrick_skin_type": "FST3", "age_group": "AGE_30_TO_39", "gradable": True, "body_parts": ["ARM"]}
+    neighbour = Neighbour(0.91, "17", "42", ["42"], "dataset/images/17.png", None, labels, metadata)
+    table = format_neighbours([neighbour], width=80)
+    assert all(len(line) <= 80 for line in table) and len(table) > 4  # the condition took more than one line
+    assert condition_column(table) == [
+        "Erythema multiforme with mucosal involvement, NOS 50%, Stevens-Johnson syndrome 50%"
+    ]
+    assert "     body parts: ARM; case id: 42" in table

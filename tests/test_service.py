@@ -7,6 +7,7 @@ import asyncio
 import base64
 import builtins
 import io
+import json
 import logging
 import os
 import struct
@@ -546,3 +547,44 @@ def test_api_docs_work_offline(client):
     assert page.status_code == 200 and "/docs-assets/swagger-ui-bundle.js" in page.text
     assert "cdn" not in page.text.lower() and "https://" not in page.text
     assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+    for stock in ("index.html", "swagger-initializer.js", "oauth2-redirect.html"):  # they open an outside demo API
+        assert client.get(f"/docs-assets/{stock}").status_code == 404, stock
+
+
+def test_openapi_is_published_as_3_0_for_the_bundled_swagger_ui(client):
+    """swagger-ui-bundle's Swagger UI 4.15 renders 3.0 only; 3.1's `{"type": "null"}` becomes `nullable`."""
+    spec = client.get("/openapi.json").json()
+    assert spec["openapi"] == "3.0.3" and '"type": "null"' not in json.dumps(spec)
+    top_k = spec["components"]["schemas"]["TextQuery"]["properties"]["top_k"]
+    assert top_k["type"] == "integer" and top_k["nullable"] is True and "anyOf" not in top_k
+
+
+def test_openapi_3_1_forms_become_their_3_0_equivalents():
+    from scinsearch.service.api_docs import as_openapi_3_0
+
+    document = {
+        "openapi": "3.1.0",
+        "components": {
+            "schemas": {
+                "A": {"anyOf": [{"$ref": "#/components/schemas/B"}, {"type": "null"}], "title": "A"},
+                "C": {"anyOf": [{"type": "string"}, {"type": "integer"}, {"type": "null"}]},
+                "D": {"type": "string", "const": "x", "examples": ["y", "z"]},
+                "E": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1.5},
+            }
+        },
+        "paths": {"/p": {"get": {"responses": {"200": {"content": {"a/b": {"examples": {"one": {"value": 1}}}}}}}}},
+    }
+    schemas = as_openapi_3_0(document)["components"]["schemas"]
+    assert schemas["A"] == {"allOf": [{"$ref": "#/components/schemas/B"}], "title": "A", "nullable": True}
+    assert schemas["C"] == {"anyOf": [{"type": "string"}, {"type": "integer"}], "nullable": True}
+    assert schemas["D"] == {"type": "string", "enum": ["x"], "example": "y"}
+    assert schemas["E"] == {
+        "type": "number",
+        "minimum": 0,
+        "exclusiveMinimum": True,
+        "maximum": 1.5,
+        "exclusiveMaximum": True,
+    }
+    media = as_openapi_3_0(document)["paths"]["/p"]["get"]["responses"]["200"]["content"]["a/b"]
+    assert media == {"examples": {"one": {"value": 1}}}  # a media type's named examples are 3.0 already
+    assert document["openapi"] == "3.1.0"  # the input is not changed

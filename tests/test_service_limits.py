@@ -243,7 +243,8 @@ def fake_serve(monkeypatch):
         def close(self):
             pass
 
-    monkeypatch.setattr(service_cmds, "open_searcher", lambda settings: (Closable(), Closable()))
+    monkeypatch.setattr(service_cmds, "open_searcher", lambda settings, model_given=True: (Closable(), Closable()))
+    monkeypatch.setattr(service_cmds, "check_port_free", lambda host, port: None)  # tests/test_cli_advice.py
     monkeypatch.setattr(real_uvicorn, "run", lambda app, **options: calls.append((app, options)))
     monkeypatch.delenv("SCINSEARCH_API_KEY", raising=False)
     return calls

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from scinsearch import schema
 from scinsearch.cli import main
 from scinsearch.dataset import read_release
 from scinsearch.errors import ScinSearchError
@@ -172,19 +174,69 @@ def test_parquet_reads_in_pandas_and_pyarrow_with_typed_columns_and_the_record(t
         assert dict(row.weighted_labels) == point.payload["weighted_labels"]
         assert [name for name, _ in row.weighted_labels] == list(point.payload["weighted_labels"])
         assert row.description == point.payload["description"]
-    rows_lacking = frame["condition_duration"].isna().sum()  # a field only some images have: JSON text
+    rows_lacking = frame["condition_duration"].isna().sum()  # a field only some images have: still a string
     assert rows_lacking == sum("condition_duration" not in p.payload for p in source_points) > 0
-    assert metadata["columns"]["condition_duration"] == "json" and metadata["columns"]["conditions"] == "typed"
+    assert metadata["columns"]["condition_duration"] == "optional" and metadata["columns"]["conditions"] == "typed"
+
+
+def string_fields() -> list[str]:
+    """The payload schema's always-string fields (keyword or text), from their declared types."""
+    return [field.name for field in schema.FIELDS if field.type in ("keyword", "text")]
+
+
+def test_always_string_fields_are_string_columns_that_compare_as_strings(tmp_path, source, source_points):
+    """`df.condition_duration == "ONE_TO_FOUR_WEEKS"` finds the rows, with pandas' or pyarrow's dtypes."""
+    path = tmp_path / "scin.parquet"
+    export_parquet(source, path, progress=False)
+    table = pq.read_table(path)
+    held = [name for name in string_fields() if name in table.schema.names]
+    partial = [name for name in held if any(name not in p.payload for p in source_points)]
+    assert "condition_duration" in partial and "related_category" in held
+    assert all(table.schema.field(name).type == pa.string() for name in held)
+    for frame in (pd.read_parquet(path), pd.read_parquet(path, dtype_backend="pyarrow")):
+        for name in held:
+            values = [p.payload.get(name) for p in source_points if p.payload.get(name) is not None]
+            wanted = values[0]
+            expected = sum(p.payload.get(name) == wanted for p in source_points)
+            assert int((frame[name] == wanted).fillna(False).sum()) == expected, name
+
+
+def test_a_version_1_file_with_json_text_columns_still_imports(tmp_path, source, source_points):
+    """Files written before the `optional` columns held a field only some points have as JSON text."""
+    path = tmp_path / "scin.parquet"
+    export_parquet(source, path, progress=False)
+    table = pq.read_table(path)
+    metadata = json.loads(table.schema.metadata[b"scinsearch"])
+    for name, kind in list(metadata["columns"].items()):
+        if kind == "optional":
+            cells = [None if v is None else json.dumps(v) for v in table.column(name).to_pylist()]
+            index = table.schema.get_field_index(name)
+            table = table.set_column(index, pa.field(name, pa.string()), pa.array(cells, pa.string()))
+            metadata["columns"][name] = "json"
+    assert "json" in metadata["columns"].values()
+    metadata["version"] = 1
+    old = tmp_path / "old.parquet"
+    pq.write_table(table.replace_schema_metadata({b"scinsearch": json.dumps(metadata).encode()}), old)
+    target = EdgeStore(tmp_path / "target", "scin")
+    import_parquet(old, target, progress=False)
+    assert_identical({p.id: p for p in source_points}, every_point(target))
+    metadata["columns"] = {name: "optional" if kind == "json" else kind for name, kind in metadata["columns"].items()}
+    with pytest.raises(ScinSearchError, match="declared 'optional'"):  # version 1 had no optional columns
+        pq.write_table(table.replace_schema_metadata({b"scinsearch": json.dumps(metadata).encode()}), old)
+        import_parquet(old, EdgeStore(tmp_path / "target2", "scin"), progress=False)
+    target.close()
 
 
 def test_fields_of_other_types_nulls_and_absent_fields_round_trip_exactly(tmp_path):
-    vectors = unit_vectors(4, seed=3)
     payloads = [
         {"image_id": "a", "year": 2023, "extra": 1, "weighted_labels": {"B": 0.75, "A": 0.25}, "note": None},
         {"image_id": "b", "year": "2023", "extra": "x", "weighted_labels": {}, "note": {"deep": [1, 2.5, None]}},
+        {"image_id": "e", "weighted_labels": {}, "sex_at_birth": "FEMALE", "condition_duration": None},
+        {"image_id": "f", "weighted_labels": {"D": 1.0}, "condition_duration": "ONE_DAY"},
         {"image_id": "c", "year": None, "extra": {"k": [True, 1, 1.0]}, "weighted_labels": None},
         {"image_id": "d", "year": 7, "extra": 2**62, "weighted_labels": {"C": 1.0}, "note": "text"},
     ]
+    vectors = unit_vectors(len(payloads), seed=3)
     points = [
         StoredPoint(f"00000000-0000-4000-8000-00000000000{i}", p, v) for i, (p, v) in enumerate(zip(payloads, vectors))
     ]
@@ -193,7 +245,15 @@ def test_fields_of_other_types_nulls_and_absent_fields_round_trip_exactly(tmp_pa
     source.upsert(points)
     export_parquet(source, tmp_path / "c.parquet", progress=False)
     columns = json.loads(pq.read_schema(tmp_path / "c.parquet").metadata[b"scinsearch"])["columns"]
-    assert columns == {"image_id": "typed", "year": "json", "extra": "json", "weighted_labels": "typed", "note": "json"}
+    assert columns == {
+        "image_id": "typed",
+        "year": "json",
+        "extra": "json",
+        "weighted_labels": "typed",
+        "note": "json",
+        "sex_at_birth": "optional",  # a string where present: a string column, null = absent
+        "condition_duration": "json",  # absent and None both occur: a null could not say which
+    }
     target = EdgeStore(tmp_path / "target", "c")
     import_parquet(tmp_path / "c.parquet", target, progress=False)
     assert_identical({p.id: p for p in points}, every_point(target))

@@ -61,6 +61,10 @@ def find_release_root(scin_dir: Path) -> tuple[Path, Path]:
 
     Accepts the folder holding `dataset/` or `dataset/` itself."""
     scin_dir = scin_dir.expanduser()
+    if not scin_dir.is_dir():
+        raise ScinSearchError(
+            f"the folder {scin_dir} does not exist: `scinsearch download --to {scin_dir}` gets the SCIN release"
+        )
     if (scin_dir / "dataset" / CASES_CSV).is_file():
         return scin_dir / "dataset", scin_dir
     if (scin_dir / CASES_CSV).is_file():

@@ -159,9 +159,14 @@ def load_pretrained(model_name: str, dtype: torch.dtype):
         model = AutoModel.from_pretrained(source, dtype=dtype)
         processor = AutoProcessor.from_pretrained(source)
     except (OSError, ValueError, KeyError, TypeError) as exc:
+        from scinsearch.models import closest_models
+
+        close = closest_models(model_name)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
         raise ScinSearchError(
             f"cannot load model {model_name!r}: not a local SigLIP folder, and not available "
-            f"from the Hugging Face hub or its offline cache ({first_line(exc)})"
+            f"from the Hugging Face hub or its offline cache ({first_line(exc)}); "
+            f"{hint}`scinsearch models` lists the known ones"
         ) from None
     if not hasattr(model, "get_image_features") or not hasattr(model, "get_text_features"):
         raise ScinSearchError(f"model {model_name!r} is a {type(model).__name__}, not a SigLIP image-text model")

@@ -7,6 +7,7 @@ ones and lets benchmarks build the real architectures with random weights (no do
 from __future__ import annotations
 
 import dataclasses
+import difflib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +57,14 @@ KNOWN_MODELS = {
         ),
     ]
 }
+
+
+def closest_models(name: str, count: int = 3) -> list[str]:
+    """The known checkpoints whose names are nearest to `name` (a typo'd hub id or a folder named after
+    one), by the last part of the name: what an error suggests instead."""
+    by_tail = {model_id.rsplit("/", 1)[-1]: model_id for model_id in KNOWN_MODELS}
+    tail = str(name).rstrip("/").rsplit("/", 1)[-1]
+    return [by_tail[match] for match in difflib.get_close_matches(tail, by_tail, n=count, cutoff=0.6)]
 
 
 def random_vision_model(model_id: str):

@@ -47,7 +47,8 @@ measurement_options = option_group(
 @click.option(
     "--zero-shot",
     is_flag=True,
-    help="Also score the condition names through the text tower (loads the model; --model overrides the collection's).",
+    help="Also score the condition names through the text tower (loads the collection's model; a --model of "
+    "another vector space is refused).",
 )
 @folder_option(
     "--adapter",

@@ -11,6 +11,7 @@ import functools
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from scinsearch.settings import (
     DEFAULT_COLLECTION,
@@ -151,7 +152,8 @@ model_options = option_group(
         default=DEFAULT_MODEL,
         show_default=True,
         envvar="SCINSEARCH_MODEL",
-        help="SigLIP / SigLIP 2 hub id or local folder (set HF_HUB_OFFLINE=1 to never touch the network).",
+        help="SigLIP / SigLIP 2 hub id or local folder (set HF_HUB_OFFLINE=1 to never touch the network). "
+        "search, serve and evaluate use the model the collection records when it is not given.",
     ),
     click.option(
         "--device",
@@ -251,3 +253,26 @@ def folder_option(*declarations: str, help: str, **options):
 def idle_reset_option(help: str, **options):
     """--idle-reset-seconds: the kiosk page's idle reset (`serve`, and the page settings of `bundle`)."""
     return click.option("--idle-reset-seconds", type=click.IntRange(0, 86_400), default=None, help=help, **options)
+
+
+def model_was_given() -> bool:
+    """Did the user name a model (--model or SCINSEARCH_MODEL)? If not, a command reading a collection uses
+    the model the collection records, not the default."""
+    return click.get_current_context().get_parameter_source("model") not in (ParameterSource.DEFAULT, None)
+
+
+def open_searcher(settings: Settings, model_given: bool = True):
+    """(searcher, store): the store first (fails fast when locked or missing), then the model: the one the
+    collection records unless `model_given` (a different one given is refused). The caller closes both."""
+    from scinsearch.search import Searcher
+    from scinsearch.store import open_store
+
+    store = open_store(settings)
+    try:
+        info = None if model_given else store.info()
+        if info is not None:
+            settings = settings.replace(model=info.model)
+        return Searcher(settings, store=store), store
+    except BaseException:
+        store.close()
+        raise

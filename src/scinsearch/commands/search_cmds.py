@@ -10,11 +10,20 @@ scinsearch search --image photo.jpg --json
 from __future__ import annotations
 
 import json
+import shutil
+import textwrap
 from pathlib import Path
 
 import click
 
-from scinsearch.commands.options import adapter_option, make_settings, model_options, store_options
+from scinsearch.commands.options import (
+    adapter_option,
+    make_settings,
+    model_options,
+    model_was_given,
+    open_searcher,
+    store_options,
+)
 from scinsearch.errors import ScinSearchError
 from scinsearch.rules import DEFAULT_TOP_K, MAX_TOP_K
 from scinsearch.search_filters import (
@@ -110,8 +119,6 @@ def search(
     scinsearch search --like IMAGE_ID --exclude-same-case
     scinsearch search --image photo.jpg --json
     """
-    from scinsearch.search import Searcher
-
     given = [name for name, value in (("--image", image), ("--text", text), ("--like", like)) if value is not None]
     if len(given) != 1:
         raise ScinSearchError(
@@ -128,13 +135,17 @@ def search(
     settings = make_settings(**options)
     common = dict(filters=filters, options=search_options)
     quiet_model_loading()
-    with Searcher.open(settings) as searcher:
+    searcher, store = open_searcher(settings, model_was_given())
+    try:
         if photo is not None:
             result = searcher.search_image(photo, zero_shot=zero_shot, **common)
         elif text is not None:
             result = searcher.search_text(text, **common)
         else:
             result = searcher.search_like(like, exclude_same_case=exclude_same_case, zero_shot=zero_shot, **common)
+    finally:
+        searcher.close()
+        store.close()
     click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) if as_json else format_result(result))
 
 
@@ -145,7 +156,7 @@ def read_photo(path: Path) -> bytes:
     try:
         return read_bytes(path.expanduser())
     except ImageError as exc:
-        raise exc.user_error() from None
+        raise exc.user_error(f"the query image {path}") from None
 
 
 def quiet_model_loading() -> None:
@@ -167,17 +178,36 @@ def format_result(result) -> str:
     return "\n".join(lines)
 
 
-COLUMNS = (
-    ("#", 3),
-    ("score", 6),
-    ("condition (dermatologist labels)", 40),
-    ("FST self/derm", 13),
-    ("Monk", 4),
-    ("age", 9),
-    ("sex", 7),
-    ("body parts", 20),
-    ("case id", 20),
-)
+# The table's columns: (title, width). The condition column takes the width the terminal leaves; the
+# optional columns join the row only where the condition keeps CONDITION_ROOM beside them, else their
+# values go to the line under the row.
+CONDITION_TITLE = "condition (dermatologist labels)"
+BEFORE_CONDITION = (("#", 3), ("score", 6))
+AFTER_CONDITION = (("FST s/d", 7), ("Monk", 4), ("age", 7), ("sex", 6))
+OPTIONAL = (("body parts", 20), ("case id", 20))
+GAP = 2
+MIN_WIDTH = 80  # the narrowest terminal the table is laid out for
+CONDITION_ROOM = 40
+MAX_CONDITION = 72
+
+
+def terminal_width() -> int:
+    """The terminal's width (COLUMNS, else the terminal's own, else 80), never below MIN_WIDTH."""
+    return max(shutil.get_terminal_size((MIN_WIDTH, 24)).columns, MIN_WIDTH)
+
+
+def table_columns(width: int) -> list[tuple[str, int]]:
+    """The columns that fit `width`, the condition's width being what the others leave (at most MAX_CONDITION)."""
+    chosen = list(BEFORE_CONDITION) + [(CONDITION_TITLE, 0)] + list(AFTER_CONDITION)
+    for column in OPTIONAL:
+        if room_for_condition(chosen + [column], width) >= CONDITION_ROOM:
+            chosen.append(column)
+    room = min(room_for_condition(chosen, width), MAX_CONDITION)
+    return [(title, room if title == CONDITION_TITLE else size) for title, size in chosen]
+
+
+def room_for_condition(columns: list[tuple[str, int]], width: int) -> int:
+    return width - sum(size for _, size in columns) - GAP * (len(columns) - 1)
 
 
 def format_quality(report) -> list[str]:
@@ -195,32 +225,47 @@ def format_quality(report) -> list[str]:
     return lines + [""] if lines else []
 
 
-def format_neighbours(neighbours) -> list[str]:
+def format_neighbours(neighbours, width: int | None = None) -> list[str]:
+    """The neighbour table, `width` columns wide (default: the terminal's); a long condition wraps onto
+    the next lines of its column, never cut."""
     if not neighbours:
         return ["no stored image matches this query and its filters"]
-    header = "  ".join(title.ljust(width) for title, width in COLUMNS)
-    lines = [header.rstrip(), "-" * len(header.rstrip())]
+    columns = table_columns(width or terminal_width())
+    titles = [title for title, _ in columns]
+    header = row_line([title for title, _ in columns], columns)
+    lines = [header, "-" * len(header)]
     for rank, n in enumerate(neighbours, start=1):
         meta = n.metadata
         labels = ", ".join(f"{name} {weight:.0%}" for name, weight in n.weighted_labels.items()) or "(no label)"
         skin_types = "/".join(
-            short(meta.get(key)) for key in ("fitzpatrick_skin_type", "dermatologist_fitzpatrick_skin_type")
+            short(meta.get(key)).replace("FST", "")
+            for key in ("fitzpatrick_skin_type", "dermatologist_fitzpatrick_skin_type")
         )
-        cells = (
-            str(rank),
-            f"{n.score:.3f}",
-            labels,
-            skin_types,
-            short(meta.get("monk_skin_tone_label_us")),
-            age(meta.get("age_group")),
-            short(meta.get("sex_at_birth")).lower()[:7],
-            ", ".join(meta.get("body_parts") or []) or "-",
-            n.case_id,
-        )
-        lines.append("  ".join(clip(cell, width) for cell, (_, width) in zip(cells, COLUMNS)).rstrip())
-        quality = "" if meta.get("gradable") else "  (dermatologists: image quality insufficient)"
-        lines.append(f"     image {n.image_id}: {n.image_path}{quality}")
+        cells = {
+            "#": str(rank),
+            "score": f"{n.score:.3f}",
+            "FST s/d": skin_types,
+            "Monk": short(meta.get("monk_skin_tone_label_us")),
+            "age": age(meta.get("age_group")),
+            "sex": short(meta.get("sex_at_birth")).lower(),
+            "body parts": ", ".join(meta.get("body_parts") or []) or "-",
+            "case id": n.case_id,
+        }
+        room = dict(columns)[CONDITION_TITLE]
+        wrapped = textwrap.wrap(labels, room, break_on_hyphens=False) or [labels]
+        lines.append(row_line([wrapped[0] if t == CONDITION_TITLE else cells[t] for t in titles], columns))
+        lines += [row_line([piece if t == CONDITION_TITLE else "" for t in titles], columns) for piece in wrapped[1:]]
+        lines.append(f"     image {n.image_id}: {n.image_path}")
+        left_out = [(title, cells[title]) for title, _ in OPTIONAL if title not in titles]
+        if left_out:
+            lines.append("     " + "; ".join(f"{title}: {value}" for title, value in left_out))
+        if not meta.get("gradable"):
+            lines.append("     (dermatologists: image quality insufficient)")
     return lines
+
+
+def row_line(cells: list[str], columns: list[tuple[str, int]]) -> str:
+    return (" " * GAP).join(clip(cell, size) for cell, (_, size) in zip(cells, columns)).rstrip()
 
 
 def format_suggestions(suggestions) -> list[str]:

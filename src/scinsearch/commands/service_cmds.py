@@ -1,12 +1,15 @@
 """`scinsearch serve`: the kiosk page and the HTTP API on one port.
 
-The store is opened before the model and before uvicorn starts, so a store held by another process
-(`embed`, a second `serve`) fails in a second, with one line saying what to do, not a traceback.
+The port is checked and the store opened before the model and before uvicorn starts, so a busy port or
+a store held by another process (`embed`, a second `serve`) fails in a second, with one line saying what
+to do, not a traceback. Without --model, the model the collection records is loaded.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import socket
 from pathlib import Path
 
 import click
@@ -18,6 +21,8 @@ from scinsearch.commands.options import (
     idle_reset_option,
     make_settings,
     model_options,
+    model_was_given,
+    open_searcher,
     store_options,
 )
 from scinsearch.errors import ScinSearchError
@@ -29,20 +34,6 @@ from scinsearch.service.settings import (
     DEFAULT_MAX_UPLOAD_BYTES_IN_FLIGHT,
     DEFAULT_MAX_UPLOADS,
 )
-
-
-def open_searcher(settings):
-    """Store first (fails fast when locked), then the model; the caller closes the store."""
-    from scinsearch.search import Searcher
-    from scinsearch.store import open_store
-
-    store = open_store(settings)
-    try:
-        return Searcher(settings, store=store), store
-    except BaseException:
-        store.close()
-        raise
-
 
 API_KEY_ENV = "SCINSEARCH_API_KEY"
 WIDE_OPEN_HOSTS = ("0.0.0.0", "::", "[::]")
@@ -69,6 +60,26 @@ def read_api_key(from_env: str | None, key_file: Path | None, typed_on_command_l
     if key_file.stat().st_mode & 0o077:
         click.echo(f"warning: {key_file} can be read by other users: chmod 600 {key_file}", err=True)
     return key
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a port another program listens on, before the slow start (store, model, compile), the way
+    uvicorn will bind it (SO_REUSEADDR, so a port in TIME_WAIT is not taken for busy)."""
+    if port == 0:
+        return
+    try:
+        addresses = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ScinSearchError(f"cannot listen on {host!r}: {exc.strerror or exc}: check --host") from None
+    family, kind, protocol, _, address = addresses[0]
+    with socket.socket(family, kind, protocol) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ScinSearchError(f"port {port} is in use: choose another with --port") from None
+            raise ScinSearchError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def host_names(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -256,8 +267,9 @@ def serve(
             "names: add the names or addresses clients use with --allowed-hosts",
             err=True,
         )
+    check_port_free(host, port)
     if bundle_folder is None:
-        run_service(service, log_level)
+        run_service(service, log_level, model_was_given())
         return
     with bundle_store(bundle_folder) as (bundle, store_folder):
         changes = {"search": bundle.settings(settings, store_folder)}
@@ -282,14 +294,14 @@ def bundle_store(folder: Path):
         shutil.rmtree(copy, ignore_errors=True)
 
 
-def run_service(service, log_level: str) -> None:
-    """Open the store, then the model, and serve until stopped."""
+def run_service(service, log_level: str, model_given: bool = True) -> None:
+    """Open the store, then the model (the collection's own unless `model_given`), and serve until stopped."""
     import uvicorn
 
     from scinsearch.service import create_app
 
     settings = service.search
-    searcher, store = open_searcher(settings)
+    searcher, store = open_searcher(settings, model_given)
     try:
         adapter = f"; {searcher.adapter.describe()}" if searcher.adapter else ""
         click.echo(f"model: {searcher.embedder.describe()}; store: {settings.store_description()}{adapter}", err=True)

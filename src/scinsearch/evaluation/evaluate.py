@@ -116,8 +116,19 @@ def evaluate_collection(
 def open_for_evaluation(settings: Settings, progress: bool, text=None, check=None) -> tuple:
     """(the collection's record, its table, the zero-shot text embedder or None): how `evaluate` and
     `evaluate --adapter` start. `text`: falsy for no zero-shot; an embedder; a model name; or True for
-    the collection's own model. `check` runs on the record before the long read."""
-    info, table = read_collection(settings, progress=progress, check=check)
+    the collection's own model (a model name of another vector space is refused before the long read).
+    `check` runs on the record before the long read."""
+
+    def check_all(info):
+        if isinstance(text, str) and not info.same_space(text):
+            raise ScinSearchError(
+                f"collection {settings.collection!r} holds vectors of {info.model!r}, not of {text!r}: "
+                f"leave --model out (the collection's model is used) or give another --collection"
+            )
+        if check is not None:
+            check(info)
+
+    info, table = read_collection(settings, progress=progress, check=check_all)
     if text and (text is True or isinstance(text, str)):
         from scinsearch.embedding import Embedder
 

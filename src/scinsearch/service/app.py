@@ -34,6 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scinsearch.errors import BAD_REQUEST, CODE_FOR_STATUS, HTTP_STATUS, INTERNAL, NOT_READY, ScinSearchError
 from scinsearch.search_filters import SearchOptions
+from scinsearch.service.api_docs import install_offline_docs
 from scinsearch.service.guard import GuardRules, RequestGuard, allowed_host_names, error_body
 from scinsearch.service.image_files import ImageFiles
 from scinsearch.service.page_config import page_config
@@ -278,21 +279,3 @@ def install_guard(app: FastAPI, settings: ServiceSettings, keyed_paths) -> None:
         key_header=API_KEY_HEADER,
     )
     app.add_middleware(RequestGuard, rules=rules)
-
-
-def install_offline_docs(app: FastAPI) -> None:
-    """/docs from the swagger-ui-bundle package instead of FastAPI's default CDN, so it works offline."""
-    import swagger_ui_bundle
-    from fastapi.openapi.docs import get_swagger_ui_html
-
-    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")
-
-    @app.get("/docs", include_in_schema=False)
-    async def docs():
-        return get_swagger_ui_html(
-            openapi_url=app.openapi_url,
-            title=f"{app.title} API",
-            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
-            swagger_css_url="/docs-assets/swagger-ui.css",
-            swagger_favicon_url="/docs-assets/favicon-32x32.png",
-        )

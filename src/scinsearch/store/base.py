@@ -127,6 +127,7 @@ class VectorStore(abc.ABC):
     pass the same test suite (tests/test_store.py); callers only ever see the types above."""
 
     name: str
+    where: str = "the store"  # the store in words, for errors that name it (each backend sets its own)
     # How far a stored vector may be from the one written (0: bit-identical). Qdrant's engine (Edge, a
     # server) keeps a unit vector as given; qdrant-client's local mode divides it by its norm again.
     vector_tolerance: float = 0.0
@@ -257,7 +258,8 @@ def require_collection(store: VectorStore) -> CollectionInfo:
     info = store.info()
     if info is None:
         raise ScinSearchError(
-            f"collection {store.name!r} does not exist or was not made by scinsearch: run `scinsearch embed` first"
+            f"collection {store.name!r} does not exist in {store.where} or was not made by scinsearch: "
+            f"run `scinsearch embed` first, or give the store that holds it (--qdrant-path / --qdrant-url)"
         )
     return info
 

@@ -53,6 +53,7 @@ class EdgeStore(VectorStore):
             raise ScinSearchError(f"invalid collection name {collection!r}")
         self.name = collection
         self.folder = Path(qdrant_path).expanduser() / collection
+        self.where = f"the embedded store {self.folder.parent}"
         self.meta_file = self.folder / "collection.json"
         self.shard_dir = self.folder / "shard"  # the current shard's folder once one is loaded
         self.exact_search_below = exact_search_below

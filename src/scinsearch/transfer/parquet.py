@@ -3,9 +3,11 @@
 The file's layout is documented once, in docs/storage.md#the-parquet-file: `point_id`, `vector` (a
 fixed-size list of float32), one column per payload field, and the collection record in the schema
 metadata under `scinsearch`. A field declared in `scinsearch.schema` gets a typed column when every
-point holds it with a value of its declared type (lists as lists, `weighted_labels` as a map); any
-other field is a column of JSON text, where null means the point lacks the field. Both round-trip
-exactly.
+point that holds it holds a value of its declared type (lists as lists, `weighted_labels` as a map):
+null is the value None when every point holds the field (`typed`), else a point lacking it (`optional`,
+which no point may then hold as None); any other field is a column of JSON text, where null means the
+point lacks the field. All round-trip exactly, and version 1 files (no `optional` columns: a field some
+points lack was JSON text) are still read.
 
 On import the file is untrusted: its metadata, column names and types, row group sizes, ids, vector
 values and JSON cells are checked before anything is written, and it is read a page at a time.
@@ -43,10 +45,11 @@ from scinsearch.transfer.copy import (
     write_missing,
 )
 
-FORMAT, VERSION = "scinsearch-parquet", 1
+FORMAT, VERSION = "scinsearch-parquet", 2
+READABLE_VERSIONS = (1, 2)  # 2 added OPTIONAL columns
 METADATA_KEY = b"scinsearch"
 ID_COLUMN, VECTOR_COLUMN = "point_id", "vector"
-TYPED, JSON_TEXT = "typed", "json"
+TYPED, OPTIONAL, JSON_TEXT = "typed", "optional", "json"  # OPTIONAL: typed, and null means the field is absent
 ARROW_TYPES = {  # schema.Field.type -> the column's Arrow type
     "keyword": pa.string(),
     "text": pa.string(),
@@ -109,6 +112,7 @@ def plan_columns(source: VectorStore, total: int, page: int, progress: bool) -> 
     """First pass (payloads only): every field, in the order first seen, and whether it gets a typed column."""
     seen: dict[str, int] = {}
     typed: dict[str, bool] = {}
+    nulls: set[str] = set()  # fields some point holds as None
     points = source.scroll(page=page)
     for point in tqdm(points, total=total, unit="pt", desc="reading fields", disable=not progress, leave=False):
         for name, value in point.payload.items():
@@ -116,9 +120,20 @@ def plan_columns(source: VectorStore, total: int, page: int, progress: bool) -> 
                 check_field_name(name)
                 seen[name], typed[name] = 0, name in BY_NAME and BY_NAME[name].type in ARROW_TYPES
             seen[name] += 1
+            if value is None:
+                nulls.add(name)
             if typed[name] and not fits(value, BY_NAME[name].type):
                 typed[name] = False
-    return {name: TYPED if typed[name] and seen[name] == total else JSON_TEXT for name in seen}
+    return {name: column_kind(typed[name], seen[name] == total, name in nulls) for name in seen}
+
+
+def column_kind(typed: bool, everywhere: bool, has_none: bool) -> str:
+    """How a field's column is written: its own type wherever a null can say only one thing."""
+    if typed and everywhere:
+        return TYPED  # null: the value None
+    if typed and not has_none:
+        return OPTIONAL  # null: the point lacks the field
+    return JSON_TEXT
 
 
 def arrow_schema(info: CollectionInfo, collection: str, columns: dict[str, str], rows: int) -> pa.Schema:
@@ -135,7 +150,7 @@ def arrow_schema(info: CollectionInfo, collection: str, columns: dict[str, str],
         pa.field(VECTOR_COLUMN, pa.list_(pa.float32(), info.dim), nullable=False),
     ]
     fields += [
-        pa.field(name, ARROW_TYPES[BY_NAME[name].type] if kind == TYPED else pa.string())
+        pa.field(name, ARROW_TYPES[BY_NAME[name].type] if kind in (TYPED, OPTIONAL) else pa.string())
         for name, kind in columns.items()
     ]
     return pa.schema(fields, metadata={METADATA_KEY: json.dumps(metadata, ensure_ascii=False).encode()})
@@ -156,7 +171,7 @@ def record_batch(points: list[StoredPoint], schema: pa.Schema, columns: dict[str
         pa.FixedSizeListArray.from_arrays(pa.array(vectors, pa.float32()), dim),
     ]
     for name, kind in columns.items():
-        if kind == TYPED:
+        if kind in (TYPED, OPTIONAL):
             arrays.append(pa.array([point.payload.get(name) for point in points], schema.field(name).type))
         else:
             arrays.append(
@@ -265,8 +280,12 @@ class ParquetPoints:
             self.fail("its metadata is not JSON")
         if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
             self.fail("its metadata names another format")
-        if metadata.get("version") != VERSION:
-            self.fail(f"format version {metadata.get('version')!r}; this scinsearch reads version {VERSION}")
+        if metadata.get("version") not in READABLE_VERSIONS:
+            self.fail(
+                f"format version {metadata.get('version')!r}; this scinsearch reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}"
+            )
+        self.version = metadata["version"]
         return metadata
 
     def read_record(self, record) -> CollectionInfo:
@@ -301,7 +320,8 @@ class ParquetPoints:
             self.fail(f"{VECTOR_COLUMN} is not a fixed-size list of {self.info.dim} float32")
         for name, kind in columns.items():
             check_field_name(name)
-            if kind == TYPED and name in BY_NAME and BY_NAME[name].type in ARROW_TYPES:
+            typed_kinds = (TYPED, OPTIONAL) if self.version >= 2 else (TYPED,)
+            if kind in typed_kinds and name in BY_NAME and BY_NAME[name].type in ARROW_TYPES:
                 expected = ARROW_TYPES[BY_NAME[name].type]
             elif kind == JSON_TEXT:
                 expected = pa.string()
@@ -331,9 +351,9 @@ class ParquetPoints:
         for name, kind in self.columns.items():
             cells = batch.column(name).to_pylist()
             for payload, cell in zip(payloads, cells):
-                if kind == TYPED:
+                if kind == TYPED or (kind == OPTIONAL and cell is not None):
                     payload[name] = self.typed_value(name, cell)
-                elif cell is not None:
+                elif kind == JSON_TEXT and cell is not None:
                     payload[name] = self.json_value(name, cell)
         return [
             StoredPoint(self.point_id(raw), payload, matrix[i].copy())

@@ -186,12 +186,13 @@ def select(table: PointTable, protocol: str) -> Selection:
     if protocol == "split":
         queries &= splits == TEST_SPLIT
         reference &= splits == TRAIN_SPLIT
+    instead = ": evaluate with --leave-case-out (every labelled image against the other cases)"
     if not reference.any():
-        where = "in the train split" if protocol == "split" else "in the collection"
-        raise ScinSearchError(f"no labelled reference points {where}: nothing to compare queries with")
+        where, advice = ("in the train split", instead) if protocol == "split" else ("in the collection", "")
+        raise ScinSearchError(f"no labelled reference points {where}: nothing to compare queries with{advice}")
     if not queries.any():
-        where = "in the test split" if protocol == "split" else "in the collection"
-        raise ScinSearchError(f"no labelled images of gradable cases {where} to use as queries")
+        where, advice = ("in the test split", instead) if protocol == "split" else ("in the collection", "")
+        raise ScinSearchError(f"no labelled images of gradable cases {where} to use as queries{advice}")
     return Selection(protocol, np.flatnonzero(queries), np.flatnonzero(reference))
 
 

@@ -116,13 +116,24 @@ async function search(query, statusKey) {
     state.answer = answer;
     renderAnswer();
     if (query.kind === "like") $((answer.results || []).length ? "results-heading" : "empty-heading").focus();
+    else bringIntoView("status");
   } catch (error) {
     if (seq !== state.seq || (error && error.name === "AbortError")) return;
-    showError(error instanceof ApiError ? error.code : "internal");
+    const code = error instanceof ApiError ? error.code : "internal";
+    showError(code);
+    if (code !== "unauthorized") bringIntoView("alert");
   } finally {
     $("results-section").removeAttribute("aria-busy");
     if (seq === state.seq) state.controller = null;
   }
+}
+
+/** After a photo or text search: the answer's first line (status, or the error) moves to the top of the
+ * screen, under the sticky banner, and takes the focus, so the warnings, suggestion and cases follow it on
+ * screen and a screen reader reads it out. */
+function bringIntoView(id) {
+  $(id).focus({ preventScroll: true });
+  $(id).scrollIntoView({ block: "start" });
 }
 
 function renderAnswer() {
@@ -283,6 +294,7 @@ async function setLanguage(code, remember) {
   await useLanguage(code, remember);
   $("language").value = document.documentElement.lang;
   applyStatic(document);
+  $("text-english").hidden = document.documentElement.lang.split("-")[0] === "en";
   labelChoices();
   showFilterCount();
   setStatus(state.status.key, state.status.params);
