@@ -14,8 +14,10 @@ from click.core import ParameterSource
 from scinsearch.commands.options import adapter_option, make_settings, model_options, store_options
 from scinsearch.errors import ScinSearchError
 from scinsearch.images import MAX_PIXELS
+from scinsearch.photo_worker import DEFAULT_DECODE_TIMEOUT
 from scinsearch.service.settings import (
     DEFAULT_BODY_TIMEOUT_SECONDS,
+    DEFAULT_HEADER_TIMEOUT_SECONDS,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_UPLOAD_BYTES,
     DEFAULT_MAX_UPLOAD_BYTES_IN_FLIGHT,
@@ -161,7 +163,23 @@ def host_names(values: tuple[str, ...]) -> tuple[str, ...]:
     default=DEFAULT_MAX_CONNECTIONS,
     show_default=True,
     envvar="SCINSEARCH_MAX_CONNECTIONS",
-    help="Open connections at once (uvicorn answers 503 beyond).",
+    help="Open connections at once; beyond, the longest-idle ones are closed to make room.",
+)
+@click.option(
+    "--header-timeout",
+    type=click.FloatRange(min=0.1),
+    default=DEFAULT_HEADER_TIMEOUT_SECONDS,
+    show_default=True,
+    envvar="SCINSEARCH_HEADER_TIMEOUT",
+    help="Seconds a connection may take to send its request headers (then it is closed).",
+)
+@click.option(
+    "--decode-timeout",
+    type=click.FloatRange(min=0.1),
+    default=DEFAULT_DECODE_TIMEOUT,
+    show_default=True,
+    envvar="SCINSEARCH_DECODE_TIMEOUT",
+    help="Seconds one photo may take to decode (413 after; the decoder process is restarted).",
 )
 @click.option(
     "--idle-reset-seconds",
@@ -199,6 +217,8 @@ def serve(
     max_inflight_mb,
     body_timeout,
     max_connections,
+    header_timeout,
+    decode_timeout,
     idle_reset_seconds,
     compile_towers,
     log_level,
@@ -217,6 +237,7 @@ def serve(
     import uvicorn
 
     from scinsearch.service import ServiceSettings, create_app
+    from scinsearch.service.connections import guarded_protocol
 
     source = click.get_current_context().get_parameter_source("api_key")
     key = read_api_key(api_key, api_key_file, typed_on_command_line=source == ParameterSource.COMMANDLINE)
@@ -236,6 +257,8 @@ def serve(
         max_upload_bytes_in_flight=int(max_inflight_mb * 2**20),
         body_timeout_seconds=body_timeout,
         max_connections=max_connections,
+        header_timeout_seconds=header_timeout,
+        decode_timeout_seconds=decode_timeout,
         compile=compile_towers,
         **page,
     )
@@ -258,7 +281,7 @@ def serve(
             port=service.port,
             log_level=log_level,
             access_log=log_level == "debug",
-            limit_concurrency=service.max_connections,
+            http=guarded_protocol(service.max_connections, service.header_timeout_seconds),
         )
     finally:
         searcher.close()
