@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from scinsearch import quality
-from scinsearch.errors import BROKEN_IMAGE, IMAGE_TOO_LARGE, ScinSearchError
+from scinsearch.errors import BROKEN_IMAGE, IMAGE_TOO_LARGE, NOT_READY, ScinSearchError
 from scinsearch.helpers import first_line
 from scinsearch.images import MAX_PIXELS, ImageError, decode_memory_bound
 from scinsearch.preprocessing import Preprocessor
@@ -91,7 +91,10 @@ def serve_decodes(preprocessor: Preprocessor, max_pixels: int, channel) -> None:
     """The worker: warm up, cap its memory, then answer photos (bytes) with ("ok", PreparedPhoto) or
     ("error", reason, code) until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle
-    prepare_photo(preprocessor, warm_up_photo(), max_pixels)
+    try:
+        prepare_photo(preprocessor, warm_up_photo(), max_pixels)  # imports and lazy set-up, before the cap
+    except Exception as exc:  # a real photo will say what is wrong
+        log.warning("photo decoder warm-up failed: %s", first_line(exc))
     limit_address_space(decode_memory_bound(max_pixels))
     channel.send(("ready", os.getpid()))
     while True:
@@ -113,11 +116,13 @@ def serve_decodes(preprocessor: Preprocessor, max_pixels: int, channel) -> None:
 class PhotoDecoder:
     """One warm worker process decoding photos one at a time, each within `timeout` seconds."""
 
+    START_METHOD = "spawn"  # a fresh interpreter: never a fork of the server's threads and model
+
     def __init__(
         self, preprocessor: Preprocessor, max_pixels: int = MAX_PIXELS, timeout: float = DEFAULT_DECODE_TIMEOUT
     ):
         self.preprocessor, self.max_pixels, self.timeout = preprocessor, max_pixels, timeout
-        self.context = multiprocessing.get_context("spawn")
+        self.context = multiprocessing.get_context(self.START_METHOD)
         self.lock = threading.Lock()  # one photo in the worker at a time
         self.process = None
         self.channel = None
@@ -147,7 +152,7 @@ class PhotoDecoder:
         if not ours.poll(START_TIMEOUT):
             process.kill()
             process.join()
-            raise ScinSearchError("the photo decoder did not start")
+            raise ScinSearchError("the photo decoder did not start: retry in a few seconds", NOT_READY)
         ours.recv()
         self.process, self.channel = process, ours
 

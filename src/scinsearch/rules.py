@@ -17,6 +17,8 @@ def has_visible_text(text: str) -> bool:
     """Whether `text` holds anything to search for: not only spaces, control characters (C0/C1),
     format characters (zero-width space and joiners, direction marks) or lone combining marks."""
     return any(unicodedata.category(character)[0] in VISIBLE_CATEGORIES for character in text)
+
+
 DEFAULT_TOP_K = 5  # what a health worker can compare at a glance
 MAX_TOP_K = 200  # the Python API and the CLI: bounds what one query fetches (top_k x the over-fetch factor)
 # The HTTP service's default cap (`ServiceSettings.max_top_k`, at most MAX_TOP_K): it answers whoever reaches

@@ -73,9 +73,11 @@ class ServiceSettings:
             raise ScinSearchError("max_uploads, max_connections and the timeouts must be positive")
 
     def memory_bound(self) -> int:
-        """Most memory, in bytes, that requests may add to the process at once, besides the model's own
-        working memory: photos are decoded one at a time (`images.decode_memory_bound`), and the bodies
-        in flight are bounded by `max_upload_bytes_in_flight`, each held at most UPLOAD_COPIES times."""
+        """Most memory, in bytes, that requests may add to the service at once (the server and its photo
+        decoder process together), besides the model's own working memory: photos are decoded one at a
+        time in the decoder, whose address space is capped (`images.decode_memory_bound` above what it
+        holds after start-up), and the bodies in flight are bounded by `max_upload_bytes_in_flight`,
+        each held at most UPLOAD_COPIES times."""
         return decode_memory_bound(self.max_pixels) + UPLOAD_COPIES * self.max_upload_bytes_in_flight
 
     def replace(self, **changes) -> ServiceSettings:
