@@ -138,3 +138,49 @@ def every_writable_format(image: Image.Image | None = None) -> dict[str, bytes]:
 def truncations(data: bytes) -> dict[str, bytes]:
     """The file cut inside its image data, at several points."""
     return {f"cut-at-{fraction}": data[: int(len(data) * fraction)] for fraction in (0.05, 0.25, 0.5, 0.75, 0.9)}
+
+
+# Decoder time and memory bombs (issue 23): small files whose cost is in their structure --------------
+
+
+def jpeg_segments(data: bytes) -> tuple[bytes, list[bytes], bytes]:
+    """A baseline-free split of a progressive JPEG: (everything before the first scan, each scan with
+    its entropy-coded data, the end). Written here apart from the code under test."""
+    first = data.index(b"\xff\xda")
+    end = data.rindex(b"\xff\xd9")
+    scans, start = [], first
+    while start < end:
+        following = data.find(b"\xff\xda", start + 2)
+        stop = end if following < 0 else following
+        scans.append(data[start:stop])
+        start = stop
+    return data[:first], scans, data[end:]
+
+
+def repeated_scan_jpeg(size: tuple[int, int] = (2048, 2048), repeats: int = 400) -> bytes:
+    """A progressive JPEG of a flat picture whose last (refinement) scan is repeated `repeats` times:
+    each copy is ~100 bytes and costs the decoder a pass over every coefficient of the image."""
+    flat = Image.new("RGB", size, (180, 140, 120))
+    head, scans, tail = jpeg_segments(encoded(flat, "JPEG", progressive=True, quality=90))
+    return head + b"".join(scans) + scans[-1] * repeats + tail
+
+
+def comment_flood_jpeg(comments: int = 20_000) -> bytes:
+    """A small JPEG with `comments` empty comment (COM) segments before its frame: 4 bytes each, and
+    Pillow reads every one in Python (4 million of them: ~6 s and ~290 MB per header parse)."""
+    jpeg = encoded(photo((32, 24)), "JPEG")
+    return jpeg[:2] + b"\xff\xfe\x00\x02" * comments + jpeg[2:]
+
+
+def chunk_flood_png(chunks: int = 20_000) -> bytes:
+    """A small PNG with `chunks` empty unknown ancillary chunks before its image data (1.5 million
+    of them took 17.7 s to open)."""
+    png = encoded(photo((32, 24)), "PNG")
+    ihdr_end = 8 + 25
+    return png[:ihdr_end] + png_chunk(b"zzZz", b"") * chunks + png[ihdr_end:]
+
+
+@functools.lru_cache(maxsize=2)
+def lossless_webp(side: int = 8000) -> bytes:
+    """A flat lossless WebP of side x side: 2.5 KB at 8000^2, and its decode peaks near 1 GB."""
+    return encoded(Image.new("RGB", (side, side), (180, 140, 120)), "WEBP", lossless=True)

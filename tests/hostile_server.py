@@ -127,9 +127,9 @@ class Server:
             self.process.kill()
             self.process.wait()
 
-    def memory(self, field: str) -> int:
-        """VmRSS (now) or VmHWM (peak since the last reset) of the server, in bytes."""
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+    def memory(self, field: str, pid: int | None = None) -> int:
+        """VmRSS (now) or VmHWM (peak since the last reset) of the server (or process `pid`), in bytes."""
+        for line in Path(f"/proc/{pid or self.process.pid}/status").read_text().splitlines():
             if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
         raise AssertionError(f"no {field} in /proc/{self.process.pid}/status")
@@ -138,6 +138,18 @@ class Server:
         """Start measuring the peak afresh (Linux clear_refs 5); returns the memory in use now."""
         Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
         return self.memory("VmRSS")
+
+    def decoder_pid(self, wait: float = 60.0) -> int:
+        """The photo decoder process (the server's child started by multiprocessing), once it runs."""
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
+            for child in children:
+                with contextlib.suppress(OSError):
+                    if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                        return int(child)
+            time.sleep(0.1)
+        raise AssertionError("no photo decoder process")
 
     def private_folders(self) -> list[Path]:
         return [*self.folders.values(), self.root, self.store]
@@ -230,3 +242,28 @@ class Watch:
         assert files_under(server.private_folders()) == before, "a file appeared or changed"
         assert not server.gs_record.exists(), server.gs_record.read_text()
         assert server.process.poll() is None, "the server died"
+
+
+def serve_a_tiny_collection(
+    tmp_path_factory, model_dir: Path, arguments: list[str], env: dict[str, str], settings: ServiceSettings
+) -> Server:
+    """Embed a small synthetic release with the tiny model and start `scinsearch serve` over it, with
+    `arguments` after the store and model options."""
+    from scinsearch import testing
+    from scinsearch.cli import main
+
+    release = testing.write_release(tmp_path_factory.mktemp("hostile-scin") / "scin", cases=6, broken_files=False)
+    store = tmp_path_factory.mktemp("hostile-store")
+    embedded = main(
+        [
+            *("embed", "--scin-dir", str(release), "--qdrant-path", str(store), "--collection", "hostile"),
+            *("--model", str(model_dir), "--device", "cpu", "--workers", "0", "--quiet"),
+        ]
+    )
+    assert embedded == 0
+    store_and_model = ("--qdrant-path", str(store), "--collection", "hostile", "--model", str(model_dir))
+    running = Server(
+        tmp_path_factory.mktemp("hostile-serve"), [*store_and_model, "--device", "cpu", *arguments], env, settings
+    )
+    running.start()
+    return running

@@ -73,6 +73,19 @@ def test_a_file_that_hangs_its_worker_times_out_the_same_way(release, spy_embedd
     store.close()
 
 
+def test_a_decode_worker_cannot_take_more_memory_than_decoding_one_image_needs(release, spy_embedder, tmp_path):
+    """Issue 23: each decode worker's address space is capped; a decoder asking for more fails that file."""
+    data = read_release(release)
+    culprit = data.records[5]
+    sabotage(spy_embedder, hog_on=frozenset({culprit.image_id}))
+    store = open_store(Settings(qdrant_path=tmp_path / "q", collection="c"))
+    summary = embed(data, spy_embedder, store)
+    assert [path for path, _ in summary.failed] == [str(culprit.file)]
+    assert "MemoryError" in summary.failed[0][1], summary.failed
+    assert stored_ids(store) == {r.point_id for r in data.records} - {culprit.point_id}
+    store.close()
+
+
 def test_without_the_record_the_rerun_finds_the_culprit_again(release, spy_embedder, tmp_path):
     data = read_release(release)
     culprits = [data.records[2], data.records[9]]

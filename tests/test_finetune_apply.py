@@ -12,6 +12,7 @@ from scinsearch.errors import ScinSearchError
 from scinsearch.finetune.adapter import save_adapter, train_adapter
 from scinsearch.finetune.apply import apply_adapter
 from scinsearch.finetune.config import AdapterConfig
+from scinsearch.photo_worker import PreparedPhoto
 from scinsearch.search import Searcher
 from scinsearch.search_filters import SearchOptions
 from scinsearch.settings import Settings
@@ -105,17 +106,17 @@ class PlantedEmbedder:
     def embed_images(self, images):
         return np.stack([np.asarray(image, dtype=np.float32) for image in images])
 
+    def embed_batch(self, batch):
+        return np.asarray(batch["pixels"], dtype=np.float32)
+
     def embed_texts(self, texts):
         return np.stack([np.eye(self.dim, dtype=np.float32)[len(t) % self.dim] for t in texts])
 
 
 class VectorSearcher(Searcher):
-    def embed_query_image(self, image):
-        return self.embedder.embed_images([image])[0]
-
-    def photo_vector(self, image):
+    def prepare_photo(self, image):
         """The planted 'photo' is a vector: nothing to decode, no photo checks."""
-        return self.embed_query_image(image), []
+        return PreparedPhoto({"pixels": image}, [])
 
 
 def test_queries_go_through_the_adapter(planted_store, adapted):

@@ -38,9 +38,7 @@ import pytest
 
 import hostile_corpus as corpus
 from hostile_http import send
-from hostile_server import Server, Watch, holding_any, names_under, samples_of
-from scinsearch import testing
-from scinsearch.cli import main
+from hostile_server import Server, Watch, holding_any, names_under, samples_of, serve_a_tiny_collection
 from scinsearch.images import allowed_formats, decode_memory_bound
 from scinsearch.service.settings import ServiceSettings
 
@@ -55,25 +53,16 @@ BODY_TIMEOUT = 2.0
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_siglip_dir):
-    release = testing.write_release(tmp_path_factory.mktemp("hostile-scin") / "scin", cases=6, broken_files=False)
-    store = tmp_path_factory.mktemp("hostile-store")
-    embedded = main(
-        [
-            *("embed", "--scin-dir", str(release), "--qdrant-path", str(store), "--collection", "hostile"),
-            *("--model", str(tiny_siglip_dir), "--device", "cpu", "--workers", "0", "--quiet"),
-        ]
-    )
-    assert embedded == 0
     arguments = [
-        *("--qdrant-path", str(store), "--collection", "hostile", "--model", str(tiny_siglip_dir), "--device", "cpu"),
         *("--log-level", "debug", "--max-upload-mb", str(MAX_UPLOAD_MB), "--max-inflight-mb", str(MAX_INFLIGHT_MB)),
         *("--max-uploads", str(MAX_UPLOADS), "--body-timeout", str(BODY_TIMEOUT)),
     ]
     settings = ServiceSettings(
         max_upload_bytes=MAX_UPLOAD_MB * 2**20, max_upload_bytes_in_flight=MAX_INFLIGHT_MB * 2**20
     )
-    running = Server(tmp_path_factory.mktemp("hostile-serve"), arguments, {"SCINSEARCH_API_KEY": KEY}, settings)
-    running.start()
+    running = serve_a_tiny_collection(
+        tmp_path_factory, tiny_siglip_dir, arguments, {"SCINSEARCH_API_KEY": KEY}, settings
+    )
     running.basetemp = tmp_path_factory.getbasetemp()
     running.tmp_before = temporary_names(running)
     yield running

@@ -173,16 +173,16 @@ def test_a_collection_of_another_vector_size_is_refused(clean_release, spy_embed
 
 def count_decodes(monkeypatch) -> list:
     """Count real decodes in this process (workers=0): every call of the decode-and-resize function."""
-    from scinsearch import embedding
+    from scinsearch import preprocessing
 
     calls = []
-    real = embedding.load_square
+    real = preprocessing.load_square
 
     def counting(*args, **kwargs):
         calls.append(args[0])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(embedding, "load_square", counting)
+    monkeypatch.setattr(preprocessing, "load_square", counting)
     return calls
 
 

@@ -10,12 +10,13 @@ import random
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image, ImageFilter
+from PIL import Image, ImageFile, ImageFilter
 
 from conftest import fill_store
 from scinsearch import quality, testing
 from scinsearch.calibration.calibrate import calibrate_collection
 from scinsearch.cli import main
+from scinsearch.images import decode_photo
 from scinsearch.search import Searcher
 from scinsearch.service import ServiceSettings, create_app
 from scinsearch.settings import Settings
@@ -125,7 +126,31 @@ def test_the_size_check_reads_the_upright_size_from_the_header():
     exif[0x0112] = 6  # rotate a quarter when shown
     buffer = io.BytesIO()
     photo.save(buffer, format="JPEG", exif=exif)
-    assert quality.taken_size(buffer.getvalue(), photo) == (200, 300)
+    assert decode_photo(buffer.getvalue()).taken_size == (200, 300)
+
+
+def test_a_png_photo_is_decoded_once_and_only_through_the_allowed_plugins(monkeypatch):
+    """Issue 23: the size check used to re-open the photo without the format allow-list and ask for
+    its EXIF, which decodes a PNG's pixels a second time."""
+    buffer = io.BytesIO()
+    skin_photo((300, 200)).save(buffer, format="PNG")
+    opened, decoded = [], []
+    real_open, real_load = Image.open, ImageFile.ImageFile.load
+
+    def spy_open(fp, mode="r", formats=None):
+        opened.append(formats)
+        return real_open(fp, mode, formats)
+
+    def spy_load(image):
+        if image.tile:
+            decoded.append(image.format)
+        return real_load(image)
+
+    monkeypatch.setattr(Image, "open", spy_open)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", spy_load)
+    photo = decode_photo(buffer.getvalue())
+    quality.photo_checks(photo.image, photo.taken_size)
+    assert decoded == ["PNG"] and len(opened) == 1 and opened[0] is not None
 
 
 def test_calibration_checks_are_skipped_without_a_calibration():
@@ -254,6 +279,6 @@ def test_decoding_once_for_the_checks_embeds_exactly_what_the_embedder_would(tin
     jpeg = buffer.getvalue()
     preprocessor = tiny_embedder.preprocessor
     assert preprocessor.fast, "the fast path decodes JPEGs at a reduced scale: the case worth checking"
-    np.testing.assert_array_equal(preprocessor(preprocessor.decode(jpeg))["pixels"], preprocessor.load(jpeg)["pixels"])
     decoded = preprocessor.decode(jpeg)
-    assert decoded.size != (1200, 900) and quality.taken_size(jpeg, decoded) == (1200, 900)
+    np.testing.assert_array_equal(preprocessor(decoded.image)["pixels"], preprocessor.load(jpeg)["pixels"])
+    assert decoded.image.size != (1200, 900) and decoded.taken_size == (1200, 900)

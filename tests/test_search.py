@@ -266,6 +266,7 @@ def test_bad_queries_raise_one_line_errors(searcher, tmp_path):
         (lambda: searcher.search_like("123456"), "unknown image id '123456'"),
         (lambda: searcher.search_like(""), "empty image id"),
         (lambda: searcher.search_text("   "), "empty text"),
+        (lambda: searcher.search_text("\u200b\x00\u2060"), "empty text"),
         (lambda: searcher.search_text("rash", options=SearchOptions(top_k=0)), "top_k must be from 1 to 200, not 0"),
         (lambda: searcher.search_text("rash", options=SearchOptions(min_score=2.0)), "min_score must be a cosine"),
     ]

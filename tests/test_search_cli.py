@@ -187,6 +187,7 @@ def test_zero_shot_is_shown_apart_and_labelled(search, edge_store):
         ((), "give exactly one of --image PATH, --text TEXT or --like IMAGE_ID"),
         (("--text", "rash", "--like", "123"), "(got --text, --like)"),
         (("--text", "   "), "empty text"),
+        (("--text", "\u200b\u200d\x7f"), "empty text"),
         (("--like", "no-such-image"), "unknown image id 'no-such-image'"),
         (("--image", "__missing__.jpg"), "cannot use the query image __missing__.jpg: file not found"),
         (("--text", "rash", "--fitzpatrick", "FST9"), "unknown Fitzpatrick skin type 'FST9': use one of FST1"),

@@ -94,7 +94,8 @@ def assert_notices(body: dict) -> None:
 def test_health_ready_and_filters(client, searcher):
     assert client.get("/health").json() == {"status": "alive"}
     ready = client.get("/ready").json()
-    assert ready["status"] == "ready" and ready["model"] == searcher.info.model and ready["images"] is True
+    assert ready["status"] == "ready" and ready["images"] is True
+    assert ready["model"] == Path(searcher.info.model).name != searcher.info.model  # a folder's name, never its path
     assert ready["compiled"] == []  # `serve --compile` is off by default
     choices = client.get("/filters").json()["choices"]
     assert "FST6" in choices["fitzpatrick"] and "arm" in choices["body_parts"]
@@ -503,6 +504,11 @@ class FakeSearcher:
         self.calls += 1
         return SearchResult({"kind": "image"}, [], suggest_conditions([]))
 
+    def prepare_photo(self, image):  # no embedder.preprocessor: the service decodes in-process
+        return image
+
+    search_prepared = search_image
+
     def close(self):
         self.closed = True
 
@@ -588,3 +594,19 @@ def test_openapi_3_1_forms_become_their_3_0_equivalents():
     media = as_openapi_3_0(document)["paths"]["/p"]["get"]["responses"]["200"]["content"]["a/b"]
     assert media == {"examples": {"one": {"value": 1}}}  # a media type's named examples are 3.0 already
     assert document["openapi"] == "3.1.0"  # the input is not changed
+
+
+def test_small_leaks_and_quirks_of_issue_23(client, caplog):
+    """HEAD / answers; the stock Swagger index.html is not served; a malformed multipart body's bytes
+    never reach a log; text of nothing but control or invisible characters is refused."""
+    assert client.head("/").status_code == 200
+    assert client.get("/docs-assets/index.html").status_code == 404
+    assert client.get("/docs-assets/swagger-ui.css").status_code == 200
+    caplog.set_level(logging.DEBUG)
+    body = b'--b\r\nContent-Disposition: form-data; name="photo"; filename="x"\r\n\x01Q: q\r\n\r\nDATA\r\n--b--\r\n'
+    answer = client.post("/search", content=body, headers={"Content-Type": "multipart/form-data; boundary=b"})
+    assert answer.status_code == 400
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("python_multipart")] == []
+    for text in ("\u200b\u200b", "\x00\x01\x7f", "\u200d\u2060\ufeff \u202e", "\x85\u00ad"):
+        answer = client.post("/search/text", json={"text": text})
+        assert answer.status_code == 400 and answer.json()["code"] == "empty_text", (text, answer.text)

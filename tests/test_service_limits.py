@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import uvicorn
 from PIL import EpsImagePlugin, Image, PsdImagePlugin, TiffImagePlugin
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from conftest import SpyEmbedder
 from hostile_corpus import encoded, eps_comment_bomb, photo, psd_header
@@ -24,9 +25,11 @@ from scinsearch.cli import main
 from scinsearch.dataset import read_release
 from scinsearch.errors import BROKEN_IMAGE, OVERLOADED, TIMEOUT, UNAUTHORIZED, UNSUPPORTED_FORMAT, UPLOAD_TOO_LARGE
 from scinsearch.images import allowed_formats
+from scinsearch.photo_worker import PhotoDecoder
 from scinsearch.pipeline import run_embed
 from scinsearch.search import Searcher
 from scinsearch.service import ServiceSettings, create_app
+from scinsearch.service.connections import guarded_protocol
 from scinsearch.settings import Settings
 from scinsearch.store import open_store
 
@@ -63,7 +66,7 @@ def serving(searcher, **options):
         host="127.0.0.1",
         port=settings.port,
         log_level="warning",
-        limit_concurrency=settings.max_connections,
+        http=guarded_protocol(settings.max_connections, settings.header_timeout_seconds),
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -117,8 +120,9 @@ def test_a_decoder_error_of_any_type_is_a_4xx_not_a_500(searcher, monkeypatch):
     from PIL import ImageFile
 
     good = encoded(photo(), "PNG")
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: {}["no such key"])  # a KeyError inside
+    monkeypatch.setattr(PhotoDecoder, "START_METHOD", "fork")  # the decoder process inherits the sabotage
     with serving(searcher) as port:
-        monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: {}["no such key"])  # a KeyError inside
         answer = send(port, "POST", "/search", *raw_image(good))
     assert (answer.status, answer.json()["code"]) == (400, BROKEN_IMAGE)
 
@@ -299,7 +303,8 @@ def test_serve_flags_and_environment_reach_the_settings_and_uvicorn(fake_serve, 
     assert (settings.body_timeout_seconds, settings.max_uploads, settings.max_connections) == (12.0, 3, 20)
     assert (settings.max_upload_bytes_in_flight, settings.max_upload_bytes) == (40 * 2**20, 5 * 2**20)
     assert settings.max_pixels == 24_000_000
-    assert fake_serve[0][1]["limit_concurrency"] == 20
+    assert "limit_concurrency" not in fake_serve[0][1]  # it would answer 503 to idle sockets' newcomers
+    assert issubclass(fake_serve[0][1]["http"], H11Protocol)
     fake_serve.clear()
     assert main(["serve", "--max-upload-mb", "50", "--max-inflight-mb", "40"]) == 1  # one upload must fit
     assert fake_serve == []

@@ -30,10 +30,11 @@ import torch
 import torch.multiprocessing  # registers the shared-memory pickling of tensors used on the result pipes
 from torch.utils.data import Dataset as TorchDataset
 
-from scinsearch.embedding import Preprocessor, collate
 from scinsearch.errors import ScinSearchError
-from scinsearch.images import ImageError
+from scinsearch.images import ImageError, decode_memory_bound
+from scinsearch.photo_worker import limit_address_space
 from scinsearch.pixel_cache import PixelCache
+from scinsearch.preprocessing import Preprocessor, collate
 
 if TYPE_CHECKING:  # annotations only: decoding needs no pandas
     from scinsearch.dataset import ImageRecord
@@ -43,6 +44,9 @@ PREFETCH = 2  # chunks handed to each worker ahead of time (bounds memory in fli
 DECODE_TIMEOUT = 300.0  # seconds one file may take to decode before its worker is killed (SCIN's: ~0.03 s)
 MAX_ATTEMPTS = 3  # a chunk whose worker died this often, with no single file to blame, is given up
 POLL_SECONDS = 0.25  # how often the main process looks for dead or overrunning workers while it waits
+# A decode worker's address space is capped at what it maps when it starts plus the most one image may
+# need to decode (`images.decode_memory_bound`) and this much for its chunk of preprocessed images.
+WORKER_HEADROOM_BYTES = 512 * 2**20
 PARENT_CHECK_SECONDS = 1.0  # how often an idle worker checks that the main process is still there
 
 
@@ -124,6 +128,7 @@ def worker_main(decode: DecodeImages, tasks, results, journal, slot: int, nice: 
     torch.set_num_threads(1)
     if nice:
         lower_priority(slot)
+    limit_address_space(decode_memory_bound() + WORKER_HEADROOM_BYTES)  # a decoder gone wild: MemoryError
     parent = os.getppid()
     while True:
         try:

@@ -14,6 +14,7 @@ decoding one image needs a bounded amount of memory (`decode_memory_bound`).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import warnings
@@ -32,6 +33,7 @@ from scinsearch.errors import (
     ScinSearchError,
 )
 from scinsearch.helpers import first_line
+from scinsearch.image_structure import structure_problem
 
 MAX_PIXELS = 64_000_000  # a 64-megapixel photo; SCIN's are about 0.9 MP. Larger is refused (decompression bombs).
 MAX_FILE_BYTES = 64 * 1024 * 1024
@@ -146,6 +148,9 @@ def open_header(raw: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
     opened image whose `load()` is still to come, or an ImageError with a code."""
     if not raw:
         raise ImageError("empty file", EMPTY_UPLOAD)
+    problem = structure_problem(raw, max_pixels)  # before any parser, Pillow's header readers included
+    if problem:
+        raise ImageError(problem, IMAGE_TOO_LARGE)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -164,6 +169,20 @@ def open_header(raw: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
     return image
 
 
+EXIF_ORIENTATION = 0x0112
+QUARTER_TURNS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodedPhoto:
+    """An upright RGB picture and the (width, height) of the photo as taken and shown upright: the
+    header's size, since `image` may be a reduced-scale JPEG decode (the photo-size check judges what
+    the camera delivered)."""
+
+    image: Image.Image
+    taken_size: tuple[int, int]
+
+
 def open_rgb(
     data: bytes | Path | Image.Image, max_pixels: int = MAX_PIXELS, draft_size: int | None = None
 ) -> Image.Image:
@@ -171,21 +190,34 @@ def open_rgb(
 
     `draft_size`: a JPEG may be decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling) as long as
     both sides stay at least `draft_size` pixels; other formats ignore it."""
+    return decode_photo(data, max_pixels, draft_size).image
+
+
+def decode_photo(
+    data: bytes | Path | Image.Image, max_pixels: int = MAX_PIXELS, draft_size: int | None = None
+) -> DecodedPhoto:
+    """`open_rgb`, and the photo's size as taken, from one opening and one decode of the file: the
+    header is parsed once and the EXIF read from the decoded image (asking a PNG for its EXIF before
+    decoding would decode it a second time)."""
     if isinstance(data, Image.Image):
-        return to_rgb(ImageOps.exif_transpose(shrink_for_conversion(data)))
+        image = to_rgb(ImageOps.exif_transpose(shrink_for_conversion(data)))
+        return DecodedPhoto(image, image.size)
     raw = read_bytes(data) if isinstance(data, Path) else data
     image = open_header(raw, max_pixels)
+    width, height = image.size
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             if draft_size and image.format in ("JPEG", "MPO"):
                 image.draft(None, (draft_size, draft_size))
             image.load()
+        turned = image.getexif().get(EXIF_ORIENTATION, 1) in QUARTER_TURNS  # loaded: no second decode
         image = shrink_for_conversion(image)
         upright = ImageOps.exif_transpose(image, in_place=True)  # our own image: no copy when already upright
-        return to_rgb(image if upright is None else upright)
+        rgb = to_rgb(image if upright is None else upright)
     except Exception as exc:  # whatever a decoder raises is the file's fault, never a crash
         raise broken(exc) from None
+    return DecodedPhoto(rgb, (height, width) if turned else (width, height))
 
 
 def shrink_for_conversion(image: Image.Image) -> Image.Image:

@@ -18,7 +18,6 @@ Every threshold is a named constant here and nowhere else; docs/quality.md says 
 from __future__ import annotations
 
 import dataclasses
-import io
 
 import numpy as np
 from PIL import Image
@@ -32,7 +31,6 @@ MIN_SHARPNESS = 20.0  # variance of the 4-neighbour Laplacian of the 0-255 grey 
 MIN_SIDE = 224  # pixels on the short side of the photo as taken: the smallest SigLIP input
 MAX_CHANNEL_SHARE = {"red": 0.60, "green": 0.40, "blue": 0.40}  # share of the light in one colour channel
 MIN_GRADABLE_PROBABILITY = 0.5  # below: more likely not gradable than gradable, by the calibrated probe
-EXIF_ORIENTATION = 0x0112
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601 luminance weights
 
 PASS, WARN, SKIPPED = "pass", "warn", "skipped"
@@ -118,20 +116,6 @@ def analysis_copy(image: Image.Image) -> np.ndarray:
         size = (max(1, round(small.width * scale)), max(1, round(small.height * scale)))
         small = small.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
     return np.asarray(small, dtype=np.float32)
-
-
-def taken_size(source: bytes | Image.Image, decoded: Image.Image) -> tuple[int, int]:
-    """(width, height) of the photo as taken and shown upright: from the file's header (no decoding),
-    since `decoded` may be a reduced-scale JPEG decode; EXIF orientations 5-8 turn it a quarter."""
-    if not isinstance(source, bytes):
-        return decoded.size
-    try:
-        with Image.open(io.BytesIO(source)) as header:
-            width, height = header.size
-            orientation = header.getexif().get(EXIF_ORIENTATION, 1)
-    except Exception:  # the decoder accepted it, so this is only the header reader's opinion
-        return decoded.size
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
 def photo_checks(image: Image.Image, taken_size: tuple[int, int] | None = None) -> list[QualityCheck]:

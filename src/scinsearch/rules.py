@@ -6,9 +6,19 @@ option parsing, the service and evaluation import it without loading a model or 
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable, Sequence
 
 MAX_TEXT_CHARS = 2000  # a text query longer than this is not a description of skin (SigLIP reads 64 tokens)
+VISIBLE_CATEGORIES = "LNPS"  # Unicode letters, numbers, punctuation, symbols: what a description is written in
+
+
+def has_visible_text(text: str) -> bool:
+    """Whether `text` holds anything to search for: not only spaces, control characters (C0/C1),
+    format characters (zero-width space and joiners, direction marks) or lone combining marks."""
+    return any(unicodedata.category(character)[0] in VISIBLE_CATEGORIES for character in text)
+
+
 DEFAULT_TOP_K = 5  # what a health worker can compare at a glance
 MAX_TOP_K = 200  # the Python API and the CLI: bounds what one query fetches (top_k x the over-fetch factor)
 # The HTTP service's default cap (`ServiceSettings.max_top_k`, at most MAX_TOP_K): it answers whoever reaches

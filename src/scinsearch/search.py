@@ -25,7 +25,9 @@ from PIL import Image
 from scinsearch import quality, rules, schema, suggest
 from scinsearch.calibration import calibration_of
 from scinsearch.errors import BAD_FILTER, EMPTY_TEXT, NOT_FOUND, ScinSearchError
-from scinsearch.images import ImageError, open_rgb, read_bytes
+from scinsearch.images import ImageError
+from scinsearch.photo_worker import PreparedPhoto, prepare_photo
+from scinsearch.preprocessing import collate
 from scinsearch.results import Neighbour, SearchResult, ZeroShot
 from scinsearch.schema import BODY_PARTS, point_id_for
 from scinsearch.search_filters import SearchFilters, SearchOptions
@@ -97,7 +99,18 @@ class Searcher:
     ) -> SearchResult:
         """Cases like a photo (a path, encoded bytes or a PIL image), decoded in memory only, with the
         photo's quality checks (`result.quality`)."""
-        vector, checks = self.photo_vector(image)
+        return self.search_prepared(self.prepare_photo(image), filters, options, zero_shot)
+
+    def search_prepared(
+        self,
+        photo: PreparedPhoto,
+        filters: SearchFilters | None = None,
+        options: SearchOptions | None = None,
+        zero_shot: bool = False,
+    ) -> SearchResult:
+        """`search_image` for a photo already decoded and preprocessed (`prepare_photo`)."""
+        vector = self.embedder.embed_batch(collate([photo.arrays]))[0]
+        checks = list(photo.checks)
         query = self.adapter.transform(vector) if self.adapter else vector
         result = self.search_vector(query, {"kind": "image"}, filters, options)
         probe = self.calibration.probe if self.calibration is not None else None
@@ -116,8 +129,12 @@ class Searcher:
         options: SearchOptions | None = None,
     ) -> SearchResult:
         """Cases whose photos match a description, through the SigLIP text tower."""
-        if not isinstance(text, str) or not text.strip():
-            raise ScinSearchError("empty text query: describe what the skin looks like", EMPTY_TEXT)
+        if not isinstance(text, str) or not rules.has_visible_text(text):
+            raise ScinSearchError(
+                "empty text query (nothing but spaces, control or invisible characters): "
+                "describe what the skin looks like",
+                EMPTY_TEXT,
+            )
         if len(text) > rules.MAX_TEXT_CHARS:
             raise ScinSearchError(f"text query is {len(text)} characters long (limit {rules.MAX_TEXT_CHARS})")
         vector = self.embedder.embed_texts([text.strip()])[0]
@@ -241,22 +258,15 @@ class Searcher:
         except ImageError as exc:
             raise exc.user_error() from None
 
-    def photo_vector(self, image: ImageInput) -> tuple[np.ndarray, list[quality.QualityCheck]]:
-        """The photo's vector and its photo checks, from one in-memory decode."""
-        picture, taken_size = self.decode_query_image(image)
-        return self.embed_query_image(picture), quality.photo_checks(picture, taken_size)
-
-    def decode_query_image(self, image: ImageInput) -> tuple[Image.Image, tuple[int, int]]:
-        """The photo decoded once, in memory, as the embedder's preprocessing would (a JPEG may be decoded
-        at a reduced scale), and its size as taken (upright) for the size check."""
+    def prepare_photo(self, image: ImageInput) -> PreparedPhoto:
+        """The photo decoded once, in memory, preprocessed as the embedder's preprocessing would (a JPEG
+        may be decoded at a reduced scale), with its photo checks. The service does this in its photo
+        decoder process (`photo_worker.PhotoDecoder`) and calls `search_prepared`."""
         image = checked_image_input(image)
         try:
-            raw = read_bytes(image) if isinstance(image, Path) else image
-            preprocessor = getattr(self.embedder, "preprocessor", None)
-            decoded = preprocessor.decode(raw) if hasattr(preprocessor, "decode") else open_rgb(raw)
+            return prepare_photo(self.embedder.preprocessor, image)
         except ImageError as exc:
             raise exc.user_error() from None
-        return decoded, quality.taken_size(raw, decoded)
 
     def stored_point(self, image_id: str):
         if not isinstance(image_id, str) or not image_id.strip():

@@ -27,8 +27,10 @@ from scinsearch.commands.options import (
 )
 from scinsearch.errors import ScinSearchError
 from scinsearch.images import MAX_PIXELS
+from scinsearch.photo_worker import DEFAULT_DECODE_TIMEOUT
 from scinsearch.service.settings import (
     DEFAULT_BODY_TIMEOUT_SECONDS,
+    DEFAULT_HEADER_TIMEOUT_SECONDS,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_UPLOAD_BYTES,
     DEFAULT_MAX_UPLOAD_BYTES_IN_FLIGHT,
@@ -180,7 +182,23 @@ def host_names(values: tuple[str, ...]) -> tuple[str, ...]:
     default=DEFAULT_MAX_CONNECTIONS,
     show_default=True,
     envvar="SCINSEARCH_MAX_CONNECTIONS",
-    help="Open connections at once (uvicorn answers 503 beyond).",
+    help="Open connections at once; beyond, the longest-idle ones are closed to make room.",
+)
+@click.option(
+    "--header-timeout",
+    type=click.FloatRange(min=0.1),
+    default=DEFAULT_HEADER_TIMEOUT_SECONDS,
+    show_default=True,
+    envvar="SCINSEARCH_HEADER_TIMEOUT",
+    help="Seconds a connection may take to send its request headers (then it is closed).",
+)
+@click.option(
+    "--decode-timeout",
+    type=click.FloatRange(min=0.1),
+    default=DEFAULT_DECODE_TIMEOUT,
+    show_default=True,
+    envvar="SCINSEARCH_DECODE_TIMEOUT",
+    help="Seconds one photo may take to decode (413 after; the decoder process is restarted).",
 )
 @idle_reset_option(
     envvar="SCINSEARCH_IDLE_RESET_SECONDS",
@@ -222,6 +240,8 @@ def serve(
     max_inflight_mb,
     body_timeout,
     max_connections,
+    header_timeout,
+    decode_timeout,
     idle_reset_seconds,
     compile_towers,
     bundle_folder,
@@ -258,6 +278,8 @@ def serve(
         max_upload_bytes_in_flight=int(max_inflight_mb * 2**20),
         body_timeout_seconds=body_timeout,
         max_connections=max_connections,
+        header_timeout_seconds=header_timeout,
+        decode_timeout_seconds=decode_timeout,
         compile=compile_towers,
         **page,
     )
@@ -299,6 +321,7 @@ def run_service(service, log_level: str, model_given: bool = True) -> None:
     import uvicorn
 
     from scinsearch.service import create_app
+    from scinsearch.service.connections import guarded_protocol
 
     settings = service.search
     searcher, store = open_searcher(settings, model_given)
@@ -314,7 +337,7 @@ def run_service(service, log_level: str, model_given: bool = True) -> None:
             port=service.port,
             log_level=log_level,
             access_log=log_level == "debug",
-            limit_concurrency=service.max_connections,
+            http=guarded_protocol(service.max_connections, service.header_timeout_seconds),
         )
     finally:
         searcher.close()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -33,6 +34,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scinsearch.errors import BAD_REQUEST, CODE_FOR_STATUS, HTTP_STATUS, INTERNAL, NOT_READY, ScinSearchError
+from scinsearch.images import ImageError
+from scinsearch.photo_worker import PhotoDecoder, PreparedPhoto
+from scinsearch.preprocessing import Preprocessor
 from scinsearch.search_filters import SearchOptions
 from scinsearch.service.api_docs import install_offline_docs
 from scinsearch.service.guard import GuardRules, RequestGuard, allowed_host_names, error_body
@@ -57,6 +61,7 @@ class ServiceState:
         self.owns_searcher = searcher is None
         self.images = ImageFiles(None, settings.thumbnail_size, settings.thumbnail_cache)
         self.limiter: anyio.CapacityLimiter | None = None
+        self.decoder: PhotoDecoder | None = None
         self.ready = False
 
     @contextlib.asynccontextmanager
@@ -68,6 +73,7 @@ class ServiceState:
 
             self.searcher = await anyio.to_thread.run_sync(Searcher.open, self.settings.search)
         self.images = ImageFiles(self.images_root(), self.settings.thumbnail_size, self.settings.thumbnail_cache)
+        self.start_decoder()
         await self.infer(self.compile_towers)
         if self.settings.warm_up:
             await self.infer(self.warm_up)
@@ -77,6 +83,8 @@ class ServiceState:
             yield
         finally:
             self.ready = False
+            if self.decoder is not None:
+                await anyio.to_thread.run_sync(self.decoder.close)
             if self.owns_searcher and self.searcher is not None:
                 self.searcher.close()
                 self.searcher = None
@@ -112,6 +120,45 @@ class ServiceState:
             self.searcher.search_image(Image.new("RGB", (256, 256), (180, 140, 120)), None, SearchOptions(top_k=1))
         except ScinSearchError as exc:
             log.warning("warm-up query failed: %s", exc)
+
+    def start_decoder(self) -> None:
+        """The photo decoder process (`photo_worker`), warming up in the background while the model does."""
+        preprocessor = getattr(getattr(self.searcher, "embedder", None), "preprocessor", None)
+        if not isinstance(preprocessor, Preprocessor):
+            return  # an injected searcher without one decodes in-process (`Searcher.prepare_photo`)
+        self.decoder = PhotoDecoder(preprocessor, self.settings.max_pixels, self.settings.decode_timeout_seconds)
+        threading.Thread(target=self.decoder.start, name="scinsearch-photo-start", daemon=True).start()
+
+    async def prepare_photo(self, request: Request, raw: bytes) -> PreparedPhoto:
+        """Decode and preprocess an upload in the photo decoder, outside the inference slot: at most
+        the decode deadline, stopped at once if the client disconnects meanwhile."""
+        if self.decoder is None:
+            return await self.infer(self.searcher.prepare_photo, raw)
+        cancelled = threading.Event()
+
+        async def watch_for_disconnect() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            cancelled.set()
+
+        outcome: list = []
+
+        async def decode() -> None:
+            try:
+                outcome.append(await anyio.to_thread.run_sync(self.decoder.prepare, raw, cancelled))
+            except (ImageError, ScinSearchError) as exc:  # answered below, outside the task group
+                outcome.append(exc)
+            finally:
+                group.cancel_scope.cancel()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(watch_for_disconnect)
+            group.start_soon(decode)
+        if isinstance(outcome[0], ImageError):
+            raise outcome[0].user_error("the photo")
+        if isinstance(outcome[0], ScinSearchError):
+            raise outcome[0]
+        return outcome[0]
 
     async def infer(self, function, *args, **kwargs):
         """Run blocking model work in a worker thread, one at a time."""
@@ -220,7 +267,7 @@ def install_page(app: FastAPI, settings: ServiceSettings) -> None:
     async def page_settings() -> dict:
         return config
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def page():
         return FileResponse(
             STATIC_DIR / "index.html",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -165,3 +166,9 @@ def page_menus() -> list[dict]:
 def filter_choices() -> dict[str, list[str]]:
     """Every filter's listed values (the API accepts every spelling SearchFilters does)."""
     return {spec.name: list(spec.vocabulary) for spec in FILTERS if spec.kind in (CHOICES, WORDS)}
+
+
+def model_label(model: str) -> str:
+    """The model as /ready shows it: a hub id as it is, a local folder by its name only (its path says
+    how the machine is laid out, which is nobody's business over HTTP)."""
+    return Path(model).name if Path(model).is_absolute() or Path(model).exists() else model

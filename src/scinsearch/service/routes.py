@@ -13,7 +13,6 @@ from typing import Any, Literal
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
 from scinsearch import rules
 from scinsearch.images import allowed_formats
@@ -21,7 +20,7 @@ from scinsearch.results import DISCLAIMER
 from scinsearch.search_filters import HIGHEST_SCORE, LOWEST_SCORE, MIN_SCORE_HELP, TOP_K_HELP, SearchOptions
 from scinsearch.service import params
 from scinsearch.service.image_files import valid_id
-from scinsearch.service.upload import check_photo, read_upload
+from scinsearch.service.upload import read_upload
 
 log = logging.getLogger("scinsearch.service")
 PHOTO_SEARCH_PATH = "/search"  # the one route whose body may be a photo (guard.body_limit)
@@ -133,7 +132,7 @@ def status_router(state) -> APIRouter:
         adapter = getattr(state.searcher, "adapter", None)
         return {
             "status": "ready",
-            "model": info.model,
+            "model": params.model_label(info.model),
             "dim": info.dim,
             "collection": state.searcher.store.name,
             "images": state.images.root is not None,
@@ -182,8 +181,8 @@ def api_router(state) -> APIRouter:
         photo = upload.photo()
         values = params.merged(query_values(request), upload.fields)
         filters, options = params.build_filters(values), params.build_options(values, settings.max_top_k)
-        await run_in_threadpool(check_photo, photo, settings.max_pixels)
-        result = await state.infer(searcher.search_image, photo, filters, options)
+        prepared = await state.prepare_photo(request, photo)
+        result = await state.infer(searcher.search_prepared, prepared, filters, options)
         return search_response(result, started, "photo")
 
     @router.post(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from scinsearch.errors import ScinSearchError
 from scinsearch.images import MAX_PIXELS, decode_memory_bound
+from scinsearch.photo_worker import DEFAULT_DECODE_TIMEOUT
 from scinsearch.rules import HTTP_MAX_TOP_K
 from scinsearch.settings import Settings
 
@@ -19,7 +20,8 @@ MAX_JSON_BODY_BYTES = 64 * 1024  # a text query (2,000 characters, even all esca
 DEFAULT_BODY_TIMEOUT_SECONDS = 30.0  # 20 MB in 30 s is 5 Mbit/s: any kiosk's own network is faster
 DEFAULT_MAX_UPLOADS = 8  # requests with a body (photo or text searches) in progress at once
 DEFAULT_MAX_UPLOAD_BYTES_IN_FLIGHT = 64 * 1024 * 1024  # what those requests may hold between them
-DEFAULT_MAX_CONNECTIONS = 64  # uvicorn's limit_concurrency: connections and tasks; 503 beyond
+DEFAULT_MAX_CONNECTIONS = 64  # open connections; beyond, the longest-idle are closed (service.connections)
+DEFAULT_HEADER_TIMEOUT_SECONDS = 10.0  # a browser sends its headers in one packet; a phone on a bad link well within
 RETRY_AFTER_SECONDS = 2  # in the Retry-After of a 503 for overload
 UPLOAD_COPIES = 4  # an upload is held at most this many times over while it is read and parsed (body, form part)
 DEFAULT_THUMBNAIL_SIZE = 320  # pixels on the long side: sharp on a 3-column phone grid, small on the wire
@@ -47,7 +49,9 @@ class ServiceSettings:
     max_uploads: int = DEFAULT_MAX_UPLOADS
     max_upload_bytes_in_flight: int = DEFAULT_MAX_UPLOAD_BYTES_IN_FLIGHT
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    header_timeout_seconds: float = DEFAULT_HEADER_TIMEOUT_SECONDS
     max_pixels: int = MAX_PIXELS
+    decode_timeout_seconds: float = DEFAULT_DECODE_TIMEOUT  # one photo's decode, in the photo decoder process
     images_dir: Path | None = None
     thumbnail_size: int = DEFAULT_THUMBNAIL_SIZE
     thumbnail_cache: int = 256  # thumbnails kept in memory (about 20 KB each)
@@ -65,13 +69,15 @@ class ServiceSettings:
                 f"the bytes allowed in flight ({self.max_upload_bytes_in_flight / 2**20:.1f} MiB) must be at least "
                 f"the largest upload ({self.max_upload_bytes / 2**20:.1f} MiB)"
             )
-        if self.max_uploads < 1 or self.body_timeout_seconds <= 0 or self.max_connections < 1:
-            raise ScinSearchError("max_uploads, max_connections and body_timeout_seconds must be positive")
+        if min(self.max_uploads, self.max_connections, self.body_timeout_seconds, self.decode_timeout_seconds) <= 0:
+            raise ScinSearchError("max_uploads, max_connections and the timeouts must be positive")
 
     def memory_bound(self) -> int:
-        """Most memory, in bytes, that requests may add to the process at once, besides the model's own
-        working memory: photos are decoded one at a time (`images.decode_memory_bound`), and the bodies
-        in flight are bounded by `max_upload_bytes_in_flight`, each held at most UPLOAD_COPIES times."""
+        """Most memory, in bytes, that requests may add to the service at once (the server and its photo
+        decoder process together), besides the model's own working memory: photos are decoded one at a
+        time in the decoder, whose address space is capped (`images.decode_memory_bound` above what it
+        holds after start-up), and the bodies in flight are bounded by `max_upload_bytes_in_flight`,
+        each held at most UPLOAD_COPIES times."""
         return decode_memory_bound(self.max_pixels) + UPLOAD_COPIES * self.max_upload_bytes_in_flight
 
     def replace(self, **changes) -> ServiceSettings:

@@ -4,14 +4,14 @@ Why not FastAPI's `UploadFile`: Starlette's multipart parser spools any file par
 temporary file on disk, and a patient photo must never touch the disk. So the body is read here,
 counted as it arrives (413 as soon as it passes the limit, whatever Content-Length claimed), and
 parsed with python-multipart's streaming parser into `bytes`, in a worker thread (a 20 MB form is
-CPU work the event loop must not wait for). A raw `image/*` body is accepted too. The photo's header
-is then checked, also off the event loop, against the allowed formats and the pixel limit before
-the photo waits for the model (`check_photo`).
+CPU work the event loop must not wait for). A raw `image/*` body is accepted too. The photo is then
+decoded in the photo decoder process (`scinsearch.photo_worker`), never in the server.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 from fastapi import HTTPException, Request
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -19,8 +19,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from scinsearch.errors import EMPTY_UPLOAD, NO_PHOTO, UPLOAD_TOO_LARGE, ScinSearchError
-from scinsearch.images import ImageError, open_header
 
+# python-multipart logs a malformed body's offending byte ("Found invalid character ..."): an upload's
+# bytes never reach a log, and the 400 says what was wrong.
+logging.getLogger("python_multipart").setLevel(logging.CRITICAL + 1)
 MAX_PARTS = 64  # a form has a photo and a dozen filter fields; more is not a kiosk talking
 MAX_FIELD_BYTES = 4096
 PHOTO_FIELDS = ("photo", "image", "file")
@@ -158,14 +160,3 @@ async def read_upload(request: Request, limit: int) -> Upload:
     if not media_type or media_type == "application/x-www-form-urlencoded":  # a form without a file part
         raise ScinSearchError("no photo: send a multipart form with a field named 'photo'", NO_PHOTO)
     raise HTTPException(415, f"unsupported content type {media_type!r}: send multipart/form-data or image/*")
-
-
-def check_photo(data: bytes, max_pixels: int) -> None:
-    """Refuse, from the header alone and before the photo waits for the model: a format outside the
-    allow-list (415, never parsed), not an image or a broken header (400), too many pixels (413).
-    Blocking: call it in a worker thread."""
-    try:
-        with open_header(data, max_pixels):
-            pass
-    except ImageError as exc:
-        raise exc.user_error("the photo") from None

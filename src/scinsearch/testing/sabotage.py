@@ -10,19 +10,25 @@ import signal
 import time
 from pathlib import Path
 
-from scinsearch.embedding import Preprocessor
+import numpy
+
+from scinsearch.decoding import WORKER_HEADROOM_BYTES
+from scinsearch.images import decode_memory_bound
+from scinsearch.preprocessing import Preprocessor
 
 
 @dataclasses.dataclass(frozen=True)
 class SabotagedPreprocessor(Preprocessor):
     """A preprocessor whose decoding of the files named by stem kills its process with `signal_number`
     (`crash_on`), never returns (`hang_on`) or takes `PAUSE_SECONDS` and then succeeds (`pause_on`: a
-    fine file a test can catch in flight). Test-only: the product never builds one."""
+    fine file a test can catch in flight), or asks for `HOG_BYTES` more address space than decoding any
+    image may need (`hog_on`: a decoder gone wild). Test-only: the product never builds one."""
 
     PAUSE_SECONDS = 2.0
     crash_on: frozenset = frozenset()
     hang_on: frozenset = frozenset()
     pause_on: frozenset = frozenset()
+    hog_on: frozenset = frozenset()
     signal_number: int = signal.SIGKILL
 
     @classmethod
@@ -39,4 +45,6 @@ class SabotagedPreprocessor(Preprocessor):
             time.sleep(3600)
         if stem in self.pause_on:
             time.sleep(self.PAUSE_SECONDS)
+        if stem in self.hog_on:  # reserved, never touched: only an address-space cap stops it
+            numpy.empty(decode_memory_bound() + WORKER_HEADROOM_BYTES + 2**30, dtype=numpy.uint8)
         return super().load(source)
