@@ -127,10 +127,12 @@ def test_a_files_image_root_never_makes_serve_read_another_file(tmp_path, tiny_e
     settings = Settings(qdrant_path=tmp_path / "store", collection="scin", model=tiny_embedder.model_name)
     store = open_store(settings)
     import_parquet(hostile, store, progress=False)  # the path is harmless text until a folder is chosen
-    assert store.info().image_root is None, "the file's image_root is not recorded"
     store.close()
     status, body = image_status(settings, tiny_embedder, "private")
     assert status == 404 and body != private.read_bytes()
+    store = open_store(settings)
+    assert store.info().image_root is None, "the file's image_root is not recorded"
+    store.close()
     status, body = image_status(settings, tiny_embedder, "private", images_dir=Path("/"))
     assert status == 404 and body != private.read_bytes(), "a file system's root is never an images folder"
     images = tmp_path / "images"
