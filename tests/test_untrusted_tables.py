@@ -7,8 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from scinsearch import cells, tables, testing
+from scinsearch.commands.download_cmds import prepare
 from scinsearch.dataset import read_csv, read_flat_csv, read_release
 from scinsearch.errors import ScinSearchError
 from scinsearch.pipeline import run_embed
@@ -228,3 +230,57 @@ def test_prepare_writes_no_formula_and_embed_reads_the_values_back(clean_release
             if field == "image_path":
                 expected = Path(expected).name
             assert record.payload[field] == expected, field
+
+
+# ------------------------------------------------------------------ the shape of a table (issue 23)
+
+
+def test_columns_over_the_cap_are_one_line_at_the_header(tmp_path):
+    """The issue's file: a million empty columns made `embed` take 8 minutes and 7.5 GB."""
+    path = tmp_path / "wide.csv"
+    path.write_text("," * 1_000_000 + "\n" + "," * 1_000_000 + "\n", encoding="utf-8")
+    with pytest.raises(ScinSearchError, match=r"1,000,001 columns \(limit 1,000;") as failure:
+        read_csv(path, [])
+    assert "\n" not in str(failure.value)
+    at_cap = write_rows(tmp_path / "at-cap.csv", [["1"] * tables.MAX_CSV_COLUMNS], [f"c{i}" for i in range(1000)])
+    assert read_csv(at_cap, []).shape == (1, tables.MAX_CSV_COLUMNS)
+
+
+def test_rows_over_the_cap_are_one_line_malformed_and_blank_ones_included(tmp_path, monkeypatch):
+    """The issue's file: 30 million one-field rows took 5 minutes, 8.2 GB and printed 30 million warnings."""
+    monkeypatch.setattr(tables, "MAX_CSV_ROWS", 50)
+    assert len(read_csv(write_rows(tmp_path / "ok.csv", [["1", "a.png", "c1", "", ""]] * 50), [])) == 50
+    for name, rows in [
+        ("good", [["1", "a.png", "c1", "", ""]] * 51),
+        ("one-field", [["x"]] * 1000),
+        ("blank", [[]] * 1000),
+    ]:
+        warnings: list[str] = []
+        with pytest.raises(ScinSearchError, match=r"over 50 rows \(limits: 50 rows, 5,000,000 cells"):
+            read_csv(write_rows(tmp_path / f"{name}.csv", rows), warnings)
+        assert len(warnings) <= 50  # nothing past the cap is parsed, nor warned about
+
+
+def test_cells_over_the_cap_are_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(tables, "MAX_CSV_CELLS", 100)  # 20 rows of FLAT_HEADER's 5 columns
+    assert len(read_csv(write_rows(tmp_path / "ok.csv", [["1", "a.png", "c1", "", ""]] * 20), [])) == 20
+    with pytest.raises(ScinSearchError, match="over 20 rows"):
+        read_csv(write_rows(tmp_path / "big.csv", [["1", "a.png", "c1", "", ""]] * 21), [])
+
+
+def test_the_caps_are_far_above_scins_tables():
+    """SCIN: the cases CSV about 5,033 rows x 57 columns, the flat CSV about 10,400 rows x 40 columns."""
+    assert tables.MAX_CSV_COLUMNS >= 10 * 60 and tables.MAX_CSV_ROWS >= 10 * 10_400
+    assert tables.MAX_CSV_CELLS >= 10 * 10_400 * 40
+
+
+def test_warnings_are_summarised_after_the_first_twenty(clean_release, tmp_path):
+    copy = shutil.copytree(clean_release, tmp_path / "scin")
+    cases = copy / "dataset" / "scin_cases.csv"
+    with cases.open("a", encoding="utf-8") as handle:
+        handle.write("one field\n" * 100)
+    result = CliRunner().invoke(prepare, ["--scin-dir", str(copy), "--out", str(tmp_path / "flat.csv")])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 21 and warnings[-1] == "warning: ... and 80 more"
+    assert all("1 fields where the header has" in line for line in warnings[:20])

@@ -13,7 +13,9 @@ was checked against, `size`, `md5`, `png-end`, or nothing) catches files changed
 fetched again) and keeps the MD5s for anyone who wants to re-check; the summary counts what was
 verified how and names every file that could not be verified at all. Files put there by other tools
 (`gcloud storage cp`) have no ledger line and are trusted as they are. A leftover `.part` is discarded and fetched again
-from the start: images are about 1 MB, so byte-range resume would not pay for its complexity.
+from the start: images are about 1 MB, so byte-range resume would not pay for its complexity. The `.part`
+is created anew each time, exclusively (a link planted under its name is removed, never written through),
+and the ledger is opened without following a link (`helpers.create_temporary`, `helpers.open_append`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import json
+import os
 import threading
 import urllib.parse
 from pathlib import Path, PurePosixPath
@@ -29,6 +32,7 @@ from pathlib import Path, PurePosixPath
 from scinsearch import cells, dataset
 from scinsearch.errors import ScinSearchError
 from scinsearch.fetch import LocalWriteError, PermanentError, RetryPolicy, fetch_object, make_client
+from scinsearch.helpers import create_temporary, open_append, summarised
 from scinsearch.schema import KNOWN_MISSING_OBJECTS
 
 DEFAULT_BASE_URL = "https://storage.googleapis.com/dx-scin-public-data/"
@@ -67,7 +71,7 @@ class DownloadSummary:
 
     def lines(self) -> list[str]:
         total = len(self.downloaded) + len(self.skipped) + len(self.failed)
-        lines = [f"warning: {warning}" for warning in self.warnings]
+        lines = [f"warning: {warning}" for warning in summarised(self.warnings)]
         lines += [
             f"{self.cases_selected} of {self.cases_total} cases, {total} objects, under {self.to}",
             f"downloaded {len(self.downloaded)} ({human_bytes(self.bytes_downloaded)}), "
@@ -164,7 +168,7 @@ class Ledger:
         entry = {"path": path, "size": size, "md5": md5, "verified": list(verified)}
         try:
             if self.handle is None:
-                self.handle = self.path.open("a", encoding="utf-8")
+                self.handle = open_append(self.path)
             self.handle.write(json.dumps(entry) + "\n")
             self.handle.flush()
         except OSError as exc:
@@ -274,8 +278,8 @@ def prepare_folder(to: Path) -> Path:
     to = Path(to).expanduser()
     try:
         (to / "dataset" / "images").mkdir(parents=True, exist_ok=True)
-        probe = to / "dataset" / ".scinsearch-write-test"
-        probe.write_bytes(b"")
+        probe, descriptor = create_temporary(to / "dataset" / ".scinsearch-write-test")  # never through a link
+        os.close(descriptor)
         probe.unlink()
     except OSError as exc:
         raise ScinSearchError(f"cannot write to {to}: {exc.strerror or exc}") from None

@@ -1,7 +1,8 @@
 """Fetch one object over HTTPS, verified and retried: the network half of `scinsearch.download`.
 
-A body is streamed to `<file>.part`, checked against Content-Length and the MD5 of `x-goog-hash`,
-fsync'ed and only then renamed, so a file at its final name is complete. What could be checked is
+A body is streamed to `<file>.part` (created exclusively: never through a link planted there), checked
+against Content-Length and the MD5 of `x-goog-hash`, fsync'ed and only then renamed, so a file at its
+final name is complete. What could be checked is
 returned with it (`VERIFIED_*`): a server that sends neither header gives nothing to check a body
 against, except that a PNG must end with its IEND chunk (a cut-off image is caught even then).
 Connection trouble, 5xx and short or corrupt bodies are retried with exponential backoff and jitter;
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from scinsearch.helpers import commit, first_line
+from scinsearch.helpers import atomic_write, first_line
 
 PERMANENT_STATUSES = {400, 401, 403, 404, 405, 410, 451}
 CHUNK_BYTES = 1 << 16
@@ -120,28 +121,33 @@ def stream_once(
         ) as response:
             check_status(response)
             length, md5 = response.headers.get("content-length"), expected_md5(response)
-            digest, tail = write_body(response, part, count, stop, deadline)
-        verified = []
-        if length is not None and length.strip().isdigit():
-            if written != int(length):
-                raise TransientError(f"incomplete body: {written} of {length.strip()} bytes")
-            verified.append(VERIFIED_SIZE)
-        if md5 is not None:
-            if digest.digest() != md5:
-                raise TransientError("MD5 mismatch: the body differs from the server's x-goog-hash")
-            verified.append(VERIFIED_MD5)
-        if not verified and dest.suffix.lower() == ".png":
-            if tail != PNG_END:
-                raise TransientError("cut off: the body does not end as a PNG does (and no size or MD5 came with it)")
-            verified.append(VERIFIED_PNG_END)
-        with local_write(dest):
-            commit(part, dest)  # fsync'ed, renamed, the rename made durable
+            # `<dest>.part`, created exclusively; on a clean exit fsync'ed and renamed (the rename made
+            # durable), on any exception removed.
+            with local_write(dest), atomic_write(dest, "wb", temporary=part) as handle:
+                digest, tail = write_body(response, handle, count, stop, deadline)
+                verified = check_body(dest, written, length, md5, digest, tail)
         return written, base64.b64encode(digest.digest()).decode(), tuple(verified)
     except BaseException:
         on_bytes(-written)  # the bytes bar counts kept bytes only
-        with contextlib.suppress(OSError):
-            part.unlink(missing_ok=True)
         raise
+
+
+def check_body(dest: Path, written: int, length: str | None, md5: bytes | None, digest, tail: bytes) -> list[str]:
+    """What the body could be checked against (VERIFIED_*), or TransientError when a check fails."""
+    verified = []
+    if length is not None and length.strip().isdigit():
+        if written != int(length):
+            raise TransientError(f"incomplete body: {written} of {length.strip()} bytes")
+        verified.append(VERIFIED_SIZE)
+    if md5 is not None:
+        if digest.digest() != md5:
+            raise TransientError("MD5 mismatch: the body differs from the server's x-goog-hash")
+        verified.append(VERIFIED_MD5)
+    if not verified and dest.suffix.lower() == ".png":
+        if tail != PNG_END:
+            raise TransientError("cut off: the body does not end as a PNG does (and no size or MD5 came with it)")
+        verified.append(VERIFIED_PNG_END)
+    return verified
 
 
 def attempt_timeout(client: httpx.Client, deadline: float) -> httpx.Timeout:
@@ -156,26 +162,23 @@ def attempt_timeout(client: httpx.Client, deadline: float) -> httpx.Timeout:
     )
 
 
-def write_body(response: httpx.Response, part: Path, count, stop: threading.Event, deadline: float):
-    """Stream the raw body into `part` (`helpers.commit` fsyncs it before the rename, so a renamed file
-    cannot be short after a crash). -> (its MD5, its last bytes)."""
+def write_body(response: httpx.Response, handle, count, stop: threading.Event, deadline: float):
+    """Stream the raw body into `handle` (the `.part` file; `helpers.commit` fsyncs it before the rename,
+    so a renamed file cannot be short after a crash). -> (its MD5, its last bytes)."""
     digest = hashlib.md5()
     tail = b""
-    with local_write(part):
-        part.parent.mkdir(parents=True, exist_ok=True)
-        with part.open("wb") as handle:
-            try:
-                for chunk in response.iter_raw(CHUNK_BYTES):
-                    if stop.is_set():
-                        raise Cancelled()
-                    if time.monotonic() > deadline:
-                        raise DeadlineExceeded()
-                    handle.write(chunk)
-                    digest.update(chunk)
-                    tail = (tail + chunk)[-len(PNG_END) :]
-                    count(len(chunk))
-            except httpx.TransportError as exc:
-                raise TransientError(f"connection lost mid-body ({describe_error(exc)})") from None
+    try:
+        for chunk in response.iter_raw(CHUNK_BYTES):
+            if stop.is_set():
+                raise Cancelled()
+            if time.monotonic() > deadline:
+                raise DeadlineExceeded()
+            handle.write(chunk)
+            digest.update(chunk)
+            tail = (tail + chunk)[-len(PNG_END) :]
+            count(len(chunk))
+    except httpx.TransportError as exc:
+        raise TransientError(f"connection lost mid-body ({describe_error(exc)})") from None
     return digest, tail
 
 

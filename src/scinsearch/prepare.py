@@ -100,7 +100,8 @@ def select_rows(
 
 
 def write_csv_atomically(out: Path, rows: list[dict[str, str]]) -> None:
-    """Write to `<out>.part` and rename: a reader never sees half a table."""
+    """Write to a temporary file beside `out` (created exclusively) and rename: a reader never sees half
+    a table, and a link planted beside it is never written through."""
     try:
         with atomic_write(out, newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(FLAT_COLUMNS))

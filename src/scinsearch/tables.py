@@ -1,7 +1,9 @@
 """Read an untrusted CSV into text cells, row by row: a malformed row costs that row, not the file.
 
 Both SCIN CSVs and the flat one-row-per-image CSV come from outside. The file is capped at
-MAX_CSV_BYTES and every cell at `cells.MAX_CELL_CHARS`; a row with more or fewer fields than the
+MAX_CSV_BYTES, its shape at MAX_CSV_COLUMNS columns, MAX_CSV_ROWS rows and MAX_CSV_CELLS cells (refused
+with one line as soon as the header or the row past the cap is read, before any work grows with them),
+and every cell at `cells.MAX_CELL_CHARS`; a row with more or fewer fields than the
 header, a cell over the cap or bytes that are not UTF-8 is left out and reported with the line it starts
 on; a file without a header, with repeated column names or with no readable row is one clear error.
 pandas raises on the first row with too many fields, so the rows are split by the csv module and only
@@ -13,6 +15,7 @@ from __future__ import annotations
 import collections
 import csv
 import io
+import itertools
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -23,6 +26,12 @@ from scinsearch import cells
 from scinsearch.errors import ScinSearchError
 
 MAX_CSV_BYTES = 64 * 1024 * 1024  # SCIN's biggest CSV is about 1.3 MB
+# The shape of a table (docs/security.md). SCIN's: the cases CSV about 5,033 rows x 57 columns, the labels
+# CSV 5,033 x 17, the flat CSV about 10,400 x 40 (about 420,000 cells). Each cap is over ten times that;
+# rows past the caps (malformed or blank ones too) are never parsed, so neither is their warning made.
+MAX_CSV_COLUMNS = 1_000
+MAX_CSV_ROWS = 500_000
+MAX_CSV_CELLS = 5_000_000  # rows x columns: what pandas and the payloads built from the rows hold
 NOT_UTF8 = re.compile("[\udc80-\udcff]")  # bytes that are not UTF-8, as decoded with surrogateescape
 
 
@@ -59,19 +68,26 @@ def parse_rows(text: str, path: Path, check_utf8: bool) -> tuple[list[str], list
     rows: list[list[str]] = []
     lines: list[int] = []
     bad: list[str] = []
-    while True:
+    max_rows = MAX_CSV_ROWS
+    for count in itertools.count():  # every record the reader returns after the header: good, bad or blank
         start = reader.line_num + 1
         try:
             row = next(reader)
         except StopIteration:
             break
         except csv.Error as exc:
+            row = None
             bad.append(f"line {start}: {exc}: left out")
-            continue
+        if count > max_rows:
+            raise ScinSearchError(
+                f"cannot read {path}: over {max_rows:,} rows (limits: {MAX_CSV_ROWS:,} rows, {MAX_CSV_CELLS:,} "
+                f"cells; SCIN's tables have about 10,400 rows): the wrong file?"
+            )
         if not row:
-            continue  # a blank line
+            continue  # a blank line, or one the csv module could not split
         if header is None:
             header = check_header(row, path)
+            max_rows = min(MAX_CSV_ROWS, MAX_CSV_CELLS // len(header)) + count  # the records before count too
             continue
         problem = row_problem(row, header, check_utf8)
         if problem:
@@ -86,6 +102,11 @@ def parse_rows(text: str, path: Path, check_utf8: bool) -> tuple[list[str], list
 
 
 def check_header(row: list[str], path: Path) -> list[str]:
+    if len(row) > MAX_CSV_COLUMNS:
+        raise ScinSearchError(
+            f"cannot read {path}: {len(row):,} columns (limit {MAX_CSV_COLUMNS:,}; SCIN's tables have at most "
+            f"about 60): the wrong file?"
+        )
     header = [name.strip() for name in row]
     if any(row_problem([name], ["column"], check_utf8=True) for name in header):
         raise ScinSearchError(f"cannot read {path}: its header row is not column names")

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import PIL
 
+from scinsearch.helpers import open_append
+
 RECORD_NAME = ".scinsearch-undecodable.jsonl"
 
 
@@ -66,7 +68,7 @@ class UndecodableFiles:
             return False
         entry["reason"] = reason
         try:
-            with self.path.open("a", encoding="utf-8") as handle:
+            with open_append(self.path) as handle:
                 handle.write(json.dumps(entry) + "\n")
         except OSError as exc:
             self.unwritable = exc.strerror or str(exc)

@@ -8,6 +8,7 @@ import click
 
 from scinsearch.commands.options import IncompleteRun
 from scinsearch.errors import ScinSearchError
+from scinsearch.helpers import summarised
 
 # Same as scinsearch.download.DEFAULT_BASE_URL (a test checks): not imported, so that `scinsearch --help`
 # does not pay for importing httpx and pandas.
@@ -110,7 +111,7 @@ def prepare(scin_dir, out, labelled_only, include_missing):
         summary = prepare_metadata(scin_dir, out, labelled_only=labelled_only, include_missing=include_missing)
     except ScinSearchError as exc:
         raise click.ClickException(str(exc)) from None
-    for warning in summary.warnings:
+    for warning in summarised(summary.warnings):
         click.echo(f"warning: {warning}", err=True)
     for line in summary.lines():
         click.echo(line)

@@ -20,6 +20,7 @@ from scinsearch.commands.options import (
 )
 from scinsearch.errors import ScinSearchError
 from scinsearch.explore.projection import MAP_KEY
+from scinsearch.helpers import summarised
 from scinsearch.schema import REQUIRED_FIELDS, SPLITS
 
 
@@ -113,7 +114,7 @@ def embed(scin_dir, metadata, images_dir, alias, batch_size, limit, workers, rec
     if alias is not None:
         settings = alias_settings(settings, alias)
     data = load_dataset(scin_dir=scin_dir, metadata=metadata, images_dir=images_dir)
-    for warning in data.warnings:
+    for warning in summarised(data.warnings):
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"data: {len(data.records)} distinct images under {data.image_root}", err=True)
     embedder = open_embedder(settings)

@@ -168,17 +168,25 @@ def same_place(a: Settings, b: Settings) -> bool:
     required=True,
     help="A Parquet file written by `scinsearch export --to-parquet`.",
 )
+@folder_option(
+    "--images-dir",
+    help="The folder holding the images on this machine: every image path must stay inside it (links "
+    "resolved), and `serve` shows images from it. The file's own image folder is never used.",
+)
 @store_options
 @server_options
 @quiet_option
-def import_parquet_command(from_parquet, quiet, **options):
+def import_parquet_command(from_parquet, images_dir, quiet, **options):
     """Load a Parquet export into a store (the usual --qdrant-path / --qdrant-url choose it); resumes; verifies.
 
     The file's collection record must match the target collection's (model, vector size, preprocessing);
-    a missing collection is made with it.
+    a missing collection is made with it. Image paths that leave the images folder, and vectors that are
+    not unit vectors, are refused before anything is written; a failed verification takes back what the
+    run wrote.
 
     \b
-    scinsearch import --from-parquet scin_siglip.parquet --collection scin_dermatology
+    scinsearch import --from-parquet scin_siglip.parquet --collection scin_dermatology \\
+        --images-dir ~/data/scin/dataset/images
     """
     from scinsearch.store import open_store
     from scinsearch.transfer import import_parquet
@@ -186,7 +194,7 @@ def import_parquet_command(from_parquet, quiet, **options):
     settings = make_settings(**options)
     store = open_store(settings)
     try:
-        summary = import_parquet(from_parquet, store, progress=not quiet)
+        summary = import_parquet(from_parquet, store, progress=not quiet, images_dir=images_dir)
     finally:
         store.close()
     summary.target = f"{settings.store_description()}, collection {settings.collection!r}"

@@ -90,12 +90,18 @@ class ServiceState:
                 self.searcher = None
 
     def images_root(self) -> Path | None:
-        """--images-dir, else the folder `embed` recorded in the collection (`image_root`)."""
-        if self.settings.images_dir:
-            return Path(self.settings.images_dir)
+        """--images-dir, else the folder recorded in the collection (`image_root`) by `embed` or `import
+        --images-dir` on this machine: always the operator's choice, never an imported file's. The root
+        of a file system is refused (it would let `/images` serve every file of the disk)."""
         info = getattr(self.searcher, "info", None)
-        root = getattr(info, "image_root", None)
-        return Path(root) if root else None
+        root = self.settings.images_dir or getattr(info, "image_root", None)
+        if not root:
+            return None
+        resolved = Path(root).expanduser().resolve()
+        if resolved == Path(resolved.anchor):
+            log.warning("images are not served: their folder %s is the root of the file system", root)
+            return None
+        return resolved
 
     def compile_towers(self) -> None:
         """torch.compile the query towers for batch 1 (`--compile`); a failure leaves them eager."""

@@ -2,8 +2,10 @@
 
 The path comes from the stored payload, not from the URL: the URL only names an image id, which is
 looked up in the store. The payload's relative path is still treated as untrusted: it is joined with
-`paths.resolve_image` (refuses `..` and absolute paths) and the resolved file, symlinks followed,
-must lie inside the images folder. Thumbnails are made in memory and kept in a small LRU cache.
+`paths.inside` (refuses `..` and absolute paths) and the resolved file, symlinks followed, must lie
+inside the images folder (itself resolved). The folder is the operator's: `serve --images-dir`, or the
+one recorded by `embed` or `import --images-dir` on this machine; an imported file's own `image_root` is
+never taken (issue 23). Thumbnails are made in memory and kept in a small LRU cache.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 from fastapi import HTTPException
 
 from scinsearch.images import ImageError, open_rgb
-from scinsearch.paths import resolve_image
+from scinsearch.paths import inside
 
 MEDIA_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 ID_PATTERN = re.compile(r"^-?[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # SCIN ids are signed 64-bit integers
@@ -45,11 +47,8 @@ class ImageFiles:
         relative = payload.get("image_path")
         if not isinstance(relative, str) or not relative:
             raise HTTPException(404, "this image has no file path")
-        candidate = resolve_image(self.root, relative)
-        if candidate is None:
-            raise HTTPException(404, "image file not found")
-        resolved = candidate.resolve()
-        if not resolved.is_relative_to(self.root) or not resolved.is_file():
+        resolved = inside(self.root, relative)
+        if resolved is None or not resolved.is_file():
             raise HTTPException(404, "image file not found")
         if resolved.suffix.lower() not in MEDIA_TYPES:
             raise HTTPException(404, "image file is not a PNG or JPEG")

@@ -151,6 +151,15 @@ class VectorStore(abc.ABC):
         """Write points (same id: replaced, so re-running a write is harmless)."""
 
     @abc.abstractmethod
+    def delete(self, ids: Sequence[str]) -> None:
+        """Remove the points of `ids` (how a failed import takes back what it wrote)."""
+
+    @abc.abstractmethod
+    def drop(self) -> None:
+        """Delete the whole collection, record and points: afterwards `info()` is None (how a failed import
+        into a collection it made leaves no collection behind)."""
+
+    @abc.abstractmethod
     def finish_writes(self) -> None:
         """Make what was written durable and fast to search."""
 

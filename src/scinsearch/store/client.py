@@ -143,6 +143,14 @@ class ClientStore(VectorStore):
                 ),
             )
 
+    def delete(self, ids: Sequence[str]) -> None:
+        if ids:
+            self.call("delete", self.name, points_selector=models.PointIdsList(points=list(ids)), wait=True)
+
+    def drop(self) -> None:
+        if self.call("collection_exists", self.name):
+            self.call("delete_collection", self.name)
+
     def finish_writes(self) -> None:
         """A server builds its indexes in the background: nothing to do here."""
 

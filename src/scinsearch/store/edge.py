@@ -30,7 +30,7 @@ import portalocker
 import qdrant_edge as edge
 
 from scinsearch.errors import ScinSearchError, StoreLockedError
-from scinsearch.helpers import atomic_path, first_line
+from scinsearch.helpers import atomic_write, first_line, fsync_path
 from scinsearch.schema import INDEXED_FIELDS
 from scinsearch.store.base import CollectionInfo, StoredPoint, VectorStore, vector_list
 
@@ -171,7 +171,7 @@ class EdgeStore(VectorStore):
         """collection.json, naming the shard folder, replaced atomically: a crash leaves the old record or
         the new one, never half."""
         temporary = self.folder / f"{self.meta_file.name}.{uuid.uuid4().hex[:8]}.tmp"  # cleaned up on open
-        with atomic_path(self.meta_file, temporary) as path, open(path, "w", encoding="utf-8") as handle:
+        with atomic_write(self.meta_file, temporary=temporary) as handle:
             json.dump({**metadata, SHARD_KEY: shard_name}, handle, indent=2)
 
     def update_metadata(self, extra: dict) -> None:
@@ -194,6 +194,25 @@ class EdgeStore(VectorStore):
             self.shard.update(
                 edge.UpdateOperation.upsert_points([edge.Point(p.id, vector_list(p.vector), p.payload) for p in points])
             )
+
+    def delete(self, ids: Sequence[str]) -> None:
+        if ids:
+            self._exact_search = None
+            self.shard.update(edge.UpdateOperation.delete_points(list(ids)))
+            self.shard.flush()
+
+    def drop(self) -> None:
+        """Remove the record first (the commit: from then on there is no collection), then every shard."""
+        if self._lock is None:
+            self._acquire_lock()
+        if self._shard is not None:
+            self._shard.close()
+            self._shard = None
+        self._exact_search = None
+        self.meta_file.unlink(missing_ok=True)
+        fsync_path(self.folder)
+        self._remove_leftovers(keep="")
+        self.shard_dir = self.folder / "shard"
 
     def finish_writes(self) -> None:
         """Persist, and build the HNSW index once the collection is big enough to need one."""

@@ -115,13 +115,14 @@ def copy_collection(
     return summary
 
 
-def write_missing(target: VectorStore, batch: list[StoredPoint], summary: TransferSummary) -> None:
-    """Upsert the points of `batch` the target does not hold yet (how a transfer resumes)."""
+def write_missing(target: VectorStore, batch: list[StoredPoint], summary: TransferSummary) -> list[str]:
+    """Upsert the points of `batch` the target does not hold yet (how a transfer resumes); their ids."""
     present = target.existing_ids([point.id for point in batch])
     missing = [point for point in batch if point.id not in present]
     target.upsert(missing)
     summary.copied += len(missing)
     summary.already_present += len(batch) - len(missing)
+    return [point.id for point in missing]
 
 
 def verify(target: VectorStore, expected_count: int, sample: list[StoredPoint]) -> int:

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from scinsearch.calibration.record import METADATA_KEY as CALIBRATION_KEY
 from scinsearch.calibration.record import calibration_of
 from scinsearch.errors import ScinSearchError
-from scinsearch.helpers import commit, first_line
+from scinsearch.helpers import atomic_descriptor, first_line
 from scinsearch.schema import BY_NAME
 from scinsearch.store import CollectionInfo, StoredPoint, VectorStore, require_collection
 from scinsearch.transfer.copy import (
@@ -39,10 +39,6 @@ from scinsearch.transfer.copy import (
     TransferSummary,
     batched,
     difference,
-    prepare_target,
-    refuse_mismatch,
-    verify,
-    write_missing,
 )
 
 FORMAT, VERSION = "scinsearch-parquet", 2
@@ -68,6 +64,10 @@ MAX_FIELD_NAME = 256
 MAX_DIM = 65_536  # Qdrant's own limit on a vector's size
 MAX_ROW_GROUP_BYTES = 512 << 20  # uncompressed: one row group is read at a time
 MAX_JSON_CELL = 1 << 20
+# A vector's norm: scinsearch writes unit vectors (float32 rounding keeps them within 1e-6 of 1); a factor
+# of two either way leaves room for any other tool's rounding and refuses a vector that normalises to
+# zero or overflows in the store (docs/security.md).
+NORM_RANGE = (0.5, 2.0)
 INT64 = (-(2**63), 2**63 - 1)
 
 
@@ -186,8 +186,9 @@ def record_batch(points: list[StoredPoint], schema: pa.Schema, columns: dict[str
 def export_parquet(
     source: VectorStore, path: Path, page: int = PAGE * 4, sample: int = SAMPLE, progress: bool = True
 ) -> TransferSummary:
-    """Write every point of `source` to a new Parquet file at `path` (written beside it as `.partial`,
-    checked, then renamed: the file appears only complete)."""
+    """Write every point of `source` to a new Parquet file at `path` (written beside it to a temporary
+    file created exclusively, checked, then renamed: the file appears only complete, and nothing is
+    ever written through a link planted beside it)."""
     started = time.perf_counter()
     path = Path(path).expanduser()
     if path.exists():
@@ -198,24 +199,21 @@ def export_parquet(
     total = source.count()
     columns = plan_columns(source, total, page, progress)
     schema = arrow_schema(info, source.name, columns, total)
-    partial = path.with_name(path.name + ".partial")
     summary = TransferSummary(source.name, str(path), points=total)
     sampler = Sampler(total, sample)
     try:
-        with pq.ParquetWriter(partial, schema) as writer:
-            points = source.scroll(with_vectors=True, page=page)
-            with tqdm(total=total, unit="pt", desc="writing", disable=not progress, dynamic_ncols=True) as bar:
-                for batch in batched(points, page):
-                    writer.write_batch(record_batch(batch, schema, columns, info.dim))
-                    sampler.offer(batch)
-                    summary.copied += len(batch)
-                    bar.update(len(batch))
-        summary.checked = verify_file(partial, info, total, sampler.points)
-        commit(partial, path)
+        with atomic_descriptor(path) as (partial, descriptor):
+            with open(descriptor, "wb") as sink, pq.ParquetWriter(sink, schema) as writer:
+                points = source.scroll(with_vectors=True, page=page)
+                with tqdm(total=total, unit="pt", desc="writing", disable=not progress, dynamic_ncols=True) as bar:
+                    for batch in batched(points, page):
+                        writer.write_batch(record_batch(batch, schema, columns, info.dim))
+                        sampler.offer(batch)
+                        summary.copied += len(batch)
+                        bar.update(len(batch))
+            summary.checked = verify_file(partial, info, total, sampler.points)
     except OSError as exc:
         raise ScinSearchError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        partial.unlink(missing_ok=True)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -347,6 +345,7 @@ class ParquetPoints:
         if not np.all(np.isfinite(values)):
             self.fail("a vector holds NaN or infinity")
         matrix = values.reshape(len(batch), self.info.dim)
+        self.check_norms(matrix, ids)
         payloads: list[dict] = [{} for _ in range(len(batch))]
         for name, kind in self.columns.items():
             cells = batch.column(name).to_pylist()
@@ -359,6 +358,18 @@ class ParquetPoints:
             StoredPoint(self.point_id(raw), payload, matrix[i].copy())
             for i, (raw, payload) in enumerate(zip(ids.to_pylist(), payloads))
         ]
+
+    def check_norms(self, matrix: np.ndarray, ids: pa.Array) -> None:
+        """scinsearch stores unit vectors; a norm outside NORM_RANGE (3e38 in every component is finite,
+        but normalises to zero in the store and would be served with score 0) is refused."""
+        norms = np.linalg.norm(matrix.astype(np.float64), axis=1)
+        outside = np.flatnonzero(~((norms >= NORM_RANGE[0]) & (norms <= NORM_RANGE[1])))
+        if outside.size:
+            first = int(outside[0])
+            self.fail(
+                f"point {str(ids[first])[:40]} has a vector of norm {norms[first]:.3g}, outside "
+                f"[{NORM_RANGE[0]:g}, {NORM_RANGE[1]:g}] (scinsearch stores unit vectors)"
+            )
 
     def point_id(self, raw: str) -> str:
         try:
@@ -386,30 +397,3 @@ class ParquetPoints:
 
 def reject_constant(name: str):
     raise ValueError(f"{name} is not a JSON value a payload may hold")
-
-
-def import_parquet(
-    path: Path, target: VectorStore, page: int = PAGE, sample: int = SAMPLE, progress: bool = True
-) -> TransferSummary:
-    """Write the points of a scinsearch Parquet file into `target` (made with the file's record, or an
-    existing collection with the same model, vector size and preprocessing); resumable, then verified."""
-    started = time.perf_counter()
-    points = ParquetPoints(path)
-    origin = f"the file {points.path.name}"
-    refuse_mismatch(target, points.info, origin)
-    checking = tqdm(total=points.rows, unit="pt", desc="checking", disable=not progress, leave=False)
-    with checking as bar:
-        for batch in points.batches(page):  # every row is checked before anything is written
-            bar.update(len(batch))
-    prepare_target(target, points.info, origin)
-    summary = TransferSummary(str(points.path), target.name, points=points.rows)
-    sampler = Sampler(points.rows, sample)
-    with tqdm(total=points.rows, unit="pt", desc="importing", disable=not progress, dynamic_ncols=True) as bar:
-        for batch in points.batches(page):
-            write_missing(target, batch, summary)
-            sampler.offer(batch)
-            bar.update(len(batch))
-    target.finish_writes()
-    summary.checked = verify(target, points.rows, sampler.points)
-    summary.seconds = time.perf_counter() - started
-    return summary
