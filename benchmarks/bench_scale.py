@@ -24,7 +24,6 @@ server (`--url`) gets `hnsw` and `int8`. Each build runs in a fresh process, so 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import resource
 import shutil
@@ -55,24 +54,13 @@ SEARCH = {"exact": (True, None), "hnsw": (False, 128), "hnsw-ef512": (False, 512
 
 def payloads_for(case_of_point: np.ndarray) -> list[dict]:
     """A SCIN payload per point, one template per case (so a case's photos agree on skin type)."""
-    from bench_search import payload_templates
-
-    from scinsearch.cells import split_for_case
+    from bench_search import payload_templates, scin_payload
 
     templates = payload_templates()
-    payloads = []
-    for number, case in enumerate(case_of_point.tolist()):
-        payload = copy.deepcopy(templates[case % len(templates)])
-        case_id, image_id = f"{case}", f"{number}"
-        payload.update(
-            image_id=image_id,
-            image_path=f"dataset/images/{image_id}.png",
-            case_id=case_id,
-            case_ids=[case_id],
-            split=split_for_case(case_id),
-        )
-        payloads.append(payload)
-    return payloads
+    return [
+        scin_payload(templates[case % len(templates)], f"{number}", f"{case}")
+        for number, case in enumerate(case_of_point.tolist())
+    ]
 
 
 def skin_filter():
