@@ -192,6 +192,17 @@ def worker(job: dict) -> dict:
     return result
 
 
+def saved_or_measured(job: dict) -> dict:
+    """A job's result, kept beside its folder (`<backend>-<size>-<build>.json`): a run over a kept folder
+    (`--keep`) resumes, measuring only what it has not measured yet."""
+    saved = Path(job["folder"]).with_suffix(".json")
+    if saved.exists():
+        return json.loads(saved.read_text())
+    result = worker(job)
+    saved.write_text(json.dumps(result))
+    return result
+
+
 def measure_queries(searcher, queries, store_filter, options, reference, warmup: int) -> dict:
     from scinsearch.store import Filter
 
@@ -296,6 +307,8 @@ def parse_args(argv):
     parser.add_argument("--out", type=Path, default=None, help="also write the table here")
     parser.add_argument("--plot", type=Path, default=None, help="draw latency and recall against size (PNG)")
     parser.add_argument("--under-load", action="store_true", help="write --out even if not quiet, marked as such")
+    parser.add_argument("--builds", default=None, help="only these, e.g. edge-int8,local-float (default: all)")
+    parser.add_argument("--keep", type=Path, default=None, help="keep results here; a rerun resumes from them")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
@@ -313,19 +326,26 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, str(HERE.parent / "src"))
     if args.worker:
-        print(json.dumps(worker(json.loads(args.worker))))
+        print(json.dumps(saved_or_measured(json.loads(args.worker))))
         return 0
     watch = machine.LoadWatch()
     results = []
-    with tempfile.TemporaryDirectory(prefix="bench-scale-") as root:
+    wanted = set(args.builds.split(",")) if args.builds else None
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as scratch:
+        root = args.keep or Path(scratch)
+        root.mkdir(parents=True, exist_ok=True)
         for size in args.sizes:
             for backend in args.backends:
                 if backend == "local" and size > args.local_max:
                     continue
                 for build in BUILDS[backend]:
+                    if wanted is not None and f"{backend}-{build}" not in wanted:
+                        continue
                     folder = Path(root) / f"{backend}-{size}-{build}"
                     job = dict(vars(args), backend=backend, build=build, size=size, folder=str(folder))
-                    job = {k: v for k, v in job.items() if k not in ("out", "plot", "sizes", "backends")}
+                    job = {
+                        k: v for k, v in job.items() if k not in ("out", "plot", "sizes", "backends", "keep", "builds")
+                    }
                     result = run_job(job)
                     shutil.rmtree(folder, ignore_errors=True)
                     results.append((job, result))
