@@ -1,7 +1,7 @@
 """How the store's cost grows with the collection: build time, memory, disk, the kiosk query's latency
 and its recall, from SCIN's 10 k images up, for each store setting.
 
-Data: `scinsearch.testing_space.ClusteredSpace` (768-d, a few hundred clusters of cases of 1-3 images;
+Data: `scinsearch.testing.space.ClusteredSpace` (768-d, a few hundred clusters of cases of 1-3 images;
 the pairwise cosine spread is printed) with payloads exactly as `embed` stores them (from a synthetic
 release, one per case). The query is the kiosk's: `Searcher.nearest`, top 10 with one result per case
 (over-fetch and group, `rules.one_per_case`), without a filter and with a skin-type filter (Fitzpatrick
@@ -150,7 +150,7 @@ def worker(job: dict) -> dict:
     from scinsearch.search import Searcher
     from scinsearch.search_filters import SearchOptions
     from scinsearch.settings import Settings
-    from scinsearch.testing_space import ClusteredSpace, cosine_spread
+    from scinsearch.testing.space import ClusteredSpace, cosine_spread
 
     space = ClusteredSpace(job["dim"], job["clusters"], seed=0)
     vectors, case_of_point = space.points(job["size"])

@@ -8,8 +8,6 @@ import json
 from types import SimpleNamespace
 
 import numpy as np
-import pytest
-import qdrant_edge
 
 from scinsearch import rules
 from scinsearch.search import Searcher
@@ -17,25 +15,9 @@ from scinsearch.search_filters import SearchFilters, SearchOptions
 from scinsearch.settings import ServerOptions, Settings
 from scinsearch.store import CollectionInfo, Filter, StoredPoint, open_store
 from scinsearch.store.edge import EdgeStore
-from scinsearch.testing_space import ClusteredSpace, cosine_spread
+from scinsearch.testing.space import ClusteredSpace, cosine_spread
 
 SKIN_TYPES = ("FST1", "FST2", "FST3", "FST4", "FST5", "FST6")
-
-
-@pytest.fixture
-def low_indexing_threshold(monkeypatch):
-    """Edge builds its HNSW graph (and int8 copies) from a few KB of vectors instead of ~10 MB."""
-    real_config = qdrant_edge.EdgeConfig
-
-    def small_threshold(**options):
-        hnsw = options["hnsw_config"]
-        options["hnsw_config"] = qdrant_edge.HnswIndexConfig(
-            m=hnsw.m, ef_construct=hnsw.ef_construct, full_scan_threshold=1
-        )
-        options["optimizers"] = qdrant_edge.EdgeOptimizersConfig(indexing_threshold=1)
-        return real_config(**options)
-
-    monkeypatch.setattr(qdrant_edge, "EdgeConfig", small_threshold)
 
 
 def clustered_points(count: int, dim: int, seed: int = 0):
@@ -86,7 +68,7 @@ def test_edge_applies_the_index_options_to_a_new_shard(tmp_path):
     assert '"m": 16' in plain and "int8" not in plain, plain
 
 
-def test_int8_hnsw_keeps_the_kiosk_query_recall(tmp_path, low_indexing_threshold):
+def test_int8_hnsw_keeps_the_kiosk_query_recall(tmp_path, graph_config):
     space, vectors, payloads, points = clustered_points(3000, 64)
     store = EdgeStore(tmp_path, "c", exact_search_below=1000, index=ServerOptions(quantization="int8"))
     try:
