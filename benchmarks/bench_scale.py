@@ -224,6 +224,8 @@ def run_job(job: dict) -> dict:
     command = [sys.executable, __file__, "--worker", json.dumps(job)]
     began = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode < 0:  # SIGKILL is what the kernel's out-of-memory killer sends
+        return {"error": f"killed by signal {-done.returncode}", "wall_s": time.perf_counter() - began}
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
         return {"error": tail, "wall_s": time.perf_counter() - began}
