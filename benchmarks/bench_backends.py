@@ -246,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--min-images", type=int, default=32, help="images per timed measurement (at least one call)")
     parser.add_argument("--backends", default="eager,compile,openvino", help="any of eager, compile, openvino")
-    parser.add_argument("--out", type=Path, default=None, help="also write the table here")
+    parser.add_argument("--out", type=Path, default=None, help="also write the table here (if quiet)")
+    parser.add_argument("--under-load", action="store_true", help="write --out even if not quiet, marked as such")
     args = parser.parse_args(argv)
     args.backends = {name.strip() for name in args.backends.split(",")}
     batches = sorted({int(b) for b in args.batch_sizes.split(",")}, reverse=True)
@@ -254,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("batch sizes, --rounds and --min-images must be at least 1")
     import torch
 
+    watch = machine.LoadWatch()
     torch.manual_seed(0)
     model, side = machine.build_vision_model(args.model)
     generator = torch.Generator().manual_seed(1)
@@ -284,11 +286,9 @@ def main(argv: list[str] | None = None) -> int:
         f"median; at least {args.min_images} images per measurement",
     ]
     text = report(args, backends, skipped, inputs, times, cosines, header)
+    text += f"\n\n{watch.stop().describe()}"
     print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    return 0
+    return 0 if machine.write_table(args.out, text, watch, args.under_load) else 1
 
 
 def openvino_version() -> str:

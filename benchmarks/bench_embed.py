@@ -298,6 +298,8 @@ def parse_args():
     parser.add_argument("--matmul-size", type=int, default=None, help="matrix side (default 2048 CPU, 8192 GPU)")
     parser.add_argument("--matmul-seconds", type=float, default=2.0)
     parser.add_argument("--quick", action="store_true", help="smoke run: 48 images, one round")
+    parser.add_argument("--out", type=Path, help="also write the output here, only if the machine stayed quiet")
+    parser.add_argument("--under-load", action="store_true", help="write --out even if not quiet, marked as such")
     parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--compile-choice", default="auto", help=argparse.SUPPRESS)
@@ -324,7 +326,8 @@ def main() -> None:
     import torch
     from PIL import Image
 
-    with tempfile.TemporaryDirectory(prefix="bench-embed-") as folder:
+    watch, output = machine.LoadWatch(), machine.Tee()
+    with tempfile.TemporaryDirectory(prefix="bench-embed-") as folder, output:
         args.data = folder
         started = time.perf_counter()
         make_dataset(Path(folder), args.images)
@@ -335,11 +338,15 @@ def main() -> None:
             f"model {args.model} (random weights); preprocessing {'exact' if args.exact else 'fast'}\n",
             flush=True,
         )
-        measure(args)
+        drift = measure(args)
+        print(f"\n{watch.stop(drift).describe()}")
+    if not machine.write_table(args.out, output.text(), watch, args.under_load):
+        sys.exit(1)
 
 
-def measure(args) -> None:
-    """Peak and decode first, model-only before and after, old / ours alternating in between."""
+def measure(args) -> float:
+    """Peak and decode first, model-only before and after, old / ours alternating in between. Returns the
+    worst drift of a rate measured before and after."""
     peak = run_phase("peak", args)
     decodes = [run_phase("decode", args)]
     compiles = args.compile.split(",")
@@ -366,7 +373,7 @@ def measure(args) -> None:
     old = dict(olds[0], end_to_end=statistics.median(o["end_to_end"] for o in olds))
     rows = [(config, models[config[0]], median_run(runs)) for config, runs in ours.items()]
     print_table(args, peak, decode, old, rows)
-    print_notes(args, peak, decodes, befores, afters, olds, ours, rows)
+    return print_notes(args, peak, decodes, befores, afters, olds, ours, rows)
 
 
 def median_run(runs: list[dict]) -> dict:
@@ -406,7 +413,7 @@ def print_table(args, peak: dict, decode: dict, old: dict, rows) -> None:
         )
 
 
-def print_notes(args, peak, decodes, befores, afters, olds, ours, rows) -> None:
+def print_notes(args, peak, decodes, befores, afters, olds, ours, rows) -> float:
     rates = ", ".join(f"{kind} {machine.flops_text(rate)}" for kind, rate in peak["matmul"].items())
     bounds = ", ".join(
         f"{kind} {machine.model_bound(rate, peak['gflop']):.2f} img/s" for kind, rate in peak["matmul"].items()
@@ -440,6 +447,7 @@ def print_notes(args, peak, decodes, befores, afters, olds, ours, rows) -> None:
             f"WARNING: a rate changed by {worst:.0%} during the run: the machine was not quiet, so the ratios "
             "are unreliable; run again on a quiet machine"
         )
+    return worst
 
 
 if __name__ == "__main__":

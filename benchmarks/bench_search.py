@@ -79,9 +79,23 @@ def payload_templates() -> list[dict]:
         return [record.payload for record in read_release(root).records]
 
 
+def scin_payload(template: dict, image_id: str, case_id: str) -> dict:
+    """A copy of a stored payload that names another image of another case."""
+    from scinsearch.cells import split_for_case
+
+    payload = copy.deepcopy(template)
+    payload.update(
+        image_id=image_id,
+        image_path=f"dataset/images/{image_id}.png",
+        case_id=case_id,
+        case_ids=[case_id],
+        split=split_for_case(case_id),
+    )
+    return payload
+
+
 def fill_store(settings, model_name: str, dim: int, points: int, seed: int = 0) -> None:
     """`points` random unit vectors with realistic payloads, two images per case on average."""
-    from scinsearch.cells import split_for_case
     from scinsearch.schema import point_id_for
     from scinsearch.store import CollectionInfo, StoredPoint, open_store
 
@@ -97,14 +111,7 @@ def fill_store(settings, model_name: str, dim: int, points: int, seed: int = 0) 
             if number % 2 == 0 or ids.random() < 0.2:
                 case_id = str(ids.randrange(-(2**63), 2**63))
             image_id = str(ids.randrange(-(2**63), 2**63))
-            payload = copy.deepcopy(templates[number % len(templates)])
-            payload.update(
-                image_id=image_id,
-                image_path=f"dataset/images/{image_id}.png",
-                case_id=case_id,
-                case_ids=[case_id],
-                split=split_for_case(case_id),
-            )
+            payload = scin_payload(templates[number % len(templates)], image_id, case_id)
             vector = rng.normal(size=dim).astype(np.float32)
             batch.append(StoredPoint(point_id_for(image_id), payload, vector / np.linalg.norm(vector)))
             if len(batch) == 256:

@@ -165,3 +165,133 @@ def build_vision_model(model_id: str):
     if model_id not in KNOWN_MODELS:
         raise SystemExit(f"unknown model {model_id!r}: use {TINY} or one of {', '.join(KNOWN_MODELS)}")
     return random_vision_model(model_id), KNOWN_MODELS[model_id].image_size
+
+
+# Is the machine quiet? ----------------------------------------------------------------------------------
+
+QUIET_LOAD_PER_CORE = 0.25  # 1-minute load average per usable core before a run, at most, to call it quiet
+QUIET_OTHERS_SHARE = 0.05  # share of the CPUs' time other processes may take during a quiet run, at most
+QUIET_DRIFT = 0.10  # repeatability drift (a script's own before/after check) a quiet run may show, at most
+
+
+def busy_and_total_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine since boot, from /proc/stat ((0, 0) where there is none)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return 0, 0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields[:8]) - idle, sum(fields[:8])
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+class LoadWatch:
+    """The machine's load around a run: the load averages before and after, and the share of the CPUs'
+    time that other processes took meanwhile (all busy time minus this process tree's). A run is quiet
+    when the load before was low, others took almost nothing, and the script's own drift is small."""
+
+    def __init__(self):
+        self.before = os.getloadavg()
+        self._ticks = busy_and_total_ticks()
+        self._own = own_cpu_seconds()
+        self.after: tuple[float, float, float] | None = None
+        self.others_share: float | None = None
+        self.drift: float | None = None
+
+    def stop(self, drift: float | None = None) -> LoadWatch:
+        """Take the after readings (and the script's repeatability drift, as a fraction, when it has one)."""
+        self.after = os.getloadavg()
+        busy, total = busy_and_total_ticks()
+        ticks_per_second = os.sysconf("SC_CLK_TCK")
+        if total > self._ticks[1]:
+            elapsed_cpu = (total - self._ticks[1]) / ticks_per_second  # all CPUs' seconds
+            others = (busy - self._ticks[0]) / ticks_per_second - (own_cpu_seconds() - self._own)
+            self.others_share = max(0.0, others) / elapsed_cpu
+        self.drift = drift
+        return self
+
+    def reasons(self) -> list[str]:
+        """Why the run was not quiet (empty: it was)."""
+        found = []
+        if self.before[0] > QUIET_LOAD_PER_CORE * usable_cores():
+            found.append(f"load average {self.before[0]:.2f} before the run (over {QUIET_LOAD_PER_CORE:g} per core)")
+        if self.others_share is None:
+            found.append("the CPU time of other processes could not be read")
+        elif self.others_share > QUIET_OTHERS_SHARE:
+            found.append(f"other processes took {self.others_share:.0%} of the CPUs meanwhile")
+        if self.drift is not None and self.drift > QUIET_DRIFT:
+            found.append(f"repeatability drift {self.drift:.0%} (over {QUIET_DRIFT:.0%})")
+        return found
+
+    @property
+    def quiet(self) -> bool:
+        return not self.reasons()
+
+    def describe(self) -> str:
+        """One line for the table's header: the load averages, the others' share, and the verdict."""
+        after = "/".join(f"{v:.2f}" for v in self.after) if self.after else "?"
+        others = f"{self.others_share:.0%}" if self.others_share is not None else "?"
+        verdict = "quiet" if self.quiet else "UNDER LOAD: " + "; ".join(self.reasons())
+        before = "/".join(f"{v:.2f}" for v in self.before)
+        return (
+            f"load average (1/5/15 min) {before} before, {after} after; other processes {others} of the CPUs; {verdict}"
+        )
+
+
+def write_table(path: Path | None, text: str, watch: LoadWatch, under_load: bool = False) -> bool:
+    """Write a result table, refusing (False, one line on stderr) when the run was not quiet, unless
+    `under_load` says the table is to be kept as an under-load measurement; its header then says so."""
+    import sys
+
+    if path is None:
+        return True
+    if not watch.quiet and not under_load:
+        print(
+            f"Error: not writing {path}: the machine was not quiet ({'; '.join(watch.reasons())}); rerun on a "
+            f"quiet machine, or pass --under-load to keep it as an under-load measurement",
+            file=sys.stderr,
+        )
+        return False
+    if not watch.quiet:
+        text = f"**Measured under load** ({watch.describe()}): compare ratios within this table only.\n\n{text}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text.rstrip("\n") + "\n")
+    return True
+
+
+class Tee:
+    """Within `with`: what is printed goes to the terminal as before and is also kept, for `text()`."""
+
+    def __init__(self):
+        import io
+
+        self._kept = io.StringIO()
+        self._stdout = None
+
+    def write(self, text: str) -> int:
+        self._kept.write(text)
+        return self._stdout.write(text)
+
+    def flush(self) -> None:
+        self._stdout.flush()
+
+    def __enter__(self) -> Tee:
+        import sys
+
+        self._stdout, sys.stdout = sys.stdout, self
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        import sys
+
+        sys.stdout = self._stdout
+
+    def text(self) -> str:
+        return self._kept.getvalue()

@@ -249,3 +249,22 @@ def write_flat_csv(flat_csv_header):
         return path
 
     return write
+
+
+@pytest.fixture
+def graph_config(monkeypatch):
+    """Edge builds and uses its HNSW graph (and int8 copies) from a few KB of vectors instead of ~10 MB (test
+    configuration; the store keeps its production thresholds otherwise, and the shard its m / ef_construct)."""
+    import qdrant_edge
+
+    real_config = qdrant_edge.EdgeConfig
+
+    def small_thresholds(**options):
+        hnsw = options["hnsw_config"]
+        options["hnsw_config"] = qdrant_edge.HnswIndexConfig(
+            m=hnsw.m, ef_construct=hnsw.ef_construct, full_scan_threshold=1
+        )
+        options["optimizers"] = qdrant_edge.EdgeOptimizersConfig(indexing_threshold=1)
+        return real_config(**options)
+
+    monkeypatch.setattr(qdrant_edge, "EdgeConfig", small_thresholds)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import qdrant_edge
 
 from scinsearch.schema import AGE_GROUPS, BODY_PARTS, DERM_FITZPATRICK, SELF_FITZPATRICK, SEXES, SPLITS, point_id_for
 from scinsearch.search_filters import SearchFilters
@@ -144,20 +143,6 @@ def test_stored_vectors_and_retrieval_agree(backends, congruent_points):
 
 
 # Edge's approximate path: a real HNSW graph ------------------------------------------------------------------
-
-
-@pytest.fixture
-def graph_config(monkeypatch):
-    """Edge builds and uses its HNSW graph from a few KB of vectors (test configuration; the store keeps its
-    production thresholds otherwise)."""
-    real_config, real_hnsw = qdrant_edge.EdgeConfig, qdrant_edge.HnswIndexConfig
-
-    def small_thresholds(**options):
-        options["hnsw_config"] = real_hnsw(m=16, ef_construct=100, full_scan_threshold=1)
-        options["optimizers"] = qdrant_edge.EdgeOptimizersConfig(indexing_threshold=1)
-        return real_config(**options)
-
-    monkeypatch.setattr(qdrant_edge, "EdgeConfig", small_thresholds)
 
 
 def test_edge_hnsw_path_finds_what_exact_search_finds(tmp_path, graph_config):

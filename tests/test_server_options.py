@@ -56,6 +56,8 @@ class FakeQdrant(BaseHTTPRequestHandler):
             return self.answer({"aliases": self.aliases})
         if path.endswith("/index"):
             return self.answer({"operation_id": 1, "status": "completed"})
+        if path.endswith("/points/query"):
+            return self.answer({"points": []})
         if self.command in ("PUT", "POST") and path.startswith("/collections/"):
             return self.answer(True)
         self.send_error(404)
@@ -179,3 +181,19 @@ def test_local_mode_takes_the_options_and_ignores_them(tmp_path):
     store.create(CollectionInfo("m", 4))
     assert store.info().model == "m" and store.local
     store.close()
+
+
+@pytest.mark.parametrize(
+    ("quantization", "params"), [("int8", {"quantization": {"rescore": True, "oversampling": 2.0}}), ("none", None)]
+)
+def test_an_int8_collection_is_searched_with_rescoring(qdrant_url, quantization, params):
+    """POST /collections/{name}/points/query: `params.quantization` (rescore, oversampling), as in Qdrant's
+    REST reference; a collection without quantisation gets no search parameters."""
+    settings = Settings(qdrant_url=qdrant_url, collection="scin", server=ServerOptions(quantization=quantization))
+    store = ClientStore(settings)
+    try:
+        assert store.query([1.0, 0.0], 5) == []
+    finally:
+        store.close()
+    (body,) = sent("POST", "/collections/scin/points/query")
+    assert body.get("params") == params

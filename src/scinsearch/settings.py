@@ -23,8 +23,9 @@ class ServerOptions:
     """How a collection is made on a Qdrant server or cluster (docs/storage.md#server-options).
 
     Applied when scinsearch creates a collection there (`embed`, `export --to-url`, `import`); an existing
-    collection keeps what it was made with. The embedded store and qdrant-client's local mode ignore them.
-    None = the server's own default."""
+    collection keeps what it was made with. The embedded store (Qdrant Edge) applies the index options
+    (hnsw_m, hnsw_ef_construct, quantization) to a new shard; qdrant-client's local mode ignores them all.
+    None = Qdrant's own default."""
 
     shard_number: int | None = None  # shards the collection is split into (spread over the cluster's nodes)
     replication_factor: int | None = None  # copies of each shard on different nodes

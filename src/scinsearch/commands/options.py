@@ -125,15 +125,16 @@ server_options = option_group(
         type=click.IntRange(0, 512),
         default=None,
         envvar="SCINSEARCH_HNSW_M",
-        help="Server: HNSW edges per node (server default 16; more: better recall, more memory; 0: no graph).",
+        help="Server and embedded store: HNSW edges per node (default 16; more: better recall, more memory; "
+        "0: no graph).",
     ),
     click.option(
         "--hnsw-ef-construct",
         type=click.IntRange(4, 4096),
         default=None,
         envvar="SCINSEARCH_HNSW_EF_CONSTRUCT",
-        help="Server: neighbours considered while building HNSW (server default 100; more: better graph, "
-        "slower build).",
+        help="Server and embedded store: neighbours considered while building HNSW (default 100; more: better "
+        "graph, slower build).",
     ),
     click.option(
         "--quantization",
@@ -141,7 +142,8 @@ server_options = option_group(
         default="none",
         show_default=True,
         envvar="SCINSEARCH_QUANTIZATION",
-        help="Server: int8 keeps scalar-quantised copies of the vectors in RAM (4x smaller) beside the originals.",
+        help="Server and embedded store: int8 keeps scalar-quantised copies of the vectors in RAM (4x smaller) "
+        "beside the originals, which rescore the best candidates.",
     ),
 )
 """How a new collection is made on a Qdrant server or cluster (`ServerOptions`, docs/storage.md)."""

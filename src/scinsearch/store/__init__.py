@@ -51,7 +51,7 @@ def open_store(settings: Settings) -> VectorStore:
         return ClientStore(settings)
     from scinsearch.store.edge import EdgeStore
 
-    return EdgeStore(settings.qdrant_path, settings.collection)
+    return EdgeStore(settings.qdrant_path, settings.collection, index=settings.server)
 
 
 def __getattr__(name: str):

@@ -30,6 +30,7 @@ SCHEMAS = {
 }
 # ValueError: local mode's answer to what a server answers with an error response (unknown collection, ...)
 SERVER_ERRORS = (ResponseHandlingException, UnexpectedResponse, ConnectionError, TimeoutError, ValueError)
+OVERSAMPLING = 2.0  # int8 collections: candidates per wanted result, rescored on the originals (as on Edge)
 LOCAL_MODE_TOLERANCE = 1e-6  # local mode re-normalises every cosine vector: stored values may move by an ulp or two
 
 
@@ -205,7 +206,17 @@ class ClientStore(VectorStore):
             score_threshold=min_score,
             with_payload=True,
             with_vectors=with_vectors,
+            search_params=self.search_params,
         ).points
+
+    @property
+    def search_params(self) -> models.SearchParams | None:
+        """A server's int8 collection is searched on the copies, the best candidates rescored on the
+        originals; local mode searches exactly and warns about any search parameters, so gets none."""
+        if self.local or self.settings.server.quantization != "int8":
+            return None
+        rescoring = models.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING)
+        return models.SearchParams(quantization=rescoring)
 
     def _count(self, native_filter) -> int:
         return self.call("count", self.name, count_filter=native_filter, exact=True).count

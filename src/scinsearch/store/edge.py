@@ -5,7 +5,11 @@ name of the shard folder beside it), the Edge shard (`shard-<hex>/`; `shard/` in
 the name was recorded) and `.lock`, an OS lock held while the store is open, so a second process gets a
 clear message instead of a corrupted shard. Edge has no background optimizer: below
 `exact_search_below` points (EXACT_SEARCH_BELOW unless told otherwise) queries are exact
-(milliseconds for SCIN's 10k); above it `finish_writes` builds the HNSW index once, after ingest.
+(milliseconds for SCIN's 10k); above it `finish_writes` builds the HNSW index once, after ingest, and
+queries search it with `hnsw_ef` HNSW_EF. A new shard is made with the index options of `ServerOptions`
+that Edge supports (HNSW m / ef_construct, int8 scalar quantisation): quantised shards are searched on
+the int8 copies and the best candidates rescored on the originals (benchmarks/bench_scale.py measured
+what each costs and finds; docs/performance.md#how-the-store-scales).
 
 Creating (or recreating) a collection never touches the current one until the new one is whole: the
 new shard is built in a folder of its own, then `collection.json`, naming it, replaces the old record
@@ -32,9 +36,12 @@ import qdrant_edge as edge
 from scinsearch.errors import ScinSearchError, StoreLockedError
 from scinsearch.helpers import atomic_write, first_line, fsync_path
 from scinsearch.schema import INDEXED_FIELDS
+from scinsearch.settings import ServerOptions
 from scinsearch.store.base import CollectionInfo, StoredPoint, VectorStore, vector_list
 
 EXACT_SEARCH_BELOW = 20_000  # points; under this, exact search is a few ms and beats an approximate index
+HNSW_EF = 128  # candidates an HNSW query considers (Qdrant's default is ef_construct, 100)
+OVERSAMPLING = 2.0  # int8 quantised shards: candidates fetched per wanted result, then rescored exactly
 SHARD_KEY = "edge_shard"  # in collection.json: the shard folder beside it that holds the collection
 SHARD_NAME = re.compile(r"shard(-[0-9a-f]{12})?")  # what a shard folder may be called (the record is untrusted)
 SCHEMAS = {
@@ -48,7 +55,13 @@ SCHEMAS = {
 class EdgeStore(VectorStore):
     """One collection as one Qdrant Edge shard in a folder, owned by this process while open."""
 
-    def __init__(self, qdrant_path: Path, collection: str, exact_search_below: int = EXACT_SEARCH_BELOW):
+    def __init__(
+        self,
+        qdrant_path: Path,
+        collection: str,
+        exact_search_below: int = EXACT_SEARCH_BELOW,
+        index: ServerOptions | None = None,
+    ):
         if not collection or "/" in collection or collection.startswith(".") or "\\" in collection:
             raise ScinSearchError(f"invalid collection name {collection!r}")
         self.name = collection
@@ -57,6 +70,8 @@ class EdgeStore(VectorStore):
         self.meta_file = self.folder / "collection.json"
         self.shard_dir = self.folder / "shard"  # the current shard's folder once one is loaded
         self.exact_search_below = exact_search_below
+        self.index = index or ServerOptions()  # how a new shard is made (an existing one keeps its own)
+        self.hnsw_ef = HNSW_EF
         self._lock = None
         self._shard: edge.EdgeShard | None = None
         self._exact_search: bool | None = None  # decided from the point count; reset by writes
@@ -157,11 +172,7 @@ class EdgeStore(VectorStore):
 
     def _build_shard(self, shard_dir: Path, info: CollectionInfo) -> edge.EdgeShard:
         """A new, empty shard with the payload indexes, in its own folder (the current one is untouched)."""
-        config = edge.EdgeConfig(
-            vectors=edge.EdgeVectorParams(size=info.dim, distance=edge.Distance.Cosine),
-            hnsw_config=edge.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=10_000),
-        )
-        shard = edge.EdgeShard.create(str(shard_dir), config)
+        shard = edge.EdgeShard.create(str(shard_dir), shard_config(info.dim, self.index))
         for field, kind in INDEXED_FIELDS.items():
             shard.update(edge.UpdateOperation.create_field_index(field, SCHEMAS[kind]))
         shard.flush()
@@ -179,6 +190,10 @@ class EdgeStore(VectorStore):
         if info is None:
             raise ScinSearchError(f"collection {self.name!r} does not exist in {self.folder.parent}")
         self._write_metadata({**info.as_metadata(), **extra}, self.shard_dir.name)
+
+    def search_exactly(self, exact: bool | None) -> None:
+        """Force exact (True) or HNSW (False) search, or let the point count decide again (None)."""
+        self._exact_search = exact
 
     @property
     def shard(self) -> edge.EdgeShard:
@@ -254,7 +269,7 @@ class EdgeStore(VectorStore):
                 with_payload=True,
                 with_vector=with_vectors,
                 score_threshold=min_score,
-                params=edge.SearchParams(exact=exact, hnsw_ef=None if exact else 128),
+                params=search_params(exact, self.hnsw_ef),
             )
         )
 
@@ -274,6 +289,29 @@ class EdgeStore(VectorStore):
 
     def _range(self, key: str, gte: float | None, lte: float | None):
         return edge.FieldCondition(key=key, range=edge.RangeFloat(gte=gte, lte=lte))
+
+
+def shard_config(dim: int, index: ServerOptions) -> edge.EdgeConfig:
+    """A new shard's configuration: cosine vectors of `dim`, HNSW (Qdrant's defaults unless the options
+    say otherwise) and, with `quantization="int8"`, int8 copies kept in RAM beside the originals."""
+    quantization = None
+    if index.quantization == "int8":
+        quantization = edge.ScalarQuantizationConfig(type=edge.ScalarType.Int8, quantile=0.99, always_ram=True)
+    m = 16 if index.hnsw_m is None else index.hnsw_m
+    ef_construct = 100 if index.hnsw_ef_construct is None else index.hnsw_ef_construct
+    return edge.EdgeConfig(
+        vectors=edge.EdgeVectorParams(size=dim, distance=edge.Distance.Cosine, quantization_config=quantization),
+        hnsw_config=edge.HnswIndexConfig(m=m, ef_construct=ef_construct, full_scan_threshold=10_000),
+    )
+
+
+def search_params(exact: bool, hnsw_ef: int) -> edge.SearchParams:
+    """Exact: every original vector. Else the HNSW graph; on a quantised shard the int8 copies, with the
+    best OVERSAMPLING x limit candidates rescored on the originals (ignored by a shard without them)."""
+    if exact:
+        return edge.SearchParams(exact=True, quantization=edge.QuantizationSearchParams(ignore=True))
+    rescoring = edge.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING)
+    return edge.SearchParams(hnsw_ef=hnsw_ef, quantization=rescoring)
 
 
 def same_kind(existing: CollectionInfo, wanted: CollectionInfo) -> bool:

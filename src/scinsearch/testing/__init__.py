@@ -10,6 +10,8 @@ One module per job:
 - `photos`: `condition_image` and `scin_sized_png`, photo-like pictures (the size of a SCIN image for benchmarks).
 - `sabotage`: `SabotagedPreprocessor` kills or hangs the process that decodes chosen files.
 - `planted`: vectors whose nearest-neighbour answer is known by construction, for evaluation and fine-tuning.
+- `space`: `ClusteredSpace`, embeddings shaped like real ones (clusters of cases, a realistic cosine spread),
+  for the store's scale benchmark and recall tests.
 
 The test suite (tests/conftest.py) and benchmarks/ use these.
 """
