@@ -87,3 +87,16 @@ def test_local_links_resolve(page):
         if anchor and path.suffix == ".md" and anchor not in anchors(path)
     ]
     assert not broken, f"{page.name} links to headings that do not exist: {broken}"
+
+
+def test_a_command_invoked_alone_keeps_the_short_help_option():
+    """A subcommand run on its own (as tests do) must not change what the reference says: click caches the
+    help option it first builds, which once turned `-h, --help` into `--help` for the rest of a test run."""
+    from click.testing import CliRunner
+
+    import scinsearch.cli  # noqa: F401  (registers the commands, as every run of the program does)
+    from scinsearch.commands.download_cmds import prepare
+
+    prepare._help_option = None  # as in a fresh process, whatever ran before in this one
+    assert CliRunner().invoke(prepare, ["-h"]).exit_code == 0
+    assert load_generator().render() == (DOCS / "cli.md").read_text(encoding="utf-8")

@@ -14,8 +14,10 @@ import click
 
 from scinsearch.errors import ScinSearchError
 
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+@click.group(context_settings=HELP_OPTIONS)
 @click.version_option(package_name="scinsearch")
 def cli():
     """Search SCIN dermatology cases by photo or text with SigLIP and Qdrant.
@@ -56,7 +58,17 @@ def register_commands() -> None:
         explore_cmds,
     ):
         for command in module.COMMANDS:
+            with_help_options(command)
             cli.add_command(command)
+
+
+def with_help_options(command: click.Command) -> None:
+    """`-h` beside `--help` on every command itself, not only through the group: click caches a command's
+    help option the first time it is built, so one invoked alone (a test, a script) would otherwise fix
+    it at `--help` for the rest of the process."""
+    command.context_settings = {**HELP_OPTIONS, **command.context_settings}
+    for sub in getattr(command, "commands", {}).values():
+        with_help_options(sub)
 
 
 register_commands()
