@@ -200,3 +200,27 @@ def test_similarity_bands_are_named_from_one_table_for_each_kind_of_query(tmp_pa
         shown = photo_search(searcher, 15).to_dict()["results"]
     assert [r["similarity_band"] for r in shown] == [rules.similarity_band(r["score"]) for r in shown]
     assert shown[0]["similarity_band"] == "very_close" and shown[-1]["similarity_band"] == "close"
+
+
+def test_the_glossary_is_one_draft_data_file_served_to_the_page():
+    from fastapi.testclient import TestClient
+
+    from scinsearch.glossary import glossary, plain_name
+    from scinsearch.service import ServiceSettings, create_app
+    from scinsearch.service.app import STATIC_DIR
+
+    entries = glossary()
+    languages = {path.stem for path in (STATIC_DIR / "i18n").glob("*.json")}
+    assert entries and all("en" in names and set(names) <= languages for names in entries.values())
+    assert plain_name("O/E - ecchymoses present") == "Bruises seen on examination"
+    assert (
+        plain_name("Herpes Zoster", "fr").startswith("Zona") and plain_name("Eczema", "xx") == entries["Eczema"]["en"]
+    )
+    assert plain_name("A label nobody wrote down") is None
+    flagged_with_a_name = [
+        e["spellings"][0] for e in referral.red_flags()["conditions"] if e["spellings"][0] in entries
+    ]
+    assert {"Melanoma", "Basal Cell Carcinoma", "Herpes Zoster", "Drug Rash", "Cellulitis"} <= set(flagged_with_a_name)
+    app = create_app(ServiceSettings(warm_up=False), searcher=object())
+    with TestClient(app, base_url="http://localhost") as client:
+        assert client.get("/filters").json()["glossary"] == entries

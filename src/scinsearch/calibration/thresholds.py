@@ -184,15 +184,7 @@ def choose(
         precision[rows],
         table["confident"][rows],
     )
-    pick = rows[np.lexsort(keys)[-1]]  # lexsort: the last key is the primary one
-    return OperatingPoint(
-        float(table["min_similarity"][pick]),
-        float(table["min_agreement"][pick]),
-        int(table["min_support"][pick]),
-        int(table["confident"][pick]),
-        int(table["hits"][pick]),
-        len(stats),
-    )
+    return point_of(table, rows[np.lexsort(keys)[-1]], len(stats))  # lexsort: the last key is the primary one
 
 
 def most_precise(table: dict, precision: np.ndarray, min_confident: int, queries: int) -> OperatingPoint | None:
@@ -201,13 +193,17 @@ def most_precise(table: dict, precision: np.ndarray, min_confident: int, queries
     rows = np.flatnonzero(table["confident"] >= min_confident)
     if not len(rows):
         return None
-    pick = rows[np.lexsort((table["confident"][rows], precision[rows]))[-1]]
+    return point_of(table, rows[np.lexsort((table["confident"][rows], precision[rows]))[-1]], queries)
+
+
+def point_of(table: dict, row: int, queries: int) -> OperatingPoint:
+    """Row `row` of a `sweep` table."""
     return OperatingPoint(
-        float(table["min_similarity"][pick]),
-        float(table["min_agreement"][pick]),
-        int(table["min_support"][pick]),
-        int(table["confident"][pick]),
-        int(table["hits"][pick]),
+        float(table["min_similarity"][row]),
+        float(table["min_agreement"][row]),
+        int(table["min_support"][row]),
+        int(table["confident"][row]),
+        int(table["hits"][row]),
         queries,
     )
 
