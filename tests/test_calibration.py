@@ -412,3 +412,4 @@ def test_evaluate_measures_suggestions_off_as_no_suggestion(tmp_path):
     calibrated = metrics["calibration"]["suggestion_thresholds"]["calibrated"]
     assert calibrated["suggestions_off"] and calibrated["suggestions"] == 0
     assert metrics["metrics"]["suggestions"]["coverage"]["value"] == 0
+    assert "not reached: suggestions off" in (tmp_path / "report" / "report.md").read_text()
