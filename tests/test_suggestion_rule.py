@@ -167,6 +167,9 @@ def test_a_red_flag_among_the_drawn_cases_refers_even_when_the_suggestion_abstai
         result = photo_search(searcher, 6)
     refer = result.to_dict()["refer"]
     assert not result.suggestions.confident, "the vote is split"
+    from scinsearch.commands.search_cmds import format_result
+
+    assert format_result(result).splitlines()[2].startswith("!! REFER: Among the similar cases")
     why = referral.flagged("Herpes Zoster")["why"]
     assert refer["conditions"] == [{"condition": "Herpes Zoster", "flag": "Herpes zoster", "why": why, "cases": 1}]
     assert refer["cases"] == 1 and refer["of"] == suggest.NEIGHBOURS
