@@ -385,8 +385,8 @@ def test_calibrate_without_usable_signal_turns_suggestions_off_and_still_calibra
     with Searcher(settings, embedder=embedder) as searcher:
         point = next(p for p in planted_points() if p.payload["split"] == "test")
         result = searcher.search_like(point.payload["image_id"])
-        answer = result.to_dict()["suggestions"]
-        assert not answer["confident"] and answer["conditions"] == []
+        answer = json.loads(json.dumps(result.to_dict(), allow_nan=False))["suggestions"]  # strict JSON, as served
+        assert not answer["confident"] and answer["conditions"] == [] and answer["thresholds_source"] == "off"
         assert answer["reason"] == suggest.SUGGESTIONS_OFF and "suggestions are off" in answer["reason"]
         assert result.quality.get("similarity").verdict in ("pass", "warn"), "the cut is calibrated"
         vector = point.vector / np.linalg.norm(point.vector)

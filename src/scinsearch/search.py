@@ -207,7 +207,7 @@ class Searcher:
         thresholds, source = self.suggestion_thresholds(query.get("kind"))
         suggestions = suggest.suggest_conditions([(n.score, n.weighted_labels) for n in pool], **thresholds)
         suggestions.thresholds_source = source
-        if self.calibration is not None and self.calibration.suggestions_off and source != "given":
+        if source == "off":
             suggestions.abstain(suggest.SUGGESTIONS_OFF)
         refer = referral.referral([n.weighted_labels for n in pool])
         return SearchResult(
@@ -234,13 +234,15 @@ class Searcher:
     def suggestion_thresholds(self, kind: str | None) -> tuple[dict, str]:
         """The suggestion thresholds for a kind of query, and where they come from: a text query's
         similarities are on another scale (`suggest.TEXT_MIN_SIMILARITY`) and keeps the defaults; image
-        queries use the collection's calibration when it has one."""
-        if kind == "text":
-            options, source = {"min_similarity": suggest.TEXT_MIN_SIMILARITY}, "default"
-        elif self.calibration is not None:
+        queries use the collection's calibration when it has one. When calibration turned suggestions off,
+        every query keeps the defaults for its ranking (source "off") and abstains (`search_vector`)."""
+        defaults = {"min_similarity": suggest.TEXT_MIN_SIMILARITY} if kind == "text" else {}
+        if self.calibration is not None and self.calibration.suggestions_off:
+            options, source = defaults, "off"
+        elif self.calibration is not None and kind != "text":
             options, source = self.calibration.suggestion_options(), "calibrated"
         else:
-            options, source = {}, "default"
+            options, source = defaults, "default"
         if self.suggestion_options:
             options, source = {**options, **self.suggestion_options}, "given"
         return options, source

@@ -32,7 +32,8 @@ METADATA_KEY = CALIBRATION  # the key of its document in the collection record (
 THRESHOLD_NAMES = ("min_similarity", "min_agreement", "min_support")
 OFF = "off"  # thresholds["suggestions"] when no thresholds reached the target precision
 # Thresholds no query can meet: what "suggestions off" means to the suggestion rule and to the evaluation.
-OFF_OPTIONS = {"min_similarity": math.inf, "min_agreement": 1.0, "min_support": suggest.MAX_SUGGESTIONS}
+# (The search abstains by name instead, `Searcher.suggestion_thresholds`; these are for the evaluation.)
+OFF_OPTIONS = {"min_similarity": math.inf, "min_agreement": 1.0, "min_support": 1}
 
 
 @dataclasses.dataclass
