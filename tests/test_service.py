@@ -101,8 +101,9 @@ def test_health_ready_and_filters(client, searcher):
     assert "FST6" in choices["fitzpatrick"] and "arm" in choices["body_parts"]
 
 
-def test_photo_search_gives_cases_suggestions_urls_and_notices(client, clean_release):
-    photo = next((clean_release / "dataset" / "images").glob("*.png")).read_bytes()
+def test_photo_search_gives_cases_suggestions_urls_and_notices(client, clean_release, searcher):
+    labelled = next(p for p in searcher.store.scroll() if p.payload.get("labelled") and p.payload.get("image_path"))
+    photo = (clean_release / labelled.payload["image_path"]).read_bytes()  # the service lists labelled cases
     response = search(client, photo, params={"top_k": 4})
     assert response.status_code == 200, response.text
     body = response.json()
