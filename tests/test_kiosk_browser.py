@@ -179,6 +179,8 @@ def test_states_are_accessible_and_never_stale(server, browser, photo, not_a_pho
     screenshot(browser, f"{viewport}-1-empty.png")
 
     upload(browser, photo)
+    wait(browser, lambda d: len(cards(d)) >= 3)
+    browser.execute_script("document.getElementById('results').scrollIntoView()")  # below the referral notice
     wait(browser, lambda d: len(loaded_cards(d)) >= 3)
     assert shown(browser, "suggestions") and shown(browser, "preview-box")
     first = cards(browser)[0].text
