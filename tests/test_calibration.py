@@ -11,6 +11,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
+from scinsearch import suggest
 from scinsearch.calibration import METADATA_KEY, Calibration, GradabilityProbe, calibration_of
 from scinsearch.calibration import thresholds as th
 from scinsearch.calibration.calibrate import calibrate_collection, calibrate_table
@@ -116,11 +117,13 @@ def test_agreement_and_support_thresholds_are_found_when_they_decide():
     assert by_support.min_support == 3 and by_support.coverage == pytest.approx(0.6)
 
 
-def test_an_unreachable_target_is_a_one_line_error():
+def test_an_unreachable_target_is_a_one_line_error_that_carries_the_best_point():
     best = np.arange(100) / 100
-    with pytest.raises(ScinSearchError, match="lower --target-precision") as error:
+    with pytest.raises(th.TargetNotReached, match="at most") as error:
         th.choose(stats(best, hit=np.arange(100) % 2 == 0), 0.95, max_support=5)
     assert "\n" not in str(error.value)
+    # every 2nd query right: at 20 suggestions (the minimum), the best precision is 10/20 = 50%
+    assert error.value.best.precision == pytest.approx(0.5) and error.value.best.confident >= 20
 
 
 def test_the_confident_mask_is_the_suggestion_rule():
@@ -270,7 +273,7 @@ def test_evaluate_uses_and_checks_the_calibration(tmp_path):
     out = tmp_path / "report"
     metrics = evaluate_collection(settings, k=10, bootstrap=50, out_dir=out).metrics
     used = metrics["suggestion_thresholds"]
-    assert used["source"] == "calibrated"
+    assert used["source"] == "calibrated" and used["neighbours"] == calibration.neighbours == 5, "not k=10"
     assert {k: used[k] for k in calibration.suggestion_options()} == calibration.suggestion_options()
     block = metrics["calibration"]
     assert block["calibrated"]
@@ -294,7 +297,7 @@ def test_the_cli_calibrates_writes_a_file_and_a_dry_run_records_nothing(tmp_path
     assert main(base + ["--dry-run"]) == 0
     assert "dry run: nothing written" in capsys.readouterr().out
     noise = write_collection(Settings(qdrant_path=tmp_path / "q", collection="noise"), random_labels(planted_points()))
-    assert main(base[:-1] + ["noise", "--target-precision", "0.95"]) == 1
+    assert main(base[:-1] + ["noise", "--target-precision", "0.95", "--strict"]) == 1
     assert "lower --target-precision" in capsys.readouterr().err
     for written in (settings, noise):
         store = open_store(written)
@@ -348,3 +351,65 @@ def test_the_calibration_moves_with_the_collection_through_parquet_and_copy(tmp_
     for store in (copied, imported):
         assert calibration_of(store.info()).to_dict() == calibrated
         store.close()
+
+
+# When no thresholds reach the target (issue 22) -------------------------------------------------------------
+
+
+def noisy_points():
+    return random_labels(planted_points())
+
+
+def test_calibrate_without_usable_signal_turns_suggestions_off_and_still_calibrates_the_rest(tmp_path, capsys):
+    """Labels at random: no thresholds reach 95 %. calibrate exits 0 with one warning line, records
+    suggestions as off (best precision + coverage) with the probe and the cut; every answer then abstains
+    in plain words, text queries too."""
+    settings = write_collection(Settings(qdrant_path=tmp_path / "q", collection="noise"), noisy_points())
+    args = ["calibrate", "--qdrant-path", str(settings.qdrant_path), "--collection", "noise"]
+    assert main(args + ["--target-precision", "0.95"]) == 0
+    captured = capsys.readouterr()
+    warnings = [line for line in captured.err.splitlines() if line.startswith("Warning:")]
+    assert len(warnings) == 1 and "suggestions are off" in warnings[0] and "--strict" in warnings[0]
+    assert "suggestions: OFF" in captured.out
+    store = open_store(settings)
+    stored = calibration_of(store.info())
+    store.close()
+    assert stored.suggestions_off and stored.thresholds["suggestions"] == "off"
+    best = stored.thresholds["best"]
+    assert best is not None and 0 < best["precision"] < 0.95 and 0 < best["coverage"] <= 1
+    assert stored.probe is not None and stored.cut == pytest.approx(stored.nothing_alike["cut"])
+    assert main(["info", "--qdrant-path", str(settings.qdrant_path), "--collection", "noise"]) == 0
+    assert "suggestions OFF" in capsys.readouterr().out
+
+    embedder = type("E", (), {"model_name": "planted-model", "dim": DIM})()
+    with Searcher(settings, embedder=embedder) as searcher:
+        point = next(p for p in planted_points() if p.payload["split"] == "test")
+        result = searcher.search_like(point.payload["image_id"])
+        answer = json.loads(json.dumps(result.to_dict(), allow_nan=False))["suggestions"]  # strict JSON, as served
+        assert not answer["confident"] and answer["conditions"] == [] and answer["thresholds_source"] == "off"
+        assert answer["reason"] == suggest.SUGGESTIONS_OFF and "suggestions are off" in answer["reason"]
+        assert result.quality.get("similarity").verdict in ("pass", "warn"), "the cut is calibrated"
+        vector = point.vector / np.linalg.norm(point.vector)
+        for kind in ("image", "text"):
+            other = searcher.search_vector(vector, {"kind": kind}).suggestions
+            assert not other.confident and other.reason == suggest.SUGGESTIONS_OFF
+
+
+def test_strict_keeps_the_failure_and_records_nothing(tmp_path):
+    settings = write_collection(Settings(qdrant_path=tmp_path / "q", collection="noise"), noisy_points())
+    with pytest.raises(ScinSearchError, match="lower --target-precision"):
+        calibrate_collection(settings, target_precision=0.95, bootstrap=20, strict=True)
+    store = open_store(settings)
+    assert calibration_of(store.info()) is None
+    store.close()
+
+
+def test_evaluate_measures_suggestions_off_as_no_suggestion(tmp_path):
+    settings = write_collection(Settings(qdrant_path=tmp_path / "q", collection="n"), noisy_points())
+    calibration = calibrate_collection(settings, target_precision=0.95, bootstrap=20).calibration
+    assert calibration.suggestions_off
+    metrics = evaluate_collection(settings, k=10, bootstrap=20, out_dir=tmp_path / "report").metrics
+    calibrated = metrics["calibration"]["suggestion_thresholds"]["calibrated"]
+    assert calibrated["suggestions_off"] and calibrated["suggestions"] == 0
+    assert metrics["metrics"]["suggestions"]["coverage"]["value"] == 0
+    assert "not reached: suggestions off" in (tmp_path / "report" / "report.md").read_text()

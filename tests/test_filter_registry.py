@@ -60,7 +60,19 @@ def test_a_filter_means_the_same_from_the_cli_the_service_and_python(spec):
     context = search_command.make_context("search", [spec.flag, *flag_arguments, "--text", "x"])
     from_flags = SearchFilters(**{s.name: context.params[s.name] for s in FILTERS})
     assert from_flags == expected
-    assert build_filters({spec.name: http_values}) == expected
+    service_defaults = {s.name: s.service_default for s in FILTERS if s.service_default is not None}
+    assert build_filters({spec.name: http_values}) == SearchFilters(**{**service_defaults, spec.name: python_value})
+
+
+def test_the_service_lists_labelled_cases_unless_asked_while_cli_and_python_list_every_case(openapi):
+    """Issue 22: one declaration (the registry) of the parameter and of its two defaults."""
+    assert build_filters({}) == SearchFilters(labelled_only=True)
+    assert build_filters({"labelled_only": ["false"]}) is None, "nothing restricts the search"
+    assert SearchFilters().labelled_only is False
+    context = search_command.make_context("search", ["--text", "x"])
+    assert context.params["labelled_only"] is False
+    parameter = next(p for p in openapi["paths"]["/search"]["post"]["parameters"] if p["name"] == "labelled_only")
+    assert parameter["schema"] == {"type": "boolean", "default": True}
 
 
 def test_the_page_menus_come_from_the_registry(openapi):

@@ -32,6 +32,7 @@ from kiosk_page import (
     start_browser,
     wait,
 )
+from scinsearch import suggest
 from scinsearch.service import ServiceSettings, create_app
 from scinsearch.service.app import STATIC_DIR
 
@@ -47,9 +48,30 @@ EN = json.loads((STATIC_DIR / "i18n" / "en.json").read_text(encoding="utf-8"))
 SW = json.loads((STATIC_DIR / "i18n" / "sw.json").read_text(encoding="utf-8"))
 
 
+RED_FLAG = "Herpes Zoster"  # on the red-flag list (referral), with a glossary entry
+
+
+def relabel(store, image_name: str, condition: str) -> None:
+    """Plant a red-flag label on the case of the photo the tests upload (so it is among its own neighbours)."""
+    case_ids = {
+        case
+        for p in store.scroll()
+        if str(p.payload.get("image_path", "")).endswith(image_name)
+        for case in p.payload["case_ids"]
+    }
+    points = [p for p in store.scroll(with_vectors=True) if set(p.payload["case_ids"]) & case_ids]
+    for point in points:
+        labels = {condition: 1.0}
+        point.payload.update(weighted_labels=labels, conditions=[condition], condition=condition, labelled=True)
+    store.upsert(points)
+    store.finish_writes()
+
+
 @pytest.fixture(scope="module")
-def server(clean_searcher):
-    """The service with the idle reset off (the idle test starts its own with a short one)."""
+def server(clean_searcher, clean_release):
+    """The service with the idle reset off (the idle test starts its own with a short one), over this
+    module's store, where the case of the photo the tests upload carries a red-flag label."""
+    relabel(clean_searcher.store, next((clean_release / "dataset" / "images").glob("*.png")).name, RED_FLAG)
     with serving(create_app(ServiceSettings(warm_up=False, idle_reset_seconds=0), searcher=clean_searcher)) as url:
         yield url
 
@@ -157,6 +179,8 @@ def test_states_are_accessible_and_never_stale(server, browser, photo, not_a_pho
     screenshot(browser, f"{viewport}-1-empty.png")
 
     upload(browser, photo)
+    wait(browser, lambda d: len(cards(d)) >= 3)
+    browser.execute_script("document.getElementById('results').scrollIntoView()")  # below the referral notice
     wait(browser, lambda d: len(loaded_cards(d)) >= 3)
     assert shown(browser, "suggestions") and shown(browser, "preview-box")
     first = cards(browser)[0].text
@@ -399,6 +423,44 @@ def test_quality_warnings_above_the_results(server, browser, photo):
     upload(browser, photo)
     wait(browser, lambda d: shown(d, "empty"))
     assert not shown(browser, "quality") and browser.find_element(By.ID, "empty-action").text == EN["retake_photo"]
+
+
+def test_labelled_cases_only_with_plain_words_and_a_referral_notice_above_them(server, browser, photo):
+    """Issue 22: the page lists only dermatologist-labelled cases; a red-flag condition among the cases
+    the suggestion is drawn from shows a referral notice above everything else of the answer, in every
+    language, also when the suggestion abstains; similarity and skin type are in words."""
+    open_page(browser, server, "phone")
+    upload(browser, photo)
+    wait(browser, lambda d: len(cards(d)) >= 3 and shown(d, "refer"))
+    texts = [card.text for card in cards(browser)]
+    assert len(texts) == 12 and not [text for text in texts if EN["unlabelled"] in text]
+    refer = browser.find_element(By.ID, "refer").text
+    assert refer.startswith(EN["refer_heading"]) and RED_FLAG in refer and "Shingles" in refer
+    order = browser.execute_script(
+        "const top = (id) => document.getElementById(id).getBoundingClientRect().top;"
+        "return [top('refer'), top('suggestions'), top('results-section')];"
+    )
+    assert order == sorted(order), order
+    first = cards(browser)[0]
+    assert EN["band_very_close"] in first.text and "1.00" not in first.text, "the number waits behind details"
+    first.find_element(By.CSS_SELECTOR, "details.score summary").click()
+    assert "1.00" in first.text
+    assert all(any(EN[f"skin_words_FST{n}"] in text for n in range(1, 7)) for text in texts), texts
+    assert_clean_axe(browser, "referral")
+    screenshot(browser, "phone-referral.png")
+    choose(browser, "language", "sw")
+    wait(browser, lambda d: d.find_element(By.ID, "refer-heading").text == SW["refer_heading"])
+    assert_clean_axe(browser, "referral in Swahili")
+    choose(browser, "language", "en")
+    # the suggestion abstains (suggestions off): the referral notice stays, above the reason
+    browser.execute_script(
+        FETCH_SPY_JS + "window.__patch = arguments[0];",
+        {"suggestions": {"confident": False, "reason": suggest.SUGGESTIONS_OFF, "conditions": [], "neighbours": 5}},
+    )
+    upload(browser, photo)
+    wait(browser, lambda d: len(cards(d)) >= 1 and shown(d, "refer"))
+    assert browser.find_element(By.CSS_SELECTOR, "#suggestions .abstain").text == EN["abstain_off"]
+    assert_clean_axe(browser, "referral with an abstaining suggestion")
 
 
 def test_the_real_api_warns_about_a_dark_photo_above_the_results(server, browser, tmp_path):

@@ -63,6 +63,7 @@ def test_filters_name_indexed_fields_and_cover_every_restriction():
     restrictions = {f.name for f in dataclasses.fields(SearchFilters)}
     covered = {"monk_min", "monk_max"} if "monk" in schema.FILTER_FIELDS else set()
     covered |= {"gradable_only"} if "gradable" in schema.FILTER_FIELDS else set()
+    covered |= {"labelled_only"} if "labelled" in schema.FILTER_FIELDS else set()
     covered |= set(schema.FILTER_FIELDS) & restrictions
     assert covered == restrictions
 

@@ -101,8 +101,9 @@ def test_health_ready_and_filters(client, searcher):
     assert "FST6" in choices["fitzpatrick"] and "arm" in choices["body_parts"]
 
 
-def test_photo_search_gives_cases_suggestions_urls_and_notices(client, clean_release):
-    photo = next((clean_release / "dataset" / "images").glob("*.png")).read_bytes()
+def test_photo_search_gives_cases_suggestions_urls_and_notices(client, clean_release, searcher):
+    labelled = next(p for p in searcher.store.scroll() if p.payload.get("labelled") and p.payload.get("image_path"))
+    photo = (clean_release / labelled.payload["image_path"]).read_bytes()  # the service lists labelled cases
     response = search(client, photo, params={"top_k": 4})
     assert response.status_code == 200, response.text
     body = response.json()
@@ -121,7 +122,8 @@ def test_raw_image_body_and_form_filters(client):
     assert raw.status_code == 200 and len(raw.json()["results"]) <= 2
     filtered = search(client, png(), body_parts="arm", fitzpatrick="5")
     assert filtered.status_code == 200, filtered.text
-    assert filtered.json()["query"]["filters"] == {"fitzpatrick": ["FST5"], "body_parts": ["arm"]}
+    expected = {"fitzpatrick": ["FST5"], "body_parts": ["arm"], "labelled_only": True}
+    assert filtered.json()["query"]["filters"] == expected
     for result in filtered.json()["results"]:
         assert "arm" in result["body_parts"] and result["fitzpatrick_skin_type"] == "FST5"
 
@@ -130,14 +132,43 @@ def test_text_search_and_similar_carry_notices(client):
     text = client.post("/search/text", params={"age_groups": "30-39"}, json={"text": "itchy red ring", "top_k": 3})
     assert text.status_code == 200, text.text
     assert_notices(text.json())
-    assert text.json()["query"]["filters"] == {"age_groups": ["AGE_30_TO_39"]}
+    assert text.json()["query"]["filters"] == {"age_groups": ["AGE_30_TO_39"], "labelled_only": True}
     in_json = client.post("/search/text", json={"text": "a rash", "filters": {"body_parts": ["arm"]}})
-    assert in_json.status_code == 200 and in_json.json()["query"]["filters"] == {"body_parts": ["arm"]}
+    assert in_json.status_code == 200
+    assert in_json.json()["query"]["filters"] == {"body_parts": ["arm"], "labelled_only": True}
     image_id = text.json()["results"][0]["image_id"]
     like = client.get(f"/images/{image_id}/similar", params={"top_k": 3})
     assert like.status_code == 200, like.text
     assert_notices(like.json())
     assert image_id not in [r["image_id"] for r in like.json()["results"]]
+
+
+def test_the_service_lists_only_labelled_cases_unless_asked_otherwise(client, searcher):
+    """Issue 22: unlabelled cases must not fill the slots a health worker reads as evidence; the store
+    query is filtered, so top_k is still filled; labelled_only=false lists every case, for research."""
+    labelled = {str(p.payload["image_id"]) for p in searcher.store.scroll() if p.payload.get("labelled")}
+    unlabelled = {str(p.payload["image_id"]) for p in searcher.store.scroll()} - labelled
+    assert unlabelled, "the synthetic release has unlabelled cases"
+    top_k = 12
+    answers = {
+        "photo": search(client, png(), params={"top_k": top_k}),
+        "text": client.post("/search/text", json={"text": "a red rash", "top_k": top_k}),
+        "like": client.get(f"/images/{sorted(labelled)[0]}/similar", params={"top_k": top_k}),
+    }
+    for kind, answer in answers.items():
+        results = answer.json()["results"]
+        assert len(results) == top_k and {r["image_id"] for r in results} <= labelled, kind
+        assert answer.json()["query"]["filters"]["labelled_only"] is True
+    every = [
+        search(client, png(), params={"top_k": 40, "labelled_only": "false"}),
+        client.post("/search/text", json={"text": "a red rash", "top_k": 40, "filters": {"labelled_only": False}}),
+    ]
+    for answer in every:
+        assert {r["image_id"] for r in answer.json()["results"]} & unlabelled, "research use sees every case"
+        assert "labelled_only" not in answer.json()["query"]["filters"]
+    spec = client.get("/openapi.json").json()
+    parameter = next(p for p in spec["paths"]["/search"]["post"]["parameters"] if p["name"] == "labelled_only")
+    assert parameter["schema"]["default"] is True and "research" in parameter["description"]
 
 
 def test_images_full_and_thumbnail(client, clean_release):

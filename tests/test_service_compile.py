@@ -24,6 +24,7 @@ from scinsearch.dataset import read_release
 from scinsearch.embedding import Embedder
 from scinsearch.pipeline import run_embed
 from scinsearch.search import Searcher
+from scinsearch.search_filters import SearchFilters
 from scinsearch.service import ServiceSettings, create_app
 from scinsearch.settings import Settings
 from scinsearch.store import open_store
@@ -114,8 +115,9 @@ def test_compiled_service_gives_the_eager_vectors(store_settings, tiny_siglip_di
         assert calls == ["image"] * 3 + ["text"] * 2
         # the HTTP answers were computed with the compiled towers and match an eager search
         with Searcher(store_settings, embedder=eager, store=searcher.store) as reference:
-            expected = reference.search_image(photos[0]).to_dict()["results"]
-            expected_text = reference.search_text("itchy red ring").to_dict()["results"]
+            labelled = SearchFilters(labelled_only=True)  # what the service lists by default
+            expected = reference.search_image(photos[0], labelled).to_dict()["results"]
+            expected_text = reference.search_text("itchy red ring", labelled).to_dict()["results"]
     got = answers["photo"].json()["results"]
     assert answers["photo"].status_code == 200 and [r["image_id"] for r in got] == [r["image_id"] for r in expected]
     np.testing.assert_allclose([r["score"] for r in got], [r["score"] for r in expected], atol=1e-5)

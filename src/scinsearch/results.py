@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any
 
 from scinsearch.quality import QualityReport
+from scinsearch.rules import similarity_band
 from scinsearch.schema import SHOWN_FIELDS
 from scinsearch.schema import case_ids as schema_case_ids  # `case_ids` is a field name here
 from scinsearch.store import Hit
@@ -94,6 +95,7 @@ class SearchResult:
     suggestions: Suggestions
     zero_shot: ZeroShot | None = None
     quality: QualityReport | None = None  # photo and stored-image queries; None for text queries
+    refer: dict | None = None  # red-flag conditions among the suggestion's cases (`referral.referral`)
     model: str = ""
     collection: str = ""
     disclaimer: str = DISCLAIMER
@@ -104,8 +106,12 @@ class SearchResult:
             "query": self.query,
             "model": self.model,
             "collection": self.collection,
-            "results": [neighbour.to_dict() for neighbour in self.results],
+            "results": [
+                {**neighbour.to_dict(), "similarity_band": similarity_band(neighbour.score, self.query.get("kind"))}
+                for neighbour in self.results
+            ],
             "suggestions": self.suggestions.to_dict(),
+            "refer": self.refer,
             "disclaimer": self.disclaimer,
         }
         if self.quality is not None:

@@ -26,7 +26,20 @@ MAX_TOP_K = 200  # the Python API and the CLI: bounds what one query fetches (to
 HTTP_MAX_TOP_K = 50
 SCORE_RANGE = (-1.0, 1.0)  # a cosine similarity of normalised vectors: every min_score lies in it
 
+# Similarity in words: (band, lowest cosine) from the closest band down, for image queries (photo, stored
+# image) and for text queries, whose cosines are on a far lower scale. Hand-set: "somewhat alike" starts
+# where a neighbour counts as a similar case for a suggestion (`suggest.MIN_SIMILARITY`,
+# `suggest.TEXT_MIN_SIMILARITY`); the page names each band in its language and shows the number on request.
+SIMILARITY_BANDS = (("very_close", 0.90), ("close", 0.80), ("somewhat", 0.60), ("distant", -1.0))
+TEXT_SIMILARITY_BANDS = (("very_close", 0.20), ("close", 0.15), ("somewhat", 0.10), ("distant", -1.0))
+
 ZERO_SHOT_PROMPT = "a photo of {condition}"  # SigLIP's training captions; search and evaluation use the same
+
+
+def similarity_band(score: float, kind: str | None = "image") -> str:
+    """The named band a cosine similarity falls in, on the scale of its kind of query."""
+    bands = TEXT_SIMILARITY_BANDS if kind == "text" else SIMILARITY_BANDS
+    return next((name for name, lowest in bands if score >= lowest), bands[-1][0])
 
 
 def one_per_case(case_ids: Iterable[Sequence[str]], limit: int | None = None) -> list[int]:

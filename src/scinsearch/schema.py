@@ -83,7 +83,7 @@ FIELDS: tuple[Field, ...] = (
         required=True,
         doc="label -> weight, heaviest first; {} when unlabelled",
     ),
-    Field("labelled", "bool", index="bool", required=True, doc="the case has a weighted label"),
+    Field("labelled", "bool", index="bool", filter="labelled", required=True, doc="the case has a weighted label"),
     # The person and the skin.
     Field("age_group", "keyword", index="keyword", filter="age_groups", shown=True, flat_csv=True, required=True),
     Field("sex_at_birth", "keyword", index="keyword", filter="sexes", shown=True, flat_csv=True, required=True),

@@ -13,6 +13,7 @@ finetune apply` holds adapted vectors: its queries go through the same adapter (
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,15 +23,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from scinsearch import quality, rules, schema, suggest
-from scinsearch.calibration import calibration_of
+from scinsearch import quality, referral, rules, schema, suggest
+from scinsearch.calibration import calibration_of, suggestion_neighbours
 from scinsearch.errors import BAD_FILTER, EMPTY_TEXT, NOT_FOUND, ScinSearchError
 from scinsearch.images import ImageError
 from scinsearch.photo_worker import PreparedPhoto, prepare_photo
 from scinsearch.preprocessing import collate
 from scinsearch.results import Neighbour, SearchResult, ZeroShot
 from scinsearch.schema import BODY_PARTS, point_id_for
-from scinsearch.search_filters import SearchFilters, SearchOptions
+from scinsearch.search_filters import LABELLED_ONLY, SearchFilters, SearchOptions
 from scinsearch.settings import Settings
 from scinsearch.store import Filter, Match, check_model, open_store, require_collection
 from scinsearch.vectors.adapter import query_adapter
@@ -48,7 +49,9 @@ class Searcher:
     `settings`, the embedder with the preprocessing the collection records. Either way the collection
     must have been made with the same model. The collection's calibration (`scinsearch calibrate`), when it
     has one, sets the suggestion thresholds of photo and stored-image queries and the quality checks that
-    need it; `suggestion_options` overrides the thresholds (for experiments)."""
+    need it; `suggestion_options` overrides the thresholds (for experiments). Every suggestion is drawn from
+    the same number of neighbouring cases (`neighbours`: the calibrated one, else `suggest.NEIGHBOURS`),
+    whatever number of cases a query lists."""
 
     def __init__(self, settings: Settings, embedder=None, store=None, suggestion_options: dict | None = None):
         self.settings = settings
@@ -65,6 +68,7 @@ class Searcher:
             self.embedder = embedder
             self.info = check_model(self.store, embedder.model_name, embedder.dim)
             self.calibration = calibration_of(self.info)  # another model's record is refused here
+            self.neighbours = suggestion_neighbours(self.calibration)
         except BaseException:
             self.close()
             raise
@@ -199,23 +203,46 @@ class Searcher:
         if self.adapter is not None:
             query = {**query, "adapter": self.adapter.id}
         query = {**query, **options.to_dict(), "filters": filters.to_dict()}
-        options, source = self.suggestion_thresholds(query.get("kind"))
-        suggestions = suggest.suggest_conditions(
-            [(n.score, n.weighted_labels) for n in one_per_case(neighbours)], **options
-        )
+        pool = self.suggestion_pool(vector, neighbours, filters, options, extra)
+        thresholds, source = self.suggestion_thresholds(query.get("kind"))
+        suggestions = suggest.suggest_conditions([(n.score, n.weighted_labels) for n in pool], **thresholds)
         suggestions.thresholds_source = source
-        return SearchResult(query, neighbours, suggestions, model=self.info.model, collection=self.store.name)
+        if source == "off":
+            suggestions.abstain(suggest.SUGGESTIONS_OFF)
+        refer = referral.referral([n.weighted_labels for n in pool])
+        return SearchResult(
+            query, neighbours, suggestions, model=self.info.model, collection=self.store.name, refer=refer
+        )
+
+    def suggestion_pool(
+        self,
+        vector: np.ndarray,
+        listed: list[Neighbour],
+        filters: SearchFilters,
+        options: SearchOptions,
+        extra: Filter | None,
+    ) -> list[Neighbour]:
+        """The cases a suggestion is drawn from, by one rule whatever is listed: the `neighbours` most
+        similar labelled cases (one per case) that match the query's filters, as calibration measured them.
+        The listed cases are reused when they are exactly those; otherwise they are fetched."""
+        if getattr(filters, LABELLED_ONLY) and options.per_case and len(listed) >= self.neighbours:
+            return listed[: self.neighbours]
+        labelled = dataclasses.replace(filters, **{LABELLED_ONLY: True})
+        wanted = SearchOptions(self.neighbours, options.min_score, per_case=True)
+        return self.nearest(vector, labelled.to_store_filter().and_(extra), wanted)
 
     def suggestion_thresholds(self, kind: str | None) -> tuple[dict, str]:
         """The suggestion thresholds for a kind of query, and where they come from: a text query's
         similarities are on another scale (`suggest.TEXT_MIN_SIMILARITY`) and keeps the defaults; image
-        queries use the collection's calibration when it has one."""
-        if kind == "text":
-            options, source = {"min_similarity": suggest.TEXT_MIN_SIMILARITY}, "default"
-        elif self.calibration is not None:
+        queries use the collection's calibration when it has one. When calibration turned suggestions off,
+        every query keeps the defaults for its ranking (source "off") and abstains (`search_vector`)."""
+        defaults = {"min_similarity": suggest.TEXT_MIN_SIMILARITY} if kind == "text" else {}
+        if self.calibration is not None and self.calibration.suggestions_off:
+            options, source = defaults, "off"
+        elif self.calibration is not None and kind != "text":
             options, source = self.calibration.suggestion_options(), "calibrated"
         else:
-            options, source = {}, "default"
+            options, source = defaults, "default"
         if self.suggestion_options:
             options, source = {**options, **self.suggestion_options}, "given"
         return options, source
@@ -230,6 +257,8 @@ class Searcher:
     def abstain_when_nothing_alike(result: SearchResult) -> None:
         """No suggestion from cases that do not look alike; the cases themselves stay viewable."""
         check = result.quality.get("similarity") if result.quality is not None else None
+        if result.suggestions.reason == suggest.SUGGESTIONS_OFF:
+            return  # the collection-wide reason stays the one shown
         if check is not None and check.verdict == quality.WARN:
             result.suggestions.abstain(
                 f"{suggest.NOTHING_ALIKE} (best similarity {check.value:.2f}, below the collection's "

@@ -130,6 +130,7 @@ class FilterSpec:
     spellings: dict[str, str] | None = None  # CHOICES: every accepted spelling -> its canonical value
     normalise: Callable[[str], str] = str.strip  # WORDS and NAMES: one value's canonical form
     menu: str | None = None  # the kiosk page offers it as a menu; the message-key prefix of its values' words
+    service_default: Any = None  # the HTTP service's value when a request does not give one (None: `default`)
 
     @property
     def default(self) -> Any:
@@ -166,6 +167,8 @@ class FilterSpec:
 def monk_help(bound: str) -> str:
     return f"{bound} Monk skin tone (US annotators' label, {MONK_RANGE[0]}-{MONK_RANGE[1]})."
 
+
+LABELLED_ONLY = "labelled_only"  # the filter a suggestion's neighbours always have (`Searcher.suggestion_pool`)
 
 FILTERS: tuple[FilterSpec, ...] = (
     FilterSpec(
@@ -244,6 +247,17 @@ FILTERS: tuple[FilterSpec, ...] = (
         "split",
         SPLITS,
         SPLIT_SPELLINGS,
+    ),
+    FilterSpec(
+        LABELLED_ONLY,
+        FILTER_FIELDS["labelled"],
+        FLAG,
+        "--labelled-only",
+        "Only cases with a dermatologist label. The HTTP service and its kiosk page default to true (only "
+        "labelled cases are shown as evidence; give labelled_only=false for research use); the CLI and the "
+        "Python API default to false (every case).",
+        "labelled",
+        service_default=True,
     ),
     FilterSpec(
         "gradable_only",

@@ -5,6 +5,8 @@ evaluation can sweep its thresholds.
 
 The rule, for the neighbours of one query, each a (cosine similarity, dermatologist weighted labels) pair:
 
+0. The neighbours are the `NEIGHBOURS` most similar labelled cases (or the calibrated number), one per
+   case, whatever number of cases a search lists (`Searcher.suggestion_pool`).
 1. Each neighbour votes with weight `max(similarity, 0)`. Its label weights are normalised to sum to 1
    (SCIN's already do), so one case cannot outvote another by having more labels.
 2. score(condition) = sum over neighbours of weight * label share / sum of the weights of *all*
@@ -39,11 +41,21 @@ TEXT_MIN_SIMILARITY = 0.10  # text-image cosine: about where a trained SigLIP's 
 MIN_AGREEMENT = 0.35  # share of the similarity-weighted vote the top condition needs
 MIN_SUPPORT = 2  # one neighbour alone is an anecdote, not agreement
 MAX_SUGGESTIONS = 5
+# The one rule for how many cases a suggestion is drawn from: the NEIGHBOURS most similar labelled cases
+# (one per case, matching the query's filters), whatever number of cases is listed. A calibrated collection
+# records its own (`calibrate --k`, `calibration.record.suggestion_neighbours`); this is the default
+# otherwise. Five: what a health worker can check case by case, and what the default thresholds were set for.
+NEIGHBOURS = 5
 
 NO_NEIGHBOURS = "no confident suggestion: no similar cases were found"
 NO_LABELS = "no confident suggestion: none of the similar cases has a dermatologist label"
 NOT_SIMILAR = "no confident suggestion: the closest cases are not similar enough"
 DISAGREE = "no confident suggestion: the similar cases disagree"
+# Set by the search on every answer when `calibrate` found no thresholds reaching its target precision.
+SUGGESTIONS_OFF = (
+    "no confident suggestion: suggestions are off for this collection, because calibration found that they "
+    "would not be right often enough"
+)
 # Set by the search when the best match is below the collection's "nothing alike" cut (`quality`).
 NOTHING_ALIKE = "no confident suggestion: no sufficiently similar case exists, the closest cases are not similar enough"
 

@@ -10,6 +10,19 @@ Importing this package loads only the record and the probe (numpy): the query pa
 """
 
 from scinsearch.calibration.probe import GradabilityProbe
-from scinsearch.calibration.record import METADATA_KEY, Calibration, calibration_of, save_calibration
+from scinsearch.calibration.record import (
+    METADATA_KEY,
+    Calibration,
+    calibration_of,
+    save_calibration,
+    suggestion_neighbours,
+)
 
-__all__ = ["METADATA_KEY", "Calibration", "GradabilityProbe", "calibration_of", "save_calibration"]
+__all__ = [
+    "METADATA_KEY",
+    "Calibration",
+    "GradabilityProbe",
+    "calibration_of",
+    "save_calibration",
+    "suggestion_neighbours",
+]

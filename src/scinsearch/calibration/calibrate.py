@@ -5,8 +5,10 @@ Everything is learnt from the train split only, so the test split stays an hones
 `scinsearch evaluate`:
 
 - thresholds: a leave-case-out search on the train split (each labelled image of a gradable case asks the
-  other train cases, its own case masked, k neighbouring cases as the search shows), then
-  `thresholds.choose` for the target precision;
+  other train cases, its own case masked, the k neighbouring cases every suggestion is then drawn from),
+  then `thresholds.choose` for the target precision. When no thresholds reach it, suggestions are recorded
+  as off (with the best precision reached and its coverage) and the rest is still calibrated, so the kiosk
+  is never left on provisional thresholds, probe and cut; `strict` fails instead;
 - nothing alike: each train image's most similar image of another train case; the cut is a low percentile
   of those similarities, so about that share of the collection's own photos would be flagged;
 - the gradability probe (`probe.train_probe`).
@@ -19,10 +21,10 @@ import datetime as dt
 
 import numpy as np
 
-from scinsearch import rules
+from scinsearch import rules, suggest
 from scinsearch.calibration import thresholds as th
 from scinsearch.calibration.probe import train_probe
-from scinsearch.calibration.record import Calibration, save_calibration
+from scinsearch.calibration.record import OFF, Calibration, save_calibration
 from scinsearch.errors import ScinSearchError
 from scinsearch.schema import TRAIN_SPLIT
 from scinsearch.settings import Settings
@@ -46,24 +48,26 @@ class CalibrationResult:
     calibration: Calibration
     written: bool
 
+    @property
+    def warning(self) -> str | None:
+        """One line when suggestions were recorded as off, else None."""
+        t = self.calibration.thresholds
+        if not self.calibration.suggestions_off:
+            return None
+        return (
+            f"Warning: suggestions are off for this collection: no thresholds reach {t['target_precision']:.0%} "
+            f"precision on the train split ({reached(t.get('best'))}); every answer will abstain. Re-run with a "
+            f"lower --target-precision to turn them on, or --strict to fail instead."
+        )
+
     def summary_lines(self, collection: str) -> list[str]:
         c = self.calibration
-        t, train = c.thresholds, c.thresholds["train"]
-        frozen = t["frozen_on_train"]
-        lines = [
-            f"calibrated {collection} ({c.model}, {c.points} points) from its train split:",
-            f"  suggestion thresholds for >= {t['target_precision']:.0%} precision (the top condition is among "
-            f"the case's labels), {t['k']} neighbouring cases:",
-            f"    min_similarity {t['min_similarity']:.4f} (default {th.FROZEN['min_similarity']}), "
-            f"min_agreement {t['min_agreement']:.2f} (default {th.FROZEN['min_agreement']}), "
-            f"min_support {t['min_support']} (default {th.FROZEN['min_support']})",
-            f"    train leave-case-out: a suggestion for {percent(train['coverage'])} {ci(train['coverage_ci95'])} "
-            f"of {train['queries']} queries, {percent(train['precision'])} {ci(train['precision_ci95'])} of them right",
-            f"    the default thresholds there: {percent(frozen['coverage'])} coverage, "
-            f"{percent(frozen['precision'])} right",
+        lines = [f"calibrated {collection} ({c.model}, {c.points} points) from its train split:"]
+        lines += off_lines(c.thresholds) if c.suggestions_off else threshold_lines(c.thresholds)
+        lines.append(
             f"  nothing alike: best similarity below {c.cut:.4f} (percentile {c.nothing_alike['percentile']:g} of "
-            f"{c.nothing_alike['images']} train images' most similar other case)",
-        ]
+            f"{c.nothing_alike['images']} train images' most similar other case)"
+        )
         if c.probe is not None:
             training = c.probe.training
             lines.append(
@@ -77,6 +81,34 @@ class CalibrationResult:
         return lines
 
 
+def threshold_lines(t: dict) -> list[str]:
+    train, frozen = t["train"], t["frozen_on_train"]
+    return [
+        f"  suggestion thresholds for >= {t['target_precision']:.0%} precision (the top condition is among "
+        f"the case's labels), {t['k']} neighbouring cases:",
+        f"    min_similarity {t['min_similarity']:.4f} (default {th.FROZEN['min_similarity']}), "
+        f"min_agreement {t['min_agreement']:.2f} (default {th.FROZEN['min_agreement']}), "
+        f"min_support {t['min_support']} (default {th.FROZEN['min_support']})",
+        f"    train leave-case-out: a suggestion for {percent(train['coverage'])} {ci(train['coverage_ci95'])} "
+        f"of {train['queries']} queries, {percent(train['precision'])} {ci(train['precision_ci95'])} of them right",
+        f"    the default thresholds there: {percent(frozen['coverage'])} coverage, "
+        f"{percent(frozen['precision'])} right",
+    ]
+
+
+def off_lines(t: dict) -> list[str]:
+    return [
+        f"  suggestions: OFF: no thresholds reach {t['target_precision']:.0%} precision with {t['k']} neighbouring "
+        f"cases ({reached(t.get('best'))})",
+    ]
+
+
+def reached(best: dict | None) -> str:
+    if not best:
+        return "no thresholds give enough suggestions to measure"
+    return f"best {percent(best['precision'])} right, at {percent(best['coverage'])} coverage"
+
+
 def percent(value) -> str:
     return "–" if value is None else f"{value:.1%}"
 
@@ -88,23 +120,27 @@ def ci(interval) -> str:
 def calibrate_collection(
     settings: Settings,
     target_precision: float = DEFAULT_TARGET_PRECISION,
-    k: int = rules.DEFAULT_TOP_K,
+    k: int = suggest.NEIGHBOURS,
     percentile: float = DEFAULT_PERCENTILE,
     write: bool = True,
     bootstrap: int = 1000,
     seed: int = 0,
     progress: bool = False,
     store=None,
+    strict: bool = False,
 ) -> CalibrationResult:
     """Calibrate the collection `settings` names (or the open `store` given, which is left open) and,
-    unless `write` is False, record the result in it. Nothing is written when any part fails."""
+    unless `write` is False, record the result in it. Nothing is written when any part fails (with
+    `strict`, also when no suggestion thresholds reach the target)."""
     from scinsearch.store import open_store
 
     owned = store is None
     store = open_store(settings) if owned else store
     try:
         info, table = read_collection(settings, progress=progress, store=store)
-        calibration = calibrate_table(table, info.model, info.dim, target_precision, k, percentile, bootstrap, seed)
+        calibration = calibrate_table(
+            table, info.model, info.dim, target_precision, k, percentile, bootstrap, seed, strict=strict
+        )
         calibration.adapter = info.adapter_id
         if write:
             save_calibration(store, calibration)
@@ -119,10 +155,11 @@ def calibrate_table(
     model: str,
     dim: int,
     target_precision: float = DEFAULT_TARGET_PRECISION,
-    k: int = rules.DEFAULT_TOP_K,
+    k: int = suggest.NEIGHBOURS,
     percentile: float = DEFAULT_PERCENTILE,
     bootstrap: int = 1000,
     seed: int = 0,
+    strict: bool = False,
 ) -> Calibration:
     """The calibration of points already in memory (see `calibrate_collection`)."""
     if not 1 <= k <= rules.MAX_TOP_K:
@@ -144,7 +181,7 @@ def calibrate_table(
     return Calibration(
         model,
         dim,
-        suggestion_thresholds(table, train, target_precision, k, bootstrap, seed),
+        suggestion_thresholds(table, train, target_precision, k, bootstrap, seed, strict),
         nothing_alike(table, train, percentile),
         probe,
         note,
@@ -168,10 +205,16 @@ def train_stats(table: PointTable, train: np.ndarray, k: int) -> tuple[th.QueryS
 
 
 def suggestion_thresholds(
-    table: PointTable, train: np.ndarray, target_precision: float, k: int, bootstrap: int, seed: int
+    table: PointTable, train: np.ndarray, target_precision: float, k: int, bootstrap: int, seed: int, strict=False
 ) -> dict:
     stats, selection = train_stats(table, train, k)
-    chosen = th.choose(stats, target_precision, max_support=k)
+    try:
+        chosen = th.choose(stats, target_precision, max_support=k)
+    except th.TargetNotReached as exc:
+        if strict:
+            raise ScinSearchError(f"{exc}: lower --target-precision") from None
+        best = exc.best.to_dict() if exc.best is not None else None
+        return {"suggestions": OFF, "target_precision": target_precision, "k": k, "best": best}
     mask = th.confident_mask(stats, chosen.min_similarity, chosen.min_agreement, chosen.min_support)
     weights = m.cluster_weights(case_clusters([table.case_ids[r] for r in selection.queries]), bootstrap, seed)
     coverage_ci = m.mean_with_interval(mask.astype(float), weights)[1]

@@ -9,7 +9,9 @@ adapter's id; a record of another space is refused in one line.
 
     {"schema": "scinsearch.calibration/1", "model", "dim", "adapter", "created", "scinsearch_version", "points",
      "thresholds": {"min_similarity", "min_agreement", "min_support", "target_precision", "k",
-                    "train": {"queries", "coverage", "precision", "coverage_ci95", "precision_ci95"}},
+                    "train": {"queries", "coverage", "precision", "coverage_ci95", "precision_ci95"}}
+                   or, when no thresholds reached the target (suggestions off):
+                   {"suggestions": "off", "target_precision", "k", "best": {"precision", "coverage", ...} | null},
      "nothing_alike": {"cut", "percentile", "images"},
      "probe": GradabilityProbe.to_dict() | null, "probe_note": why there is no probe, or null}
 """
@@ -17,7 +19,9 @@ adapter's id; a record of another space is refused in one line.
 from __future__ import annotations
 
 import dataclasses
+import math
 
+from scinsearch import suggest
 from scinsearch.calibration.probe import GradabilityProbe
 from scinsearch.errors import ScinSearchError
 from scinsearch.helpers import json_safe
@@ -26,6 +30,10 @@ from scinsearch.store.record import CALIBRATION
 SCHEMA = "scinsearch.calibration/1"
 METADATA_KEY = CALIBRATION  # the key of its document in the collection record (`store.record`)
 THRESHOLD_NAMES = ("min_similarity", "min_agreement", "min_support")
+OFF = "off"  # thresholds["suggestions"] when no thresholds reached the target precision
+# Thresholds no query can meet: what "suggestions off" means to the suggestion rule and to the evaluation.
+# (The search abstains by name instead, `Searcher.suggestion_thresholds`; these are for the evaluation.)
+OFF_OPTIONS = {"min_similarity": math.inf, "min_agreement": 1.0, "min_support": 1}
 
 
 @dataclasses.dataclass
@@ -45,8 +53,20 @@ class Calibration:
     def cut(self) -> float:
         return float(self.nothing_alike["cut"])
 
+    @property
+    def suggestions_off(self) -> bool:
+        """Calibration found no thresholds reaching its target precision: every answer abstains."""
+        return self.thresholds.get("suggestions") == OFF
+
+    @property
+    def neighbours(self) -> int:
+        """How many neighbouring cases the thresholds were calibrated for (the one suggestion rule)."""
+        return int(self.thresholds.get("k") or suggest.NEIGHBOURS)
+
     def suggestion_options(self) -> dict:
-        """The thresholds as `suggest.suggest_conditions` keywords."""
+        """The thresholds as `suggest.suggest_conditions` keywords (ones no query meets when off)."""
+        if self.suggestions_off:
+            return dict(OFF_OPTIONS)
         options = {name: self.thresholds[name] for name in THRESHOLD_NAMES}
         options["min_support"] = int(options["min_support"])
         return options
@@ -88,7 +108,7 @@ class Calibration:
             )
         try:
             thresholds, nothing_alike = dict(document["thresholds"]), dict(document["nothing_alike"])
-            for name in THRESHOLD_NAMES:
+            for name in () if thresholds.get("suggestions") == OFF else THRESHOLD_NAMES:
                 float(thresholds[name])
             float(nothing_alike["cut"])
         except (KeyError, TypeError, ValueError) as exc:
@@ -118,6 +138,11 @@ def calibration_of(info) -> Calibration | None:
     if document is None:
         return None
     return Calibration.from_dict(document, info.model, info.dim, info.adapter_id)
+
+
+def suggestion_neighbours(calibration: Calibration | None) -> int:
+    """The one number of neighbouring cases a suggestion is drawn from: the calibrated one, else the default."""
+    return calibration.neighbours if calibration is not None else suggest.NEIGHBOURS
 
 
 def save_calibration(store, calibration: Calibration) -> None:

@@ -28,6 +28,15 @@ CURVE_LEVELS = tuple(round(1 - 0.025 * i, 3) for i in range(40))  # 1.0, 0.975, 
 TABLE_LEVELS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05)  # the rows of its table
 
 
+class TargetNotReached(ScinSearchError):
+    """No thresholds reach the target precision; `best` is the most precise point measured (with at least
+    the minimum number of suggestions), or None when none gives enough suggestions to measure."""
+
+    def __init__(self, message: str, best: OperatingPoint | None):
+        super().__init__(message)
+        self.best = best
+
+
 @dataclasses.dataclass
 class QueryStats:
     """Per query: what the suggestion rule looks at, and whether its top condition is right."""
@@ -160,13 +169,12 @@ def choose(
         precision = np.where(table["confident"] > 0, table["hits"] / np.maximum(table["confident"], 1), 0.0)
     feasible = (table["confident"] >= min_confident) & (precision >= target_precision - 1e-12)
     if not feasible.any():
-        enough = table["confident"] >= min_confident
-        best = float(precision[enough].max()) if enough.any() else None
-        reached = f"at most {best:.1%}" if best is not None else "no threshold gives enough suggestions to measure"
-        raise ScinSearchError(
+        best = most_precise(table, precision, min_confident, len(stats))
+        reached = f"at most {best.precision:.1%}" if best else "no threshold gives enough suggestions to measure"
+        raise TargetNotReached(
             f"no suggestion thresholds reach {target_precision:.0%} precision on the train split "
-            f"({reached}, with at least {min_confident} suggestions among {len(stats)} queries): "
-            f"lower --target-precision"
+            f"({reached}, with at least {min_confident} suggestions among {len(stats)} queries)",
+            best,
         )
     rows = np.flatnonzero(feasible)
     keys = (
@@ -176,14 +184,27 @@ def choose(
         precision[rows],
         table["confident"][rows],
     )
-    pick = rows[np.lexsort(keys)[-1]]  # lexsort: the last key is the primary one
+    return point_of(table, rows[np.lexsort(keys)[-1]], len(stats))  # lexsort: the last key is the primary one
+
+
+def most_precise(table: dict, precision: np.ndarray, min_confident: int, queries: int) -> OperatingPoint | None:
+    """The swept thresholds with the highest precision among those giving at least `min_confident`
+    suggestions (ties: more suggestions), or None."""
+    rows = np.flatnonzero(table["confident"] >= min_confident)
+    if not len(rows):
+        return None
+    return point_of(table, rows[np.lexsort((table["confident"][rows], precision[rows]))[-1]], queries)
+
+
+def point_of(table: dict, row: int, queries: int) -> OperatingPoint:
+    """Row `row` of a `sweep` table."""
     return OperatingPoint(
-        float(table["min_similarity"][pick]),
-        float(table["min_agreement"][pick]),
-        int(table["min_support"][pick]),
-        int(table["confident"][pick]),
-        int(table["hits"][pick]),
-        len(stats),
+        float(table["min_similarity"][row]),
+        float(table["min_agreement"][row]),
+        int(table["min_support"][row]),
+        int(table["confident"][row]),
+        int(table["hits"][row]),
+        queries,
     )
 
 

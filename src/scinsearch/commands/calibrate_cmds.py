@@ -10,7 +10,8 @@ import click
 from scinsearch.commands.options import make_settings, store_options
 from scinsearch.errors import ScinSearchError
 from scinsearch.helpers import write_text_atomically
-from scinsearch.rules import DEFAULT_TOP_K, MAX_TOP_K
+from scinsearch.rules import MAX_TOP_K
+from scinsearch.suggest import NEIGHBOURS
 
 
 @click.command()
@@ -22,14 +23,16 @@ from scinsearch.rules import DEFAULT_TOP_K, MAX_TOP_K
     show_default=True,
     help="When a suggestion is made, its top condition must be among the case's dermatologist labels at "
     "least this often (on the train split, leave-case-out); the thresholds with the most suggestions that "
-    "reach it are chosen.",
+    "reach it are chosen. When none reach it, suggestions are recorded as off (every answer abstains) and the "
+    "rest is still calibrated, with a warning.",
 )
 @click.option(
     "--k",
     type=click.IntRange(1, MAX_TOP_K),
-    default=DEFAULT_TOP_K,
+    default=NEIGHBOURS,
     show_default=True,
-    help="Neighbouring cases a suggestion is drawn from (the search's top-k).",
+    help="Neighbouring cases every suggestion is drawn from, recorded with the collection: search, the "
+    "service and evaluate then draw suggestions from this many cases, whatever number they list.",
 )
 @click.option(
     "--nothing-alike-percentile",
@@ -46,7 +49,13 @@ from scinsearch.rules import DEFAULT_TOP_K, MAX_TOP_K
     help="Also write the calibration record to this JSON file.",
 )
 @click.option("--dry-run", is_flag=True, help="Compute and print, but record nothing in the collection.")
-def calibrate(target_precision, k, nothing_alike_percentile, out, dry_run, **options):
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Fail (exit 1, nothing recorded) when no suggestion thresholds reach the target precision, instead of "
+    "recording suggestions as off.",
+)
+def calibrate(target_precision, k, nothing_alike_percentile, out, dry_run, strict, **options):
     """Derive the collection's suggestion thresholds, nothing-alike cut and gradability probe from its train split.
 
     The result is recorded with the collection; search, the service and evaluate then use it.
@@ -59,7 +68,7 @@ def calibrate(target_precision, k, nothing_alike_percentile, out, dry_run, **opt
 
     settings = make_settings(**options)
     result = calibrate_collection(
-        settings, target_precision, k, nothing_alike_percentile, write=not dry_run, progress=True
+        settings, target_precision, k, nothing_alike_percentile, write=not dry_run, progress=True, strict=strict
     )
     if out is not None:
         try:
@@ -68,6 +77,8 @@ def calibrate(target_precision, k, nothing_alike_percentile, out, dry_run, **opt
             raise ScinSearchError(f"cannot write {out}: {exc.strerror or exc}") from None
     for line in result.summary_lines(settings.collection):
         click.echo(line)
+    if result.warning:
+        click.echo(result.warning, err=True)
 
 
 COMMANDS = [calibrate]

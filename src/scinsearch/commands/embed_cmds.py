@@ -208,10 +208,16 @@ def calibration_summary(collection) -> str:
     except ScinSearchError as exc:
         return f"unusable: {exc}"
     t = calibration.thresholds
+    rule = (
+        "suggestions OFF (not reached)"
+        if calibration.suggestions_off
+        else f"min_similarity {t['min_similarity']:.4f}, min_agreement {t['min_agreement']:.2f}, "
+        f"min_support {t['min_support']}"
+    )
     return (
-        f"{calibration.created}, for {t['target_precision']:.0%} precision: min_similarity "
-        f"{t['min_similarity']:.4f}, min_agreement {t['min_agreement']:.2f}, min_support {t['min_support']}; "
-        f"nothing alike below {calibration.cut:.4f}; gradability probe: {'yes' if calibration.probe else 'no'}"
+        f"{calibration.created}, for {t['target_precision']:.0%} precision, {calibration.neighbours} neighbouring "
+        f"cases: {rule}; nothing alike below {calibration.cut:.4f}; "
+        f"gradability probe: {'yes' if calibration.probe else 'no'}"
     )
 
 

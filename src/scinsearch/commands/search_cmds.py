@@ -169,6 +169,7 @@ def quiet_model_loading() -> None:
 def format_result(result) -> str:
     """The terminal view: disclaimer, neighbour table, suggestion (or abstention), zero-shot apart."""
     lines = [f"! {result.disclaimer}", ""]
+    lines += format_referral(result.refer)
     lines += format_quality(result.quality)
     lines += format_neighbours(result.results)
     lines += [""] + format_suggestions(result.suggestions)
@@ -266,6 +267,14 @@ def format_neighbours(neighbours, width: int | None = None) -> list[str]:
 
 def row_line(cells: list[str], columns: list[tuple[str, int]]) -> str:
     return (" " * GAP).join(clip(cell, size) for cell, (_, size) in zip(cells, columns)).rstrip()
+
+
+def format_referral(refer: dict | None) -> list[str]:
+    """The red-flag notice (`referral`), first, whatever the suggestion says."""
+    if not refer:
+        return []
+    flagged = ", ".join(f"{item['condition']} ({item['why']})" for item in refer["conditions"])
+    return [f"!! REFER: {refer['reason']} {refer['cases']} of the {refer['of']} most similar cases: {flagged}.", ""]
 
 
 def format_suggestions(suggestions) -> list[str]:

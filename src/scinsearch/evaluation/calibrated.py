@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from scinsearch import rules
 from scinsearch.calibration import thresholds as th
-from scinsearch.calibration.record import Calibration
+from scinsearch.calibration.record import Calibration, suggestion_neighbours
 from scinsearch.quality import MIN_GRADABLE_PROBABILITY
 from scinsearch.vectors import metrics as m
 from scinsearch.vectors.neighbours import Neighbours, PointTable, Selection, case_clusters, nearest_other_case
@@ -48,9 +47,8 @@ def threshold_comparison(
 ) -> dict:
     """Frozen vs calibrated thresholds on the evaluation's queries, with the k neighbouring cases the
     calibration used (the search's top-k), and the trade-off curve there."""
-    k = int(calibration.thresholds.get("k", rules.DEFAULT_TOP_K)) if calibration else rules.DEFAULT_TOP_K
-    k = min(k, found.indices.shape[1])
-    stats = th.stats_of(Neighbours(found.indices[:, :k], found.similarities[:, :k]), table, selection)
+    k = min(suggestion_neighbours(calibration), found.indices.shape[1])
+    stats = th.stats_of(found.first(k), table, selection)
     weights = m.cluster_weights(case_clusters([table.case_ids[r] for r in selection.queries]), bootstrap, seed)
 
     def measured(thresholds: dict) -> dict:
@@ -69,6 +67,7 @@ def threshold_comparison(
         calibrated = {
             **measured(calibration.suggestion_options()),
             "target_precision": calibration.thresholds.get("target_precision"),
+            "suggestions_off": calibration.suggestions_off,
             "train": calibration.thresholds.get("train"),
         }
     return {

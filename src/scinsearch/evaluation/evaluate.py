@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scinsearch.calibration import calibration_of
+from scinsearch.calibration import calibration_of, suggestion_neighbours
 from scinsearch.errors import ScinSearchError
 from scinsearch.evaluation import predictors as p
 from scinsearch.evaluation.calibrated import calibration_metrics
@@ -164,14 +164,17 @@ def evaluate_table(
         raise ScinSearchError("--bootstrap must be 0 or more")
     selection = select(table, protocol)
     hidden = exclusions(table, selection, exclude_own_case)
-    found = nearest(table, selection, hidden, k, per_case)
+    drawn = suggestion_neighbours(calibration)  # the one suggestion rule, whatever k lists
+    fetched = nearest(table, selection, hidden, max(k, drawn), per_case)
+    found = fetched.first(k)
     chance = random_neighbours(table, selection, hidden, k, seed, per_case)
     queries = QueryView(table, selection)
     auc_conditions = m.most_common_conditions(queries.label_sets, AUC_CLASSES)
     thresholds = calibration.suggestion_options() if calibration is not None else {}
     systems, extras, top_rankings = predict_all(
-        table, selection, found, queries, auc_conditions, text_embedder, thresholds
+        table, selection, found, queries, auc_conditions, text_embedder, thresholds, fetched.first(drawn)
     )
+    extras["suggestion_thresholds"]["neighbours"] = drawn
     extras["suggestion_thresholds"]["source"] = "calibrated" if calibration is not None else "default"
     baselines = baseline_outcomes(table, selection, chance, queries, auc_conditions, k)
     systems["retrieval"] = retrieval_outcome(p.neighbour_conditions(found, table, selection), queries.truths, k)
@@ -198,7 +201,7 @@ def evaluate_table(
             "per_class_auc": summary["per_class_auc"],
             "breakdowns": breakdowns(queries, systems, baselines, clusters, bootstrap, seed),
             "confusion": confusion(queries.truths, top_rankings, CONFUSION_CLASSES),
-            "calibration": calibration_metrics(table, selection, found, calibration, bootstrap, seed),
+            "calibration": calibration_metrics(table, selection, fetched, calibration, bootstrap, seed),
         },
         per_query=PerQuery([table.image_ids[r] for r in selection.queries], clusters, queries.groups, systems),
     )
@@ -224,10 +227,12 @@ def predict_all(
     auc_conditions: list[str],
     text_embedder,
     thresholds: dict | None = None,
+    drawn=None,
 ) -> tuple[dict[str, Outcome], dict, dict[str, list[list[str]]]]:
     """The outcomes of every predictor, what the metrics file should record about them, and the
-    rankings of the neighbour predictors (for the confusion matrices)."""
-    suggested = p.suggestions(found, table, selection, **(thresholds or {}))
+    rankings of the neighbour predictors (for the confusion matrices). `drawn`: the neighbours the
+    suggestions are drawn from (the one suggestion rule's number; default `found`)."""
+    suggested = p.suggestions(found if drawn is None else drawn, table, selection, **(thresholds or {}))
     knn = p.knn_majority(found, table, selection)
     systems = {
         "suggestions": prediction_outcome(suggested, queries, auc_conditions),

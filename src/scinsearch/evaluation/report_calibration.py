@@ -45,8 +45,8 @@ def thresholds_part(comparison: dict) -> list[str]:
         "### Suggestion thresholds: frozen defaults vs calibrated",
         "",
         f"On this evaluation's {comparison['queries']} queries, from the {comparison['k']} most similar cases "
-        "(the search's top-k). *Precision*: the suggestion's top condition is among the query's dermatologist "
-        "labels; *coverage*: the share of queries that get a suggestion at all.",
+        "(every suggestion is drawn from that many). *Precision*: the suggestion's top condition is among the "
+        "query's dermatologist labels; *coverage*: the share of queries that get a suggestion at all.",
         "",
     ]
     rows = []
@@ -56,6 +56,9 @@ def thresholds_part(comparison: dict) -> list[str]:
             continue
         t = entry["thresholds"]
         note = f"target {entry['target_precision']:.0%}" if entry.get("target_precision") else ""
+        if entry.get("suggestions_off"):
+            rows.append([name, "–", "–", "–", pct(entry["coverage"]), "–", f"{note}, not reached: suggestions off"])
+            continue
         if entry.get("train"):
             note += f"; train: {pct(entry['train']['coverage'])} coverage, {pct(entry['train']['precision'])} right"
         rows.append(

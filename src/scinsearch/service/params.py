@@ -76,12 +76,15 @@ def parse_float(name: str, values: Sequence[str]) -> float | None:
 
 
 def build_filters(values: Mapping[str, Sequence[str]]) -> SearchFilters | None:
-    """SearchFilters from text values (each filter of the registry read as its kind says); None when no
-    filter was given; a 400 with SearchFilters' reason."""
+    """SearchFilters from text values (each filter of the registry read as its kind says, the service's
+    defaults for those not given: `FilterSpec.service_default`); None when nothing restricts the search;
+    a 400 with SearchFilters' reason."""
     arguments: dict[str, Any] = {}
     for spec in FILTERS:
         given = [v for v in values.get(spec.name, ()) if v.strip()]
         if not given:
+            if spec.service_default is not None:
+                arguments[spec.name] = spec.service_default
             continue
         if spec.kind in (LOWEST, HIGHEST):
             arguments[spec.name] = parse_int(spec.name, given)
@@ -89,7 +92,7 @@ def build_filters(values: Mapping[str, Sequence[str]]) -> SearchFilters | None:
             arguments[spec.name] = parse_bool(spec.name, given)
         else:
             arguments[spec.name] = tuple(given)
-    if not arguments:
+    if not any(arguments.values()):
         return None
     try:
         return SearchFilters(**arguments)
@@ -138,7 +141,7 @@ def parameter_schema(spec: FilterSpec) -> dict:
     if spec.kind in (LOWEST, HIGHEST):
         return {"type": "integer", "minimum": spec.vocabulary[0], "maximum": spec.vocabulary[1]}
     if spec.kind == FLAG:
-        return {"type": "boolean"}
+        return {"type": "boolean", "default": bool(spec.service_default)}
     return {"type": "array", "items": {"type": "string"}}
 
 

@@ -15,6 +15,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from scinsearch import rules
+from scinsearch.glossary import glossary
 from scinsearch.images import allowed_formats
 from scinsearch.results import DISCLAIMER
 from scinsearch.search_filters import HIGHEST_SCORE, LOWEST_SCORE, MIN_SCORE_HELP, TOP_K_HELP, SearchOptions
@@ -141,7 +142,7 @@ def status_router(state) -> APIRouter:
             "calibrated": getattr(state.searcher, "calibration", None) is not None,
         }
 
-    @router.get("/filters", summary="Filter values the page offers, and the notices")
+    @router.get("/filters", summary="Filter values the page offers, the condition glossary, and the notices")
     async def filters() -> dict:
         return notices(
             {
@@ -150,6 +151,7 @@ def status_router(state) -> APIRouter:
                 "max_top_k": state.settings.max_top_k,
                 "max_text_chars": rules.MAX_TEXT_CHARS,
                 "max_upload_bytes": state.settings.max_upload_bytes,
+                "glossary": glossary(),
             }
         )
 

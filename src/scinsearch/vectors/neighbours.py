@@ -82,6 +82,10 @@ class Neighbours:
     indices: np.ndarray  # (q, k) int
     similarities: np.ndarray  # (q, k) float32
 
+    def first(self, k: int) -> Neighbours:
+        """Each query's k nearest."""
+        return Neighbours(self.indices[:, :k], self.similarities[:, :k])
+
 
 def table_from_points(points: Sequence) -> PointTable:
     """`StoredPoint`s (with vectors) -> a `PointTable`; points without a vector cannot be evaluated."""

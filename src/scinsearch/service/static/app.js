@@ -14,7 +14,9 @@
 
 import { ApiError, call, loadImage, releaseImages, saveKey } from "./api.js";
 import { applyStatic, setText, startLanguage, t, useLanguage } from "./i18n.js";
-import { card, renderAlert, renderEmpty, renderQuality, renderSuggestions, resultsHeading, valueLabel } from "./render.js";
+import {
+  card, renderAlert, renderEmpty, renderQuality, renderReferral, renderSuggestions, resultsHeading, useGlossary, valueLabel,
+} from "./render.js";
 
 const TOP_K = 12;
 const FILTERS = {};  // filter name -> message-key prefix of its values, from GET /filters (the service's registry)
@@ -61,7 +63,8 @@ function clearAnswer() {
   state.answer = null;
   state.alert = null;
   renderAlert(null);
-  for (const id of ["quality", "empty", "suggestions", "results-section"]) $(id).hidden = true;
+  for (const id of ["refer", "quality", "empty", "suggestions", "results-section"]) $(id).hidden = true;
+  $("refer-body").replaceChildren();
   $("quality-list").replaceChildren();
   $("suggestions-body").replaceChildren();
   $("results").replaceChildren();
@@ -140,6 +143,7 @@ function renderAnswer() {
   const answer = state.answer;
   if (!answer || !state.query) return;
   const results = answer.results || [];
+  renderReferral(answer.refer);
   renderQuality(answer.quality);
   if (!results.length) {
     renderEmpty(state.query.kind, filtersChosen().length > 0);
@@ -285,6 +289,7 @@ async function loadChoices() {
     $("filter-grid").appendChild(filterMenu(menu));
   }
   applyStatic($("filter-grid"));
+  useGlossary(body.glossary);
   labelChoices();
   if (body.licence) $("licence").textContent = body.licence;
   if (body.max_text_chars) $("text").maxLength = body.max_text_chars;

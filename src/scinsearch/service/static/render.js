@@ -5,6 +5,12 @@
 import { currentLanguage, has, setText, t, translate } from "./i18n.js";
 
 const $ = (id) => document.getElementById(id);
+// SCIN label -> {language -> plain name}: the service's glossary (GET /filters), set once at start.
+const GLOSSARY = {};
+
+export function useGlossary(glossary) {
+  Object.assign(GLOSSARY, glossary || {});
+}
 
 export function element(tag, className, text) {
   const node = document.createElement(tag);
@@ -17,6 +23,19 @@ export function element(tag, className, text) {
 function english(tag, className, text) {
   const node = element(tag, className, text);
   if (currentLanguage() !== "en") node.lang = "en";
+  return node;
+}
+
+/** A condition as SCIN labels it, with its plain name from the glossary in the page's language (English
+ * when the glossary has none in it) first, where the glossary has one; the raw label is always shown. */
+export function conditionName(tag, className, label) {
+  const names = GLOSSARY[label] || {};
+  const plain = names[currentLanguage()] || names.en;
+  if (!plain) return english(tag, className, label);
+  const node = element(tag, className);
+  const name = element("span", "plain", plain);
+  if (!names[currentLanguage()] && currentLanguage() !== "en") name.lang = "en";
+  node.append(name, document.createTextNode(" "), english("span", "raw", "(" + label + ")"));
   return node;
 }
 
@@ -34,6 +53,7 @@ export function valueLabel(kind, value) {
 
 // Why suggest.py abstained, recognised from its stable English reasons, in the page's words.
 const ABSTAIN_REASONS = [
+  ["suggestions are off", "abstain_off"],
   ["no similar cases were found", "abstain_no_neighbours"],
   ["none of the similar cases has a dermatologist label", "abstain_no_labels"],
   ["not similar enough", "abstain_not_similar"],
@@ -56,7 +76,7 @@ export function renderSuggestions(suggestions) {
     const list = element("ol");
     for (const item of suggestions.conditions) {
       const li = element("li");
-      li.appendChild(english("strong", "", item.condition));
+      li.appendChild(conditionName("strong", "", item.condition));
       li.appendChild(document.createTextNode(" "));
       li.appendChild(element("span", "evidence", t("suggestion_evidence", {
         support: item.support, n: suggestions.neighbours, share: Math.round(item.score * 100) })));
@@ -88,6 +108,43 @@ export function renderQuality(quality) {
   $("quality").hidden = warnings.length === 0;
 }
 
+/** The referral notice (the answer's `refer`): shown above the results whether or not a condition is suggested. */
+export function renderReferral(refer) {
+  const box = $("refer-body");
+  box.replaceChildren();
+  if (!refer || !(refer.conditions || []).length) { $("refer").hidden = true; return; }
+  box.appendChild(element("p", "", t("refer_text", { n: refer.cases, of: refer.of })));
+  const list = element("ul");
+  for (const item of refer.conditions) {
+    const li = element("li");
+    li.appendChild(conditionName("strong", "", item.condition));
+    li.appendChild(document.createTextNode(" "));
+    li.appendChild(element("span", "evidence", t("refer_cases", { n: item.cases })));
+    list.appendChild(li);
+  }
+  box.appendChild(list);
+  box.appendChild(element("p", "then", t("refer_then")));
+  $("refer").hidden = false;
+}
+
+/** Similarity as its named band, the number behind a details control. */
+function similarity(result) {
+  const node = meta(t("similarity"), t("band_" + (result.similarity_band || "distant")));
+  const details = element("details", "score");
+  details.appendChild(element("summary", "", t("similarity_number")));
+  details.appendChild(element("span", "", Number(result.score).toFixed(2)));
+  node.appendChild(details);
+  return node;
+}
+
+/** Skin type as the numeral and in words: "Fitzpatrick III: sometimes burns, tans gradually". */
+function skinType(result) {
+  const skin = result.dermatologist_fitzpatrick_skin_type || result.fitzpatrick_skin_type;
+  const label = valueLabel("fitzpatrick", skin);
+  if (!label) return t("not_recorded");
+  return has("skin_words_" + skin) ? label + ": " + t("skin_words_" + skin) : label;
+}
+
 function cardName(rank, result) {
   return t("card_name", { rank: rank, condition: result.condition || t("unlabelled") });
 }
@@ -117,11 +174,10 @@ export function card(result, rank, actions) {
   const body = element("div", "body");
   const title = element("h3", "condition");
   title.appendChild(element("span", "rank", "#" + rank + " "));
-  title.appendChild(result.condition ? english("span", "", result.condition) : element("span", "", t("unlabelled")));
+  title.appendChild(result.condition ? conditionName("span", "", result.condition) : element("span", "", t("unlabelled")));
   body.appendChild(title);
-  body.appendChild(meta(t("similarity"), Number(result.score).toFixed(2)));
-  const skin = result.dermatologist_fitzpatrick_skin_type || result.fitzpatrick_skin_type;
-  body.appendChild(meta(t("skin_type"), valueLabel("fitzpatrick", skin) || t("not_recorded")));
+  body.appendChild(similarity(result));
+  body.appendChild(meta(t("skin_type"), skinType(result)));
   const parts = (result.body_parts || []).map((part) => valueLabel("body_part", part)).join(", ");
   body.appendChild(meta(t("body_part"), parts || t("not_recorded")));
   const age = result.age_group && result.age_group !== "AGE_UNKNOWN" ? valueLabel("age", result.age_group) : "";
