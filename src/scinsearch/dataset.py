@@ -166,6 +166,22 @@ def cell(row: dict, column: str, parse, warnings: list[str], default=None):
         return default() if callable(default) else default
 
 
+def shared_fields(row: dict, weighted: dict, names: list) -> dict[str, Any]:
+    """The fields both readers (the release and the flat CSV) derive the same way from a row and its
+    labels: written once, so the two sources cannot drift apart."""
+    self_reported = cells.text(row.get("fitzpatrick_skin_type"))
+    return {
+        "conditions": list(weighted),
+        "all_conditions": names,
+        "weighted_labels": weighted,
+        "labelled": bool(weighted),
+        "age_group": cells.text(row.get("age_group")),
+        "sex_at_birth": cells.text(row.get("sex_at_birth")),
+        "fitzpatrick_skin_type": self_reported,
+        "skin_type_group": cells.skin_type_group(self_reported),
+    }
+
+
 def case_payload(row: dict, warnings: list[str]) -> dict[str, Any]:
     """Every case and label column of one case, typed: lists for check boxes, numbers, booleans.
     The fields are declared in `scinsearch.schema` (a test keeps the two in step)."""
@@ -182,15 +198,8 @@ def case_payload(row: dict, warnings: list[str]) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "case_id": case_id,
         "condition": cells.primary_condition(weighted, names),
-        "conditions": list(weighted),
-        "all_conditions": names,
+        **shared_fields(row, weighted, names),
         "condition_confidences": cell(row, LABEL_CONFIDENCES, cells.parse_int_list, warnings, list),
-        "weighted_labels": weighted,
-        "labelled": bool(weighted),
-        "age_group": cells.text(row.get("age_group")),
-        "sex_at_birth": cells.text(row.get("sex_at_birth")),
-        "fitzpatrick_skin_type": cells.text(row.get("fitzpatrick_skin_type")),
-        "skin_type_group": cells.skin_type_group(cells.text(row.get("fitzpatrick_skin_type"))),
         "dermatologist_fitzpatrick_skin_type_labels": derm_fst_labels,
         "dermatologist_fitzpatrick_skin_type": derm_fst,
         "dermatologist_skin_type_group": cells.skin_type_group(derm_fst),
@@ -318,14 +327,7 @@ def flat_record(row: dict, images_dir: Path, warnings: list[str], where: str) ->
             "case_id": case_id,
             "case_ids": [case_id],
             "condition": cells.text(row.get("condition")) or cells.primary_condition(weighted, names),
-            "conditions": list(weighted),
-            "all_conditions": names,
-            "weighted_labels": weighted,
-            "labelled": bool(weighted),
-            "age_group": cells.text(row.get("age_group")),
-            "sex_at_birth": cells.text(row.get("sex_at_birth")),
-            "fitzpatrick_skin_type": cells.text(row.get("fitzpatrick_skin_type")),
-            "skin_type_group": cells.skin_type_group(cells.text(row.get("fitzpatrick_skin_type"))),
+            **shared_fields(row, weighted, names),
             "condition_label": cell(row, "condition_label", cells.parse_int, warnings),
             "split": split if split in SPLITS else cells.split_for_case(case_id),
         }
