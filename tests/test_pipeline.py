@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -301,6 +302,9 @@ def test_cpu_decode_workers_really_run_at_low_priority(clean_release, spy_embedd
     assert next(iterator).indices == [0, 1, 2, 3]
     workers = [worker.pid for worker in iterator._workers]
     expected = min(19, os.getpriority(os.PRIO_PROCESS, 0) + pipeline.DECODE_NICENESS)
+    deadline = time.monotonic() + 20  # the second worker may still be starting (it lowers itself first thing)
+    while [os.getpriority(os.PRIO_PROCESS, pid) for pid in workers] != [expected] * 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert len(workers) == 2 and [os.getpriority(os.PRIO_PROCESS, pid) for pid in workers] == [expected] * 2
     assert os.getpriority(os.PRIO_PROCESS, 0) < expected  # the model's process keeps its priority
     iterator._shutdown_workers()
