@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 from scinsearch.errors import ScinSearchError
-from scinsearch.helpers import file_sha256, first_line, fsync_path, write_text_atomically
+from scinsearch.helpers import file_sha256, first_line, fsync_path, read_json_object, write_text_atomically
 from scinsearch.settings import Settings
 
 FORMAT = "scinsearch-bundle/1"
@@ -86,14 +86,9 @@ def same_file(path: Path, entry: dict) -> bool:
 
 def read_json(path: Path, what: str) -> dict:
     try:
-        if path.stat().st_size > MAX_JSON_BYTES:
-            raise ValueError("too large")
-        document = json.loads(path.read_text(encoding="utf-8"))
+        return read_json_object(path, MAX_JSON_BYTES)
     except (OSError, ValueError) as exc:
         raise ScinSearchError(f"bundle refused: {what} {path.name} cannot be read ({exc})") from None
-    if not isinstance(document, dict):
-        raise ScinSearchError(f"bundle refused: {what} {path.name} is not a JSON object")
-    return document
 
 
 def verify_bundle(folder: Path) -> Bundle:

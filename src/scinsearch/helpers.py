@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import json
 import math
 import os
 import stat
@@ -194,3 +195,14 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list
         "|" + "---|" * len(header),
         *["| " + " | ".join(row) + " |" for row in rows],
     ]
+
+
+def read_json_object(path: Path, max_bytes: int | None = None) -> dict:
+    """A JSON file that must hold an object (a record, a manifest). OSError or ValueError (too large, not
+    JSON, not an object) for the caller to turn into its own one-line error."""
+    if max_bytes is not None and Path(path).stat().st_size > max_bytes:
+        raise ValueError(f"larger than {max_bytes:,} bytes")
+    document = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(document, dict):
+        raise ValueError("not a JSON object")
+    return document

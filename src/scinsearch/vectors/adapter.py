@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from scinsearch.errors import ScinSearchError
-from scinsearch.helpers import file_sha256
+from scinsearch.helpers import file_sha256, read_json_object
 from scinsearch.store import CollectionInfo
 
 WEIGHTS_FILE = "adapter.safetensors"
@@ -80,12 +80,9 @@ def read_json(path: Path, what: str) -> dict:
     if not path.is_file():
         raise ScinSearchError(f"{path.parent} is not a scinsearch {what}: no {path.name} in it")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return read_json_object(path)
     except (OSError, ValueError) as exc:
-        raise ScinSearchError(f"unreadable {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise ScinSearchError(f"{path} is not a scinsearch {what} record")
-    return data
+        raise ScinSearchError(f"{path} is not a readable scinsearch {what} record: {exc}") from None
 
 
 def require_fields(data: dict, fields: dict[str, type], path: Path) -> None:
