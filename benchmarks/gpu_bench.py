@@ -39,7 +39,7 @@ import tempfile
 import threading
 import time
 import types
-from multiprocessing import Pool
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -215,9 +215,13 @@ def make_png(args: tuple[int, tuple[int, int]]) -> bytes:
 
 
 def make_files(folder: Path, count: int, distinct: int, size: tuple[int, int], cores: int) -> tuple[list, float]:
-    """`count` SCIN-sized PNG files (a few distinct pictures, copied) as pipeline records."""
-    with Pool(max(1, min(distinct, cores))) as pool:
-        pngs = pool.map(make_png, [(seed, size) for seed in range(distinct)])
+    """`count` SCIN-sized PNG files (a few distinct pictures, copied) as pipeline records.
+
+    Threads, not processes (PNG encoding releases the GIL): --max-seconds's alarm may land at any moment,
+    and one landing while a process pool forked left a worker nobody knew of holding stdout open, so a
+    caller reading the table waited forever (seen in CI)."""
+    with ThreadPoolExecutor(max(1, min(distinct, cores))) as pool:
+        pngs = list(pool.map(make_png, [(seed, size) for seed in range(distinct)]))
     records = []
     for number in range(count):
         file = folder / f"{number:06d}.png"

@@ -93,3 +93,52 @@ def test_max_seconds_stops_the_run_and_keeps_the_table(gpu_machine_env, tmp_path
     written = out.read_text()
     assert "stopped by --max-seconds" in written and "| model | input | recipe |" in written
     assert written == result.stdout
+
+
+STOP_RIGHT_AFTER_THE_FIRST_FORK = f"""
+import os
+import sys
+sys.path.insert(0, {str(SCRIPT.parent)!r})
+import gpu_bench
+
+real_fork, forks = os.fork, []
+
+def fork_then_out_of_time():
+    # --max-seconds's alarm landing right after a fork, before the child is registered anywhere
+    pid = real_fork()
+    if pid:
+        forks.append(pid)
+        if len(forks) == 1:
+            raise gpu_bench.OutOfTime
+    return pid
+
+os.fork = fork_then_out_of_time
+sys.exit(gpu_bench.main(sys.argv[1:]))
+"""
+
+
+def test_a_stop_at_any_moment_leaves_no_process_holding_the_output(gpu_machine_env, tmp_path):
+    # The CI run hung here: the alarm landed while a process pool was starting, and a pool worker nobody
+    # knew of lived on with the write end of stdout, so whoever read the table waited forever. A
+    # subprocess is the subject: the test reads stdout to its end, as a caller does.
+    out = tmp_path / "embed-gpu.md"
+    result = run(gpu_machine_env, "-c", STOP_RIGHT_AFTER_THE_FIRST_FORK, "--self-check", "--out", str(out), timeout=90)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "stopped by --max-seconds" in result.stdout and result.stdout == out.read_text()
+
+
+def test_the_synthetic_files_are_made_without_starting_a_process(monkeypatch, tmp_path):
+    # Why the stop above cannot strand a process: the files are made by threads. (A process pool started
+    # under the alarm left a worker holding stdout in CI; the race itself is too narrow to hit on demand.)
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import gpu_bench
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+
+    def no_fork():
+        raise AssertionError("make_files started a process")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    records, png_bytes = gpu_bench.make_files(tmp_path, count=4, distinct=2, size=(120, 160), cores=2)
+    assert len(records) == 4 and png_bytes > 0 and all(record.file.stat().st_size > 0 for record in records)
