@@ -232,16 +232,37 @@ def run_job(job: dict) -> dict:
     return {**json.loads(done.stdout.strip().splitlines()[-1]), "wall_s": time.perf_counter() - began}
 
 
+def with_others_share(job: dict, run) -> dict:
+    """Run a job, noting the share of the CPUs other processes took meanwhile (the load average cannot
+    judge one build: the previous build's own work is still in it). A kept result keeps the share it was
+    measured with, so a resumed run's table says which rows were measured under load."""
+    saved = Path(job["folder"]).with_suffix(".json")
+    kept = json.loads(saved.read_text()) if saved.exists() else None
+    if kept is not None and "others_share" in kept:
+        return {**kept, "wall_s": 0.0}
+    watch = machine.LoadWatch()
+    result = run(job)
+    result["others_share"] = watch.stop().others_share
+    if saved.exists():
+        saved.write_text(json.dumps({k: v for k, v in result.items() if k != "wall_s"}))
+    return result
+
+
+def quiet_build(result: dict) -> bool:
+    share = result.get("others_share")
+    return share is not None and share <= machine.QUIET_OTHERS_SHARE
+
+
 def table(results: list[tuple[dict, dict]]) -> str:
     lines = [
         "| backend | points | setting | upsert s | index s | peak RSS MiB (data alone) | disk MiB "
-        "| p50 / p95 ms | recall@10 | p50 / p95 ms, FST5-6 filter | recall@10, filtered |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| p50 / p95 ms | recall@10 | p50 / p95 ms, FST5-6 filter | recall@10, filtered | others' CPU share |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for job, result in results:
         head = f"| {job['backend']} | {job['size']:,} "
         if "error" in result:
-            lines.append(head + f"| {job['build']} | failed: {result['error']} |" + " |" * 8)
+            lines.append(head + f"| {job['build']} | failed: {result['error']} |" + " |" * 9)
             continue
         disk = f"{result['disk_mib']:.0f}" if result["disk_mib"] is not None else "– (in memory)"
         for setting, by_filter in result["settings"].items():
@@ -258,6 +279,8 @@ def table(results: list[tuple[dict, dict]]) -> str:
             for name in ("none", "skin"):
                 row = by_filter[name]
                 cells += [f"{row['p50_ms']:.1f} / {row['p95_ms']:.1f}", f"{row['recall']:.3f}"]
+            share = result.get("others_share")
+            cells.append("?" if share is None else f"{share:.0%}" + ("" if quiet_build(result) else " (under load)"))
             lines.append(head + "| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -348,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
                     job = {
                         k: v for k, v in job.items() if k not in ("out", "plot", "sizes", "backends", "keep", "builds")
                     }
-                    result = run_job(job)
+                    result = with_others_share(job, run_job)
                     shutil.rmtree(folder, ignore_errors=True)
                     results.append((job, result))
                     print(
@@ -357,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
                         flush=True,
                     )
     watch.stop()
+    loaded = [job for job, result in results if "error" not in result and not quiet_build(result)]
     spread = next((r["spread"] for _, r in results if "spread" in r), None)
     share = next((r["skin_share"] for _, r in results if "skin_share" in r), 0.0)
     header = [
@@ -364,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"- {machine.describe_cpu()}",
         f"- {watch.describe()}",
+        f"- builds measured with other processes taking at most {machine.QUIET_OTHERS_SHARE:.0%} of the CPUs: "
+        f"{len(results) - len(loaded)} of {len(results)} (last column)",
         f"- vectors: {args.dim}-d `ClusteredSpace` ({args.clusters} clusters); pairwise cosine "
         + (
             f"mean {spread['mean']:.2f}, p5 / p50 / p95 {spread['p5']:.2f} / {spread['p50']:.2f} / "
@@ -382,6 +408,10 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.plot:
         plot(results, args.plot, f"{machine.cpu_model()}: {'quiet' if watch.quiet else 'under load'}")
+    if loaded and args.out and not args.under_load:  # a resumed run can be quiet while rows it kept were not
+        print(f"Error: not writing {args.out}: {len(loaded)} builds were measured under load (last column); "
+              "rerun them on a quiet machine, or pass --under-load", file=sys.stderr)  # fmt: skip
+        return 1
     return 0 if machine.write_table(args.out, text, watch, args.under_load) else 1
 
 

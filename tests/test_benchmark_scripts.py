@@ -4,6 +4,7 @@ nothing), and a table is never written from a run the machine's load spoilt unle
 from __future__ import annotations
 
 import http.server
+import json
 import sys
 import threading
 from pathlib import Path
@@ -115,6 +116,24 @@ def test_bench_scale_measures_each_setting(tmp_path, backend, builds):
     bench_scale.plot(results, tmp_path / "scale.png", "test")
     assert (tmp_path / "scale.png").read_bytes().startswith(b"\x89PNG")
 
+
+def test_bench_scale_rows_say_whether_their_build_was_measured_under_load(tmp_path):
+    # A resumed run (--keep) must not pass off rows measured under load as quiet: each keeps its own share.
+    job = dict(backend="edge", build="float", size=300, dim=16, clusters=10, queries=4, warmup=1)
+    job["folder"] = str(tmp_path / "edge-300-float")
+
+    def measure(job):
+        result = bench_scale.worker(job)  # writes the kept result beside the folder
+        Path(job["folder"]).with_suffix(".json").write_text(json.dumps(result))
+        return {**result, "wall_s": 1.0}
+
+    fresh = bench_scale.with_others_share(job, measure)
+    assert 0.0 <= fresh["others_share"] <= 1.0
+    kept = json.loads(Path(job["folder"]).with_suffix(".json").read_text())
+    Path(job["folder"]).with_suffix(".json").write_text(json.dumps({**kept, "others_share": 0.4}))
+    again = bench_scale.with_others_share(job, lambda job: pytest.fail("a kept result is measured again"))
+    assert again["others_share"] == 0.4 and not bench_scale.quiet_build(again)
+    assert "40% (under load)" in bench_scale.table([(job, again)])
 
 def test_bench_scale_exact_reference_applies_the_filter_and_one_per_case():
     vectors = np.eye(4, dtype=np.float32)[[0, 0, 1, 2]] + 0.01
