@@ -77,6 +77,22 @@ def case_split(case_id: str) -> str:
     return "train" if fraction < 0.70 else "val" if fraction < 0.85 else "test"
 
 
+def label_and_person(weighted: dict, names: list[str], row: dict[str, str]) -> dict:
+    """The fields both tables give the same way: from the weighted labels, the dermatologists' condition
+    names, and the person's own cells (age, sex, self-reported skin type)."""
+    self_type = blank_is_none(row["fitzpatrick_skin_type"])
+    return {
+        "conditions": list(weighted),
+        "all_conditions": names,
+        "weighted_labels": weighted,
+        "labelled": bool(weighted),
+        "age_group": blank_is_none(row["age_group"]),
+        "sex_at_birth": blank_is_none(row["sex_at_birth"]),
+        "fitzpatrick_skin_type": self_type,
+        "skin_type_group": fitzpatrick_group(self_type),
+    }
+
+
 def release_case(case: dict[str, str], label: dict[str, str]) -> dict:
     """Every payload field a case gives its images (not `condition_label`, which needs all cases)."""
     weighted = weighted_labels(label.get("weighted_skin_condition_label"))
@@ -87,19 +103,11 @@ def release_case(case: dict[str, str], label: dict[str, str]) -> dict:
     gradable = [
         v for n in (1, 2, 3) if (v := blank_is_none(label.get(f"dermatologist_gradable_for_skin_condition_{n}")))
     ]
-    self_type = blank_is_none(case["fitzpatrick_skin_type"])
     payload = {
         "case_id": case["case_id"],
         "condition": primary(weighted, names),
-        "conditions": list(weighted),
-        "all_conditions": names,
+        **label_and_person(weighted, names, case),
         "condition_confidences": literal_list(label.get("dermatologist_skin_condition_confidence")),
-        "weighted_labels": weighted,
-        "labelled": bool(weighted),
-        "age_group": blank_is_none(case["age_group"]),
-        "sex_at_birth": blank_is_none(case["sex_at_birth"]),
-        "fitzpatrick_skin_type": self_type,
-        "skin_type_group": fitzpatrick_group(self_type),
         "dermatologist_fitzpatrick_skin_type_labels": derm,
         "dermatologist_fitzpatrick_skin_type": derm_type,
         "dermatologist_skin_type_group": fitzpatrick_group(derm_type),
@@ -223,21 +231,13 @@ def flat_images(flat_csv: Path) -> dict[str, dict]:
             continue
         weighted = weighted_labels(row["weighted_labels"])
         names = [n.strip() for n in literal_list(row["all_conditions"])]
-        self_type = blank_is_none(row["fitzpatrick_skin_type"])
         images[row["image_id"]] = {
             "image_id": row["image_id"],
             "image_path": row["image_path"],
             "case_id": row["case_id"],
             "case_ids": [row["case_id"]],
             "condition": blank_is_none(row["condition"]) or primary(weighted, names),
-            "conditions": list(weighted),
-            "all_conditions": names,
-            "weighted_labels": weighted,
-            "labelled": bool(weighted),
-            "age_group": blank_is_none(row["age_group"]),
-            "sex_at_birth": blank_is_none(row["sex_at_birth"]),
-            "fitzpatrick_skin_type": self_type,
-            "skin_type_group": fitzpatrick_group(self_type),
+            **label_and_person(weighted, names, row),
             "condition_label": whole(row["condition_label"]),
             "split": row["split"],
             "description": row["description"],

@@ -101,6 +101,30 @@ def start_browser():
     return driver
 
 
+# The browser tests' two fixtures, taken into each module by name (`browser = kiosk_page.browser`):
+# module-scoped, so every module gets its own browser.
+
+
+@pytest.fixture(scope="module")
+def browser():
+    driver = start_browser()
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(autouse=True)
+def no_script_errors(browser):
+    """Every test ends without a JavaScript error in the console (the deliberate 4xx answers aside)."""
+    browser.get_log("browser")
+    yield
+    errors = [
+        entry
+        for entry in browser.get_log("browser")
+        if entry.get("level") == "SEVERE" and entry.get("source") != "network"
+    ]
+    assert not errors, errors
+
+
 def set_viewport(driver, name: str) -> None:
     width, height, mobile = VIEWPORTS[name]
     driver.execute_cdp_cmd(

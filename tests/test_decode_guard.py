@@ -11,7 +11,6 @@ import pytest
 from scinsearch.dataset import read_release
 from scinsearch.pipeline import run_embed
 from scinsearch.settings import Settings
-from scinsearch.store import open_store
 from scinsearch.testing import SabotagedPreprocessor
 from scinsearch.undecodable import RECORD_NAME
 
@@ -22,6 +21,17 @@ pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs PO
 def release(clean_release, tmp_path):
     """A copy: the run writes its record of undecodable files beside the images."""
     return shutil.copytree(clean_release, tmp_path / "scin")
+
+
+@pytest.fixture
+def data(release):
+    return read_release(release)
+
+
+@pytest.fixture
+def store_settings(tmp_path) -> Settings:
+    """conftest's `store`, on the embedded store only: the decode guard is the same whatever the store."""
+    return Settings(qdrant_path=tmp_path / "q", collection="c")
 
 
 def embed(data, embedder, store, **options):
@@ -38,11 +48,11 @@ def stored_ids(store) -> set[str]:
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGKILL, signal.SIGSEGV], ids=["oom-kill", "segfault"])
-def test_a_file_that_kills_its_worker_is_named_skipped_and_remembered(release, spy_embedder, tmp_path, signal_number):
-    data = read_release(release)
+def test_a_file_that_kills_its_worker_is_named_skipped_and_remembered(
+    release, data, store, spy_embedder, signal_number
+):
     culprit = data.records[7]
     sabotage(spy_embedder, crash_on=frozenset({culprit.image_id}), signal_number=signal_number)
-    store = open_store(Settings(qdrant_path=tmp_path / "q", collection="c"))
     summary = embed(data, spy_embedder, store)
     assert [path for path, _ in summary.failed] == [str(culprit.file)]
     reason = summary.failed[0][1]
@@ -56,55 +66,43 @@ def test_a_file_that_kills_its_worker_is_named_skipped_and_remembered(release, s
     assert [path for path, _ in rerun.failed] == [str(culprit.file)] and rerun.skipped_as_recorded == 1
     assert "earlier run" in rerun.failed[0][1] and not rerun.complete
     assert any("skipped at once" in line for line in rerun.lines())
-    store.close()
 
 
-def test_a_file_that_hangs_its_worker_times_out_the_same_way(release, spy_embedder, tmp_path):
-    data = read_release(release)
+def test_a_file_that_hangs_its_worker_times_out_the_same_way(data, store, spy_embedder):
     culprit = data.records[3]
     sabotage(spy_embedder, hang_on=frozenset({culprit.image_id}))
-    store = open_store(Settings(qdrant_path=tmp_path / "q", collection="c"))
     summary = embed(data, spy_embedder, store, decode_timeout=1.0)
     assert [path for path, _ in summary.failed] == [str(culprit.file)]
     assert "hangs on it" in summary.failed[0][1] and "overran the 1 s deadline" in summary.failed[0][1]
     assert stored_ids(store) == {r.point_id for r in data.records} - {culprit.point_id}
     rerun = embed(data, spy_embedder, store, decode_timeout=1.0)
     assert [path for path, _ in rerun.failed] == [str(culprit.file)] and rerun.skipped_as_recorded == 1
-    store.close()
 
 
-def test_a_decode_worker_cannot_take_more_memory_than_decoding_one_image_needs(release, spy_embedder, tmp_path):
+def test_a_decode_worker_cannot_take_more_memory_than_decoding_one_image_needs(data, store, spy_embedder):
     """Issue 23: each decode worker's address space is capped; a decoder asking for more fails that file."""
-    data = read_release(release)
     culprit = data.records[5]
     sabotage(spy_embedder, hog_on=frozenset({culprit.image_id}))
-    store = open_store(Settings(qdrant_path=tmp_path / "q", collection="c"))
     summary = embed(data, spy_embedder, store)
     assert [path for path, _ in summary.failed] == [str(culprit.file)]
     assert "MemoryError" in summary.failed[0][1], summary.failed
     assert stored_ids(store) == {r.point_id for r in data.records} - {culprit.point_id}
-    store.close()
 
 
-def test_without_the_record_the_rerun_finds_the_culprit_again(release, spy_embedder, tmp_path):
-    data = read_release(release)
+def test_without_the_record_the_rerun_finds_the_culprit_again(release, data, store, spy_embedder):
     culprits = [data.records[2], data.records[9]]
     sabotage(spy_embedder, crash_on=frozenset(r.image_id for r in culprits))
-    store = open_store(Settings(qdrant_path=tmp_path / "q", collection="c"))
     for _ in range(2):
         summary = embed(data, spy_embedder, store, remember_undecodable=False, workers=3)
         assert sorted(path for path, _ in summary.failed) == sorted(str(r.file) for r in culprits)
         assert all("crashes on it" in reason for _, reason in summary.failed)
     assert stored_ids(store) == {r.point_id for r in data.records} - {r.point_id for r in culprits}
     assert not (release / RECORD_NAME).exists()
-    store.close()
 
 
-def test_a_changed_file_is_tried_again(release, spy_embedder, tmp_path):
-    data = read_release(release)
+def test_a_changed_file_is_tried_again(data, store, spy_embedder):
     culprit = data.records[4]
     sabotage(spy_embedder, crash_on=frozenset({culprit.image_id}))
-    store = open_store(Settings(qdrant_path=tmp_path / "q", collection="c"))
     embed(data, spy_embedder, store)
     spy_embedder.preprocessor = SabotagedPreprocessor.around(spy_embedder.preprocessor)  # the decoder is fixed
     culprit.file.write_bytes(culprit.file.read_bytes())  # ...and the file re-downloaded: the record no longer applies
@@ -113,14 +111,12 @@ def test_a_changed_file_is_tried_again(release, spy_embedder, tmp_path):
     os.utime(culprit.file, ns=(culprit.file.stat().st_atime_ns, culprit.file.stat().st_mtime_ns + 10**9))
     summary = embed(data, spy_embedder, store)
     assert summary.complete and summary.embedded == 1 and culprit.point_id in stored_ids(store)
-    store.close()
 
 
-def test_a_worker_killed_by_a_bystander_problem_redoes_its_chunk(release, spy_embedder, tmp_path, monkeypatch):
+def test_a_worker_killed_by_a_bystander_problem_redoes_its_chunk(release, data, store, spy_embedder, monkeypatch):
     """The out-of-memory killer may pick a worker whose file is fine: the probe clears it, nothing is lost."""
     from scinsearch import decoding
 
-    data = read_release(release)
     probed = []
     real_probe = decoding.DecodePool.probe
 
@@ -144,9 +140,7 @@ def test_a_worker_killed_by_a_bystander_problem_redoes_its_chunk(release, spy_em
 
     monkeypatch.setattr(decoding.DecodePool, "probe", probe_after_a_random_kill)
     monkeypatch.setattr(decoding.DecodePool, "collect", collect_and_kill_once)
-    store = open_store(Settings(qdrant_path=tmp_path / "q", collection="c"))
     summary = embed(data, spy_embedder, store)
     assert killed and probed == killed
     assert summary.complete and not summary.failed and stored_ids(store) == {r.point_id for r in data.records}
     assert not (release / RECORD_NAME).exists()
-    store.close()

@@ -100,3 +100,41 @@ def test_a_command_invoked_alone_keeps_the_short_help_option():
     prepare._help_option = None  # as in a fresh process, whatever ran before in this one
     assert CliRunner().invoke(prepare, ["-h"]).exit_code == 0
     assert load_generator().render() == (DOCS / "cli.md").read_text(encoding="utf-8")
+
+
+def option_env_vars() -> set[str]:
+    """The environment variables the commands' options read (most named from their flag by `setting_option`)."""
+    import click
+
+    from scinsearch.cli import cli
+
+    def walk(command):
+        yield command
+        for sub in getattr(command, "commands", {}).values():
+            yield from walk(sub)
+
+    return {
+        name
+        for command in walk(cli)
+        for param in command.params
+        if isinstance(param, click.Option) and param.envvar
+        for name in ([param.envvar] if isinstance(param.envvar, str) else param.envvar)
+    }
+
+
+def test_every_documented_variable_is_read():
+    """A SCINSEARCH_ variable the docs name is one an option reads, or one of the few read directly (the
+    traceback switch, the tests' own): a flag renamed without its variable would leave the docs wrong."""
+    read_directly = {
+        "SCINSEARCH_DEBUG",
+        "SCINSEARCH_SLOW_TESTS",
+        "SCINSEARCH_REQUIRE_BROWSER",
+        "SCINSEARCH_KEEP_TEST_TMP",
+    }
+    pages = [README, *sorted(DOCS.glob("*.md"))]
+    named = {
+        name for page in pages for name in re.findall(r"SCINSEARCH_[A-Z_]*[A-Z]", page.read_text(encoding="utf-8"))
+    }
+    known = option_env_vars()
+    assert {"SCINSEARCH_HNSW_M", "SCINSEARCH_SERVE_COMPILE", "QDRANT_URL"} <= known
+    assert named - known - read_directly == set()

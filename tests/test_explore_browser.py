@@ -16,8 +16,9 @@ import time
 
 import pytest
 
+import kiosk_page
 from explore_data import INFO, clean_collection
-from kiosk_page import ARTIFACTS, axe_violations, require_tools, serving, start_browser, wait
+from kiosk_page import ARTIFACTS, axe_violations, require_tools, serving, wait
 from scinsearch.explore import explore_points, explore_store, write_report
 from scinsearch.service import ServiceSettings, create_app
 
@@ -33,6 +34,8 @@ MATRICES = ("conditions_by_self_skin", "conditions_by_dermatologist_skin")
 GENERATED_POINTS = 10_000
 FREEZE_MS = 10_000  # a first render slower than this would read as a frozen page
 
+browser, no_script_errors = kiosk_page.browser, kiosk_page.no_script_errors  # autouse: no JavaScript error
+
 
 @pytest.fixture(scope="module")
 def searcher(clean_searcher):
@@ -44,21 +47,6 @@ def searcher(clean_searcher):
 def server(searcher):
     with serving(create_app(ServiceSettings(warm_up=False, idle_reset_seconds=0), searcher=searcher)) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    driver = start_browser()
-    yield driver
-    driver.quit()
-
-
-@pytest.fixture(autouse=True)
-def no_script_errors(browser):
-    browser.get_log("browser")
-    yield
-    errors = [e for e in browser.get_log("browser") if e.get("level") == "SEVERE" and e.get("source") != "network"]
-    assert not errors, errors
 
 
 def open_explore(driver, url: str, seconds: float = 60) -> None:

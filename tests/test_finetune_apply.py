@@ -17,7 +17,7 @@ from scinsearch.search import Searcher
 from scinsearch.search_filters import SearchOptions
 from scinsearch.settings import Settings
 from scinsearch.store import CollectionInfo, open_store
-from scinsearch.testing.planted import PlantedSpace, planted_points
+from scinsearch.testing.planted import PlantedSpace, planted_points, planted_with_adapter
 from scinsearch.vectors.adapter import Adapter
 from scinsearch.vectors.neighbours import table_from_points
 
@@ -28,18 +28,10 @@ MODEL = "planted-model"
 @pytest.fixture(scope="module")
 def planted_store(tmp_path_factory):
     """An Edge store holding a planted collection, an adapter trained on it, and the points."""
-    folder = tmp_path_factory.mktemp("apply")
     points = planted_points(SPACE, 160, seed=8)
-    settings = Settings(qdrant_path=folder / "qdrant", collection="planted")
-    store = open_store(settings)
-    store.create(CollectionInfo(MODEL, SPACE.dim, {"image_root": "/data/scin"}))
-    store.upsert(points)
-    store.finish_writes()
-    store.close()
-    trained = train_adapter(
-        table_from_points(points), model=MODEL, collection="planted", config=AdapterConfig(rank=8, epochs=30)
+    settings, adapter_dir = planted_with_adapter(
+        tmp_path_factory.mktemp("apply"), points, AdapterConfig(rank=8, epochs=30), {"image_root": "/data/scin"}
     )
-    adapter_dir = save_adapter(trained, folder / "adapter")
     return settings, adapter_dir, {p.id: p for p in points}
 
 
@@ -192,20 +184,8 @@ def test_cli_finetune_apply_and_search_refusals(planted_store, tmp_path, capsys)
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "wrote" in captured.out and "scinsearch evaluate" in captured.out and (out / "adapter.json").is_file()
-    code = main(
-        [
-            "finetune",
-            "apply",
-            *store,
-            "--collection",
-            "planted",
-            "--adapter",
-            str(out),
-            "--to-collection",
-            "planted_cli",
-            "--quiet",
-        ]
-    )
+    apply = ["finetune", "apply", *store, "--collection", "planted", "--adapter", str(out)]
+    code = main([*apply, "--to-collection", "planted_cli", "--quiet"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert f"wrote {len(points)} adapted points" in captured.out and f"--adapter {out}" in captured.out
@@ -214,20 +194,7 @@ def test_cli_finetune_apply_and_search_refusals(planted_store, tmp_path, capsys)
             ["search", *store, "--collection", "planted_cli", "--like", "planted-0-0", "--model", MODEL],
             "search it with --adapter",
         ),
-        (
-            [
-                "finetune",
-                "apply",
-                *store,
-                "--collection",
-                "planted",
-                "--adapter",
-                str(out),
-                "--to-collection",
-                "planted",
-            ],
-            "must name a new collection",
-        ),
+        ([*apply, "--to-collection", "planted"], "must name a new collection"),
         (["finetune", *store, "--collection", "planted_cli", "--out", str(tmp_path / "x")], "holds adapted vectors"),
         (
             ["finetune", *store, "--collection", "planted", "--out", str(tmp_path / "x"), "--resume"],

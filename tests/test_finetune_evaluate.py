@@ -13,11 +13,9 @@ from scinsearch.cli import main
 from scinsearch.errors import ScinSearchError
 from scinsearch.evaluation import evaluate_table
 from scinsearch.evaluation.compare import compare_tables, evaluate_adapter, verdict_of
-from scinsearch.finetune.adapter import save_adapter, train_adapter
 from scinsearch.finetune.config import AdapterConfig
-from scinsearch.settings import Settings
 from scinsearch.store import CollectionInfo, open_store
-from scinsearch.testing.planted import PlantedSpace, planted_points
+from scinsearch.testing.planted import PlantedSpace, planted_points, planted_with_adapter
 from scinsearch.vectors.adapter import Adapter
 from scinsearch.vectors.neighbours import table_from_points
 
@@ -27,20 +25,12 @@ MODEL = "planted-model"
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("compare")
     points = planted_points(SPACE, 300, seed=12)
-    settings = Settings(qdrant_path=folder / "qdrant", collection="planted")
-    store = open_store(settings)
-    store.create(CollectionInfo(MODEL, SPACE.dim))
-    store.upsert(points)
-    store.finish_writes()
-    store.close()
+    settings, adapter_dir = planted_with_adapter(tmp_path_factory.mktemp("compare"), points, AdapterConfig(rank=16))
     other = open_store(settings.replace(collection="wide"))
     other.create(CollectionInfo(MODEL, SPACE.dim * 2))
     other.close()
-    table = table_from_points(points)
-    trained = train_adapter(table, model=MODEL, collection="planted", config=AdapterConfig(rank=16))
-    return settings, table, save_adapter(trained, folder / "adapter")
+    return settings, table_from_points(points), adapter_dir
 
 
 def test_the_comparison_is_the_ordinary_evaluation_of_both_vector_sets(setup, tmp_path):

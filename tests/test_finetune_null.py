@@ -11,11 +11,10 @@ import pytest
 
 from scinsearch.cli import main
 from scinsearch.errors import ScinSearchError
-from scinsearch.finetune.adapter import save_adapter, train_adapter
+from scinsearch.finetune.adapter import train_adapter
 from scinsearch.finetune.config import AdapterConfig
-from scinsearch.settings import Settings
 from scinsearch.store import open_store
-from scinsearch.testing.planted import PlantedSpace, planted_points, store_planted
+from scinsearch.testing.planted import PlantedSpace, planted_points, planted_with_adapter
 from scinsearch.vectors.adapter import Adapter, query_adapter, transform
 from scinsearch.vectors.neighbours import table_from_points
 
@@ -49,13 +48,9 @@ def test_a_real_signal_still_gains_clearly():
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("bound")
-    space = PlantedSpace(seed=3)
-    points = planted_points(space, 300, seed=4)
-    settings = Settings(qdrant_path=folder / "qdrant", collection="planted")
-    store_planted(settings, points)
-    trained = train_adapter(table_from_points(points), model="planted-model", collection="planted", config=CONFIG)
-    return settings, save_adapter(trained, folder / "adapter")
+    return planted_with_adapter(
+        tmp_path_factory.mktemp("bound"), planted_points(PlantedSpace(seed=3), 300, seed=4), CONFIG
+    )
 
 
 def edited_copy(adapter_dir, tmp_path, edit) -> str:

@@ -18,6 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
+import kiosk_page
 from kiosk_page import (
     BORDER_CONTRAST_JS,
     FETCH_SPY_JS,
@@ -29,7 +30,6 @@ from kiosk_page import (
     require_tools,
     screenshot,
     serving,
-    start_browser,
     wait,
 )
 from scinsearch import suggest
@@ -49,6 +49,8 @@ SW = json.loads((STATIC_DIR / "i18n" / "sw.json").read_text(encoding="utf-8"))
 
 
 RED_FLAG = "Herpes Zoster"  # on the red-flag list (referral), with a glossary entry
+
+browser, no_script_errors = kiosk_page.browser, kiosk_page.no_script_errors  # autouse: no JavaScript error
 
 
 def relabel(store, image_name: str, condition: str) -> None:
@@ -74,26 +76,6 @@ def server(clean_searcher, clean_release):
     relabel(clean_searcher.store, next((clean_release / "dataset" / "images").glob("*.png")).name, RED_FLAG)
     with serving(create_app(ServiceSettings(warm_up=False, idle_reset_seconds=0), searcher=clean_searcher)) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    driver = start_browser()
-    yield driver
-    driver.quit()
-
-
-@pytest.fixture(autouse=True)
-def no_script_errors(browser):
-    """Every test ends without a JavaScript error in the console (the deliberate 4xx answers aside)."""
-    browser.get_log("browser")
-    yield
-    errors = [
-        entry
-        for entry in browser.get_log("browser")
-        if entry.get("level") == "SEVERE" and entry.get("source") != "network"
-    ]
-    assert not errors, errors
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,14 @@ the API's operations offline. Uses the fixtures and helpers of tests/test_kiosk_
 
 from __future__ import annotations
 
+import kiosk_page
 import test_kiosk_browser as kiosk  # first: it skips the module when the browser is missing
 from kiosk_page import open_page, screenshot, wait
 from test_kiosk_browser import EN, SW, By, assert_clean_axe, cards, choose, shown, upload
 
 # The browser test's fixtures, shared by name (module-scoped: this module gets its own server and browser).
-server, browser, photo, not_a_photo = kiosk.server, kiosk.browser, kiosk.photo, kiosk.not_a_photo
-no_script_errors = kiosk.no_script_errors  # autouse: no JavaScript error in the console
+server, photo, not_a_photo = kiosk.server, kiosk.photo, kiosk.not_a_photo
+browser, no_script_errors = kiosk_page.browser, kiosk_page.no_script_errors  # autouse: no JavaScript error
 
 FOCUSED_JS = """
 const el = document.activeElement;

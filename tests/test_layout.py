@@ -124,6 +124,12 @@ def test_search_does_not_reach_training_code():
     assert "scinsearch.vectors.adapter" in reachable(graph, "scinsearch.search")
 
 
+def run_fresh(script: str, timeout: float) -> None:
+    """Run `script` in a new Python process (nothing imported yet); it must succeed."""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 def test_every_module_imports_on_its_own():
     """Each module imported first, from a clean slate of scinsearch modules: an import-order circle fails here."""
     script = (
@@ -133,8 +139,7 @@ def test_every_module_imports_on_its_own():
         "        del sys.modules[loaded]\n"
         "    importlib.import_module(name)\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+    run_fresh(script, timeout=300)
 
 
 def test_no_product_module_imports_the_test_scaffolding():
@@ -153,8 +158,7 @@ def test_query_path_and_service_do_not_load_pandas():
         "assert 'pandas' not in sys.modules, 'pandas'\n"
         "assert 'qdrant_client' not in sys.modules, 'qdrant_client'\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+    run_fresh(script, timeout=300)
 
 
 def test_schema_and_rules_import_nothing_heavy():
@@ -163,5 +167,4 @@ def test_schema_and_rules_import_nothing_heavy():
         "heavy = [m for m in ('numpy', 'pandas', 'torch', 'PIL') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
+    run_fresh(script, timeout=120)

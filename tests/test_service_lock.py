@@ -59,7 +59,7 @@ def wait_ready(port: int, process: subprocess.Popen, seconds: float = 120) -> No
 
 
 def test_embed_and_a_second_serve_get_a_clear_message_while_serve_runs(
-    built_store, clean_release, tiny_siglip_dir, capsys
+    built_store, clean_release, tiny_siglip_dir, embed_args, capsys
 ):
     # A real `serve` process: the store's lock is an OS lock between processes, which is what a user meets
     # (a second `embed` while the kiosk runs); the same-process refusal is the next test's.
@@ -81,36 +81,14 @@ def test_embed_and_a_second_serve_get_a_clear_message_while_serve_runs(
     try:
         wait_ready(port, process)
         capsys.readouterr()
-        code = main(
-            [
-                "embed",
-                "--scin-dir",
-                str(clean_release),
-                *store_args(built_store, tiny_siglip_dir),
-                "--workers",
-                "0",
-                "--quiet",
-            ]
-        )
+        code = main(embed_args(clean_release, built_store, "--collection", COLLECTION))
         assert_clear_lock_message(code, capsys.readouterr().err)
         code = main(["serve", *store_args(built_store, tiny_siglip_dir), "--port", str(free_port())])
         assert_clear_lock_message(code, capsys.readouterr().err)
     finally:
         process.terminate()
         process.wait(timeout=30)
-    code = main(
-        [
-            "embed",
-            "--scin-dir",
-            str(clean_release),
-            *store_args(built_store, tiny_siglip_dir),
-            "--workers",
-            "0",
-            "--quiet",
-            "--limit",
-            "12",
-        ]
-    )
+    code = main(embed_args(clean_release, built_store, "--collection", COLLECTION, "--limit", "12"))
     assert code == 0, capsys.readouterr().err  # the lock went with the stopped service
 
 

@@ -49,15 +49,8 @@ class Bundle:
 
     def settings(self, base: Settings, store_folder: Path) -> Settings:
         """Search settings that serve this bundle: its collection (copied to `store_folder`) and model files."""
-        return base.replace(
-            collection=self.collection,
-            qdrant_path=store_folder,
-            qdrant_url=None,
-            qdrant_location=None,
-            qdrant_client_path=None,
-            model=self.model,
-            model_files=self.folder / MODEL_DIR,
-        )
+        moved = base.moved(qdrant_path=store_folder)
+        return moved.replace(collection=self.collection, model=self.model, model_files=self.folder / MODEL_DIR)
 
 
 def bundle_files(folder: Path) -> list[str]:

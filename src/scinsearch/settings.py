@@ -102,3 +102,10 @@ class Settings:
 
     def replace(self, **changes) -> Settings:
         return dataclasses.replace(self, **changes)
+
+    def moved(self, **place) -> Settings:
+        """These settings with the store somewhere else: `place` names it (qdrant_path; qdrant_url with
+        qdrant_api_key; qdrant_location; or qdrant_client_path) and every other way of reaching a store is
+        cleared, so the one given is the one used."""
+        cleared = {"qdrant_url": None, "qdrant_api_key": None, "qdrant_location": None, "qdrant_client_path": None}
+        return self.replace(**{**cleared, **place})

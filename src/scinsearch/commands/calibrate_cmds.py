@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
-from scinsearch.commands.options import make_settings, store_options
+from scinsearch.commands.options import file_option, make_settings, store_options
 from scinsearch.errors import ScinSearchError
 from scinsearch.helpers import write_text_atomically
 from scinsearch.rules import MAX_TOP_K
@@ -42,12 +41,7 @@ from scinsearch.suggest import NEIGHBOURS
     help="Flag a photo as unlike every case when its best similarity is below this percentile of the train "
     "images' similarity to their most similar other case.",
 )
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="Also write the calibration record to this JSON file.",
-)
+@file_option("--out", help="Also write the calibration record to this JSON file.")
 @click.option("--dry-run", is_flag=True, help="Compute and print, but record nothing in the collection.")
 @click.option(
     "--strict",

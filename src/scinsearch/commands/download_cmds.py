@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from scinsearch.commands.options import IncompleteRun
+from scinsearch.commands.options import IncompleteRun, file_option, folder_option, setting_option
 from scinsearch.errors import ScinSearchError
 from scinsearch.helpers import summarised
 
@@ -16,10 +14,9 @@ DEFAULT_BASE_URL = "https://storage.googleapis.com/dx-scin-public-data/"
 
 
 @click.command()
-@click.option(
+@folder_option(
     "--to",
     "to",
-    type=click.Path(path_type=Path, file_okay=False),
     required=True,
     envvar="SCINSEARCH_SCIN_DIR",
     help="Folder to download into; the bucket's dataset/ is mirrored there.",
@@ -30,18 +27,13 @@ DEFAULT_BASE_URL = "https://storage.googleapis.com/dx-scin-public-data/"
     default=None,
     help="Only this many cases (the same subset every time), for a quick start. CSVs are always whole.",
 )
-@click.option(
-    "--base-url",
-    default=DEFAULT_BASE_URL,
-    show_default=True,
-    envvar="SCINSEARCH_BASE_URL",
-    help="Where the bucket is served; an object's URL is this plus its path.",
+@setting_option(
+    "--base-url", default=DEFAULT_BASE_URL, help="Where the bucket is served; an object's URL is this plus its path."
 )
-@click.option(
+@setting_option(
     "--connections",
     type=click.IntRange(1, 64),
     default=8,
-    show_default=True,
     envvar="SCINSEARCH_DOWNLOAD_CONNECTIONS",
     help="Parallel downloads.",
 )
@@ -83,19 +75,13 @@ def download(to, limit, base_url, connections, retries, quiet):
 
 
 @click.command()
-@click.option(
+@folder_option(
     "--scin-dir",
-    type=click.Path(path_type=Path, file_okay=False),
     required=True,
     envvar="SCINSEARCH_SCIN_DIR",
     help="The downloaded release: the folder holding dataset/.",
 )
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path, dir_okay=False),
-    required=True,
-    help="The CSV to write (e.g. real_labeled_metadata.csv).",
-)
+@file_option("--out", required=True, help="The CSV to write (e.g. real_labeled_metadata.csv).")
 @click.option("--labelled-only", is_flag=True, help="Only images of cases with a dermatologist condition label.")
 @click.option("--include-missing", is_flag=True, help="Also rows for images not on disk (default: left out).")
 def prepare(scin_dir, out, labelled_only, include_missing):

@@ -14,8 +14,10 @@ from scinsearch.commands.options import (
     data_options,
     make_settings,
     model_options,
+    path_option,
     quiet_option,
     server_options,
+    setting_option,
     store_options,
 )
 from scinsearch.errors import ScinSearchError
@@ -37,10 +39,8 @@ def open_embedder(settings):
 @store_options
 @model_options
 @server_options
-@click.option(
+@setting_option(
     "--alias",
-    default=None,
-    envvar="SCINSEARCH_ALIAS",
     help="Server only: embed into a new collection ALIAS_v<n>, then point the alias ALIAS at it once the run "
     "has finished and been verified (readers of ALIAS never see a half-built collection).",
 )
@@ -51,29 +51,23 @@ def open_embedder(settings):
     help="Images per model call (default: 16 on the CPU, 256 on a GPU).",
 )
 @click.option("--limit", type=click.IntRange(min=0), default=None, help="Embed only the first N images.")
-@click.option(
+@setting_option(
     "--workers",
     type=click.IntRange(min=0),
-    default=None,
-    envvar="SCINSEARCH_WORKERS",
     help="Image decoding processes (default: one per core at low priority on the CPU, cores - 1 with "
     "a GPU; 0 decodes in the main process).",
 )
 @click.option("--recreate", is_flag=True, help="Delete the collection and start over (default: resume).")
 @quiet_option
-@click.option(
+@setting_option(
     "--compile",
     type=click.Choice(["auto", "on", "off"]),
     default="auto",
-    show_default=True,
-    envvar="SCINSEARCH_COMPILE",
     help="torch.compile the image tower. auto = on the CPU for runs of 1000+ images "
     "(~1.4-1.6x faster after a one-off compile of 10-60 s).",
 )
-@click.option(
+@path_option(
     "--cache-dir",
-    type=click.Path(path_type=Path),
-    default=None,
     envvar="SCINSEARCH_CACHE_DIR",
     help="Keep preprocessed pixels here, so embedding again (e.g. with a second model of the same "
     "input size) decodes nothing. Off by default.",
@@ -84,11 +78,9 @@ def open_embedder(settings):
     help="Resize exactly as the checkpoint's processor (default: a faster path within 0.6 grey "
     "levels of it on average).",
 )
-@click.option(
+@setting_option(
     "--decode-timeout",
     type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    envvar="SCINSEARCH_DECODE_TIMEOUT",
     help="Seconds one image may take to decode before its worker is stopped and the image skipped "
     "(default 300; a SCIN image takes a few hundredths of a second).",
 )

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from click.core import ParameterSource
 
 from scinsearch.commands.options import (
     collections_options,
     folder_option,
     make_settings,
     model_options,
+    model_was_given,
     option_group,
     store_options,
 )
@@ -55,8 +55,7 @@ measurement_options = option_group(
     help="Also measure this `scinsearch finetune` adapter (vectors transformed in memory) and write frozen vs "
     "adapted side by side; test-split queries only.",
 )
-@click.pass_context
-def evaluate(ctx, out_dir, leave_case_out, k, bootstrap, seed, zero_shot, adapter, **options):
+def evaluate(out_dir, leave_case_out, k, bootstrap, seed, zero_shot, adapter, **options):
     """Measure similar-case search: accuracy, recall@k and AUC with baselines and 95% intervals, by skin type.
 
     \b
@@ -73,30 +72,12 @@ def evaluate(ctx, out_dir, leave_case_out, k, bootstrap, seed, zero_shot, adapte
             "trained on): drop --leave-case-out"
         )
     settings = make_settings(**options)
-    model_given = ctx.get_parameter_source("model") not in (ParameterSource.DEFAULT, None)
-    zero_shot_model = settings.model if model_given else None
+    zero_shot_model = settings.model if model_was_given() else None
+    measure = dict(k=k, bootstrap=bootstrap, seed=seed, zero_shot=zero_shot, zero_shot_model=zero_shot_model)
     if adapter is not None:
-        return evaluate_with_adapter(
-            settings,
-            adapter,
-            out_dir,
-            k=k,
-            bootstrap=bootstrap,
-            seed=seed,
-            zero_shot=zero_shot,
-            zero_shot_model=zero_shot_model,
-        )
-    result = evaluate_collection(
-        settings,
-        protocol="leave-case-out" if leave_case_out else "split",
-        k=k,
-        out_dir=out_dir,
-        zero_shot=zero_shot,
-        bootstrap=bootstrap,
-        seed=seed,
-        progress=True,
-        zero_shot_model=zero_shot_model,
-    )
+        return evaluate_with_adapter(settings, adapter, out_dir, **measure)
+    protocol = "leave-case-out" if leave_case_out else "split"
+    result = evaluate_collection(settings, protocol=protocol, out_dir=out_dir, progress=True, **measure)
     echo_result(result.table_lines(), ", ".join(str(f) for f in result.files))
 
 

@@ -7,15 +7,14 @@ from pathlib import Path
 
 import click
 
-from scinsearch.commands.options import make_settings, store_options
+from scinsearch.commands.options import file_option, folder_option, make_settings, store_options
 from scinsearch.explore.projection import MAX_MAP_POINTS, METHODS
 
 
 @click.command()
 @store_options
-@click.option(
+@file_option(
     "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
     required=True,
     help="The HTML file to write: one self-contained page (data, script and style inline; nothing fetched).",
 )
@@ -34,10 +33,9 @@ from scinsearch.explore.projection import MAX_MAP_POINTS, METHODS
     show_default=True,
     help="Above this many images the map, neighbours and checks use a stratified sample (by condition).",
 )
-@click.option(
+@folder_option(
     "--images-dir",
-    type=click.Path(path_type=Path, file_okay=False, exists=True),
-    default=None,
+    exists=True,
     envvar="SCINSEARCH_IMAGES_DIR",
     help="Folder of the images, for the thumbnails (default: the one `embed` recorded).",
 )

@@ -13,6 +13,7 @@ from scinsearch.commands.options import (
     folder_option,
     make_settings,
     model_options,
+    path_option,
     quiet_option,
     store_options,
 )
@@ -93,10 +94,8 @@ LORA_ONLY = ("scin_dir", "metadata", "images_dir", "resume", "max_steps", "check
     help="LoRA: save a checkpoint every N steps (and at every epoch end).",
 )
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="LoRA: image decoding processes.")
-@click.option(
+@path_option(
     "--cache-dir",
-    type=click.Path(path_type=Path),
-    default=None,
     envvar="SCINSEARCH_CACHE_DIR",
     help="LoRA: the pixel cache of `embed --cache-dir` (decoded images are reused).",
 )

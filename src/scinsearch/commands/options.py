@@ -34,40 +34,61 @@ def option_group(*options):
     return decorate
 
 
+def setting_option(flag: str, *names: str, envvar: str | None = None, **options):
+    """An option the environment may also set: SCINSEARCH_<FLAG> (the flag's words in capitals, joined by
+    underscores) unless `envvar` names another variable. A value option defaults to None; a default other
+    than None is shown in --help."""
+    if envvar is None:
+        envvar = "SCINSEARCH_" + flag.lstrip("-").replace("-", "_").upper()
+    if not any(options.get(kind) for kind in ("is_flag", "multiple", "required")):
+        options.setdefault("default", None)
+        if options["default"] is not None:
+            options.setdefault("show_default", True)
+    return click.option(flag, *names, envvar=envvar, **options)
+
+
+def path_option(*declarations: str, help: str, exists: bool = False, file_okay=True, dir_okay=True, **options):
+    """A `--x PATH` option (a Path; None when not given, unless it is required): written once for every
+    command. A required one has no default: click passes a default None through instead of refusing."""
+    if not options.get("required"):
+        options.setdefault("default", None)
+    kind = click.Path(path_type=Path, exists=exists, file_okay=file_okay, dir_okay=dir_okay)
+    return click.option(*declarations, type=kind, help=help, **options)
+
+
+def file_option(*declarations: str, help: str, **options):
+    """A `--x FILE` option (a Path; a folder there is refused)."""
+    return path_option(*declarations, help=help, dir_okay=False, **options)
+
+
+def folder_option(*declarations: str, help: str, **options):
+    """A `--x DIR` option (a Path; a file there is refused)."""
+    return path_option(*declarations, help=help, file_okay=False, **options)
+
+
 LOCATION_OPTIONS = (
-    click.option(
+    setting_option(
         "--qdrant-path",
         type=click.Path(path_type=Path),
         default=DEFAULT_QDRANT_PATH,
-        show_default=True,
-        envvar="SCINSEARCH_QDRANT_PATH",
         help="Folder of the embedded store (Qdrant Edge; one process at a time).",
     ),
-    click.option(
+    setting_option(
         "--qdrant-url",
-        default=None,
         envvar="QDRANT_URL",
         help="Qdrant server or cluster URL; replaces the embedded store. ':memory:' runs "
         "qdrant-client in-process (for trials and tests).",
     ),
-    click.option("--qdrant-api-key", default=None, envvar="QDRANT_API_KEY", help="API key of the Qdrant server."),
-    click.option(
+    setting_option("--qdrant-api-key", envvar="QDRANT_API_KEY", help="API key of the Qdrant server."),
+    setting_option(
         "--qdrant-timeout",
         type=click.IntRange(min=1),
         default=60,
-        show_default=True,
-        envvar="SCINSEARCH_QDRANT_TIMEOUT",
         help="Seconds a request to a Qdrant server may take.",
     ),
 )
 store_options = option_group(
-    click.option(
-        "--collection",
-        default=DEFAULT_COLLECTION,
-        show_default=True,
-        envvar="SCINSEARCH_COLLECTION",
-        help="Qdrant collection name.",
-    ),
+    setting_option("--collection", default=DEFAULT_COLLECTION, help="Qdrant collection name."),
     *LOCATION_OPTIONS,
 )
 """Where the vectors live: shared by every command that opens the store."""
@@ -84,64 +105,45 @@ collections_options = option_group(
 )
 """Several collections of one store (a repeated `--collection`, the tuple `collections`): `scinsearch compare`."""
 
+AT_LEAST_ONE = click.IntRange(min=1)
 server_options = option_group(
-    click.option(
+    setting_option(
         "--shards",
         "shard_number",
-        type=click.IntRange(min=1),
-        default=None,
-        envvar="SCINSEARCH_SHARDS",
+        type=AT_LEAST_ONE,
         help="Server: shards of a new collection, spread over the cluster's nodes (server default 1).",
     ),
-    click.option(
+    setting_option(
         "--replication-factor",
-        type=click.IntRange(min=1),
-        default=None,
-        envvar="SCINSEARCH_REPLICATION_FACTOR",
+        type=AT_LEAST_ONE,
         help="Server: copies of each shard, on different nodes (server default 1).",
     ),
-    click.option(
+    setting_option(
         "--write-consistency",
         "write_consistency_factor",
-        type=click.IntRange(min=1),
-        default=None,
-        envvar="SCINSEARCH_WRITE_CONSISTENCY",
+        type=AT_LEAST_ONE,
         help="Server: copies that must confirm a write (server default 1; at most the replication factor).",
     ),
-    click.option(
-        "--on-disk-vectors",
-        is_flag=True,
-        envvar="SCINSEARCH_ON_DISK_VECTORS",
-        help="Server: keep the original vectors on disk (memory-mapped), not in RAM.",
+    setting_option(
+        "--on-disk-vectors", is_flag=True, help="Server: keep the original vectors on disk (memory-mapped), not in RAM."
     ),
-    click.option(
-        "--on-disk-payload",
-        is_flag=True,
-        envvar="SCINSEARCH_ON_DISK_PAYLOAD",
-        help="Server: keep the payloads on disk, not in RAM.",
-    ),
-    click.option(
+    setting_option("--on-disk-payload", is_flag=True, help="Server: keep the payloads on disk, not in RAM."),
+    setting_option(
         "--hnsw-m",
         type=click.IntRange(0, 512),
-        default=None,
-        envvar="SCINSEARCH_HNSW_M",
         help="Server and embedded store: HNSW edges per node (default 16; more: better recall, more memory; "
         "0: no graph).",
     ),
-    click.option(
+    setting_option(
         "--hnsw-ef-construct",
         type=click.IntRange(4, 4096),
-        default=None,
-        envvar="SCINSEARCH_HNSW_EF_CONSTRUCT",
         help="Server and embedded store: neighbours considered while building HNSW (default 100; more: better "
         "graph, slower build).",
     ),
-    click.option(
+    setting_option(
         "--quantization",
         type=click.Choice(QUANTIZATIONS),
         default="none",
-        show_default=True,
-        envvar="SCINSEARCH_QUANTIZATION",
         help="Server and embedded store: int8 keeps scalar-quantised copies of the vectors in RAM (4x smaller) "
         "beside the originals, which rescore the best candidates.",
     ),
@@ -149,68 +151,42 @@ server_options = option_group(
 """How a new collection is made on a Qdrant server or cluster (`ServerOptions`, docs/storage.md)."""
 
 model_options = option_group(
-    click.option(
+    setting_option(
         "--model",
         default=DEFAULT_MODEL,
-        show_default=True,
-        envvar="SCINSEARCH_MODEL",
         help="SigLIP / SigLIP 2 hub id or local folder (set HF_HUB_OFFLINE=1 to never touch the network). "
         "search, serve and evaluate use the model the collection records when it is not given.",
     ),
-    click.option(
-        "--device",
-        default="auto",
-        show_default=True,
-        envvar="SCINSEARCH_DEVICE",
-        help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.",
-    ),
-    click.option(
+    setting_option("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N."),
+    setting_option(
         "--precision",
         type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
         default="auto",
-        show_default=True,
-        envvar="SCINSEARCH_PRECISION",
         help="auto = half precision on GPU, bf16 on CPUs that support it natively, else fp32.",
     ),
 )
 """Which model, on which device, at which precision."""
 
 data_options = option_group(
-    click.option(
+    path_option(
         "--scin-dir",
-        type=click.Path(path_type=Path),
-        default=None,
         envvar="SCINSEARCH_SCIN_DIR",
         help="The official release: the folder holding dataset/ (or dataset/ itself).",
     ),
-    click.option(
-        "--metadata",
-        type=click.Path(path_type=Path),
-        default=None,
-        help="Flat one-row-per-image CSV (real_labeled_metadata.csv), instead of --scin-dir.",
-    ),
-    click.option(
-        "--images-dir",
-        type=click.Path(path_type=Path),
-        default=None,
-        help="Folder the --metadata image_path values are relative to.",
-    ),
+    path_option("--metadata", help="Flat one-row-per-image CSV (real_labeled_metadata.csv), instead of --scin-dir."),
+    path_option("--images-dir", help="Folder the --metadata image_path values are relative to."),
 )
 """Which images: the official release, or the old scripts' flat CSV and its image folder."""
 
 quiet_option = click.option("--quiet", is_flag=True, help="No progress bar.")
 
-
-def adapter_option(function):
-    """--adapter: the folder `scinsearch finetune` wrote; the collection must be the one `finetune apply` made."""
-    return click.option(
-        "--adapter",
-        type=click.Path(path_type=Path, file_okay=False),
-        default=None,
-        envvar="SCINSEARCH_ADAPTER",
-        help="Fine-tuned adapter folder (`scinsearch finetune`): queries go through it. The collection must be "
-        "the one `scinsearch finetune apply` made with it.",
-    )(function)
+adapter_option = folder_option(
+    "--adapter",
+    envvar="SCINSEARCH_ADAPTER",
+    help="Fine-tuned adapter folder (`scinsearch finetune`): queries go through it. The collection must be "
+    "the one `scinsearch finetune apply` made with it.",
+)
+"""--adapter: the folder `scinsearch finetune` wrote; the collection must be the one `finetune apply` made."""
 
 
 class IncompleteRun(click.ClickException):
@@ -242,13 +218,6 @@ def make_settings(
         qdrant_location=location,
         server=server,
         **known,
-    )
-
-
-def folder_option(*declarations: str, help: str, **options):
-    """A `--x DIR` option naming a folder (a Path; a file there is refused): written once for every command."""
-    return click.option(
-        *declarations, type=click.Path(path_type=Path, file_okay=False), help=help, **{"default": None, **options}
     )
 
 

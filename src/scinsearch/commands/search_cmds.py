@@ -18,6 +18,7 @@ import click
 
 from scinsearch.commands.options import (
     adapter_option,
+    file_option,
     make_settings,
     model_options,
     model_was_given,
@@ -68,13 +69,7 @@ def checked_option(context, parameter, value):
 
 
 @click.command()
-@click.option(
-    "--image",
-    "image",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="Query photo (JPEG, PNG, ...); read in memory, never stored.",
-)
+@file_option("--image", "image", help="Query photo (JPEG, PNG, ...); read in memory, never stored.")
 @click.option("--text", default=None, help="Describe what the skin looks like (English).")
 @click.option("--like", "like", default=None, metavar="IMAGE_ID", help="Find cases like a stored image.")
 @click.option(

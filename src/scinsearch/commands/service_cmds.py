@@ -17,12 +17,14 @@ from click.core import ParameterSource
 
 from scinsearch.commands.options import (
     adapter_option,
+    file_option,
     folder_option,
     idle_reset_option,
     make_settings,
     model_options,
     model_was_given,
     open_searcher,
+    setting_option,
     store_options,
 )
 from scinsearch.errors import ScinSearchError
@@ -93,111 +95,85 @@ def host_names(values: tuple[str, ...]) -> tuple[str, ...]:
 @store_options
 @model_options
 @adapter_option
-@click.option(
+@setting_option(
     "--host",
     default="127.0.0.1",
-    show_default=True,
-    envvar="SCINSEARCH_HOST",
     help="Address to listen on; 0.0.0.0 opens it to the local network (then also set --allowed-hosts).",
 )
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, envvar="SCINSEARCH_PORT")
-@click.option(
+@setting_option("--port", type=click.IntRange(0, 65535), default=8000)
+@setting_option(
     "--allowed-hosts",
     multiple=True,
-    envvar="SCINSEARCH_ALLOWED_HOSTS",
     help="Host names clients may use (Host header), besides 127.0.0.1, localhost, [::1] and --host; "
     "comma-separated or repeated; '*' allows any (not recommended: DNS rebinding). Others get 400.",
 )
-@click.option(
-    "--api-key",
-    default=None,
-    envvar=API_KEY_ENV,
-    hidden=True,  # read from the environment only; typed on the command line it is refused
-)
-@click.option(
+# read from the environment only; typed on the command line it is refused
+@setting_option("--api-key", envvar=API_KEY_ENV, hidden=True)
+@file_option(
     "--api-key-file",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    default=None,
+    exists=True,
     envvar="SCINSEARCH_API_KEY_FILE",
     help=f"Require the key in this file (one line) in the X-API-Key header of API calls; or set {API_KEY_ENV}. "
     "Off by default. A key typed on the command line is refused: ps would show it.",
 )
-@click.option(
+@setting_option(
     "--cors-origin",
     "cors_origins",
     multiple=True,
     envvar="SCINSEARCH_CORS_ORIGINS",
     help="Allow browser calls from this origin (repeat for several; none by default).",
 )
-@click.option(
+@folder_option(
     "--images-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
     envvar="SCINSEARCH_IMAGES_DIR",
     help="Folder the stored image paths are relative to (default: the one `embed` recorded).",
 )
-@click.option(
+@setting_option(
     "--max-upload-mb",
     type=click.FloatRange(min=0.1, max=512),
     default=DEFAULT_MAX_UPLOAD_BYTES / 2**20,
-    show_default=True,
-    envvar="SCINSEARCH_MAX_UPLOAD_MB",
     help="Largest photo upload accepted (413 above, while it is read).",
 )
-@click.option(
+@setting_option(
     "--max-megapixels",
     type=click.FloatRange(min=0.1, max=MAX_PIXELS / 1e6),
     default=MAX_PIXELS / 1e6,
-    show_default=True,
-    envvar="SCINSEARCH_MAX_MEGAPIXELS",
     help="Largest photo accepted, in pixels (413 above, from the header); decoding memory grows with it.",
 )
-@click.option(
+@setting_option(
     "--max-uploads",
     type=click.IntRange(min=1),
     default=DEFAULT_MAX_UPLOADS,
-    show_default=True,
-    envvar="SCINSEARCH_MAX_UPLOADS",
     help="Requests with a body (searches) in progress at once; more get 503 with Retry-After.",
 )
-@click.option(
+@setting_option(
     "--max-inflight-mb",
     type=click.FloatRange(min=0.1),
     default=DEFAULT_MAX_UPLOAD_BYTES_IN_FLIGHT / 2**20,
-    show_default=True,
-    envvar="SCINSEARCH_MAX_INFLIGHT_MB",
     help="Bytes those requests may hold between them (at least --max-upload-mb); more get 503.",
 )
-@click.option(
+@setting_option(
     "--body-timeout",
     type=click.FloatRange(min=0.1),
     default=DEFAULT_BODY_TIMEOUT_SECONDS,
-    show_default=True,
-    envvar="SCINSEARCH_BODY_TIMEOUT",
     help="Seconds a request body may take to arrive (408 after).",
 )
-@click.option(
+@setting_option(
     "--max-connections",
     type=click.IntRange(min=1),
     default=DEFAULT_MAX_CONNECTIONS,
-    show_default=True,
-    envvar="SCINSEARCH_MAX_CONNECTIONS",
     help="Open connections at once; beyond, the longest-idle ones are closed to make room.",
 )
-@click.option(
+@setting_option(
     "--header-timeout",
     type=click.FloatRange(min=0.1),
     default=DEFAULT_HEADER_TIMEOUT_SECONDS,
-    show_default=True,
-    envvar="SCINSEARCH_HEADER_TIMEOUT",
     help="Seconds a connection may take to send its request headers (then it is closed).",
 )
-@click.option(
+@setting_option(
     "--decode-timeout",
     type=click.FloatRange(min=0.1),
     default=DEFAULT_DECODE_TIMEOUT,
-    show_default=True,
-    envvar="SCINSEARCH_DECODE_TIMEOUT",
     help="Seconds one photo may take to decode (413 after; the decoder process is restarted).",
 )
 @idle_reset_option(
@@ -205,12 +181,11 @@ def host_names(values: tuple[str, ...]) -> tuple[str, ...]:
     help="The kiosk page clears the photo, results and filters after this many seconds without a touch or key "
     "press, so the next patient never sees the last one's (default 180; 0 = never).",
 )
-@click.option(
+@setting_option(
     "--compile",
     "compile_towers",
     type=click.Choice(["auto", "on", "off"]),
     default="off",
-    show_default=True,
     envvar="SCINSEARCH_SERVE_COMPILE",
     help="torch.compile the image and text towers for one query at a time, at start-up, before /ready "
     "answers (a one-off 20-90 s on a CPU). auto = where a compiler is present, keeping each tower only "

@@ -6,17 +6,23 @@ from pathlib import Path
 
 import click
 
-from scinsearch.commands.options import folder_option, make_settings, quiet_option, server_options, store_options
+from scinsearch.commands.options import (
+    file_option,
+    folder_option,
+    make_settings,
+    path_option,
+    quiet_option,
+    server_options,
+    store_options,
+)
 from scinsearch.errors import ScinSearchError
 from scinsearch.settings import Settings
 
 
 @click.command(name="export")
 @store_options
-@click.option(
+@path_option(
     "--from-qdrant-client-path",
-    type=click.Path(path_type=Path),
-    default=None,
     help="Read a qdrant-client folder (QdrantClient(path=...)) instead of --qdrant-path / --qdrant-url.",
 )
 @click.option(
@@ -25,24 +31,9 @@ from scinsearch.settings import Settings
     help="Target: a Qdrant server or cluster URL (':memory:' runs qdrant-client in-process, for trials).",
 )
 @click.option("--to-api-key", default=None, envvar="QDRANT_TO_API_KEY", help="API key of the --to-url server.")
-@click.option(
-    "--to-qdrant-path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Target: qdrant-client's embedded folder, which QdrantClient(path=DIR) opens.",
-)
-@click.option(
-    "--to-edge-path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Target: another embedded Qdrant Edge folder (what --qdrant-path names).",
-)
-@click.option(
-    "--to-parquet",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="Target: a new Parquet file, one row per image: id, vector, every payload field.",
-)
+@path_option("--to-qdrant-path", help="Target: qdrant-client's embedded folder, which QdrantClient(path=DIR) opens.")
+@path_option("--to-edge-path", help="Target: another embedded Qdrant Edge folder (what --qdrant-path names).")
+@file_option("--to-parquet", help="Target: a new Parquet file, one row per image: id, vector, every payload field.")
 @click.option("--to-collection", default=None, help="Collection name in the target (default: --collection).")
 @click.option(
     "--for",
@@ -128,21 +119,15 @@ def export(
 
 def target_for(source: Settings, collection, url, api_key, client_path, edge_path) -> Settings:
     """The target store's settings: the source's (collection name, server options, timeout), moved."""
-    target = source.replace(
-        collection=collection or source.collection,
-        qdrant_url=None,
-        qdrant_api_key=None,
-        qdrant_location=None,
-        qdrant_client_path=None,
-    )
     if url == ":memory:":
-        target = target.replace(qdrant_location=":memory:")
+        place = {"qdrant_location": ":memory:"}
     elif url:
-        target = target.replace(qdrant_url=url, qdrant_api_key=api_key)
+        place = {"qdrant_url": url, "qdrant_api_key": api_key}
     elif client_path:
-        target = target.replace(qdrant_client_path=client_path.expanduser())
+        place = {"qdrant_client_path": client_path.expanduser()}
     else:
-        target = target.replace(qdrant_path=edge_path.expanduser())
+        place = {"qdrant_path": edge_path.expanduser()}
+    target = source.moved(**place).replace(collection=collection or source.collection)
     if same_place(source, target):
         raise ScinSearchError(f"the source and the target are the same collection {target.collection!r}")
     return target
@@ -162,12 +147,7 @@ def same_place(a: Settings, b: Settings) -> bool:
 
 
 @click.command(name="import")
-@click.option(
-    "--from-parquet",
-    type=click.Path(path_type=Path, dir_okay=False),
-    required=True,
-    help="A Parquet file written by `scinsearch export --to-parquet`.",
-)
+@file_option("--from-parquet", required=True, help="A Parquet file written by `scinsearch export --to-parquet`.")
 @folder_option(
     "--images-dir",
     help="The folder holding the images on this machine: every image path must stay inside it (links "

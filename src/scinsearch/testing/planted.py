@@ -157,14 +157,28 @@ def text_vectors(space: PlantedSpace, alignment: float = 0.3, seed: int = 2) -> 
     return (texts / np.linalg.norm(texts, axis=1, keepdims=True)).astype(np.float32)
 
 
-def store_planted(settings, points: list[StoredPoint], model: str = "planted-model") -> None:
-    """Write planted points into the collection `settings` names (created for `model` and their size)."""
+def store_planted(settings, points: list[StoredPoint], model: str = "planted-model", extra: dict | None = None) -> None:
+    """Write planted points into the collection `settings` names (created for `model` and their size, its
+    record holding `extra`)."""
     from scinsearch.store import CollectionInfo, open_store
 
     store = open_store(settings)
     try:
-        store.create(CollectionInfo(model, len(points[0].vector)))
+        store.create(CollectionInfo(model, len(points[0].vector), extra or {}))
         store.upsert(points)
         store.finish_writes()
     finally:
         store.close()
+
+
+def planted_with_adapter(folder, points: list[StoredPoint], config, extra: dict | None = None) -> tuple:
+    """The planted collection "planted" (model "planted-model") in an embedded store under `folder`, and an
+    adapter trained on it with `config`, saved in folder/adapter: (settings, the adapter folder)."""
+    from scinsearch.finetune.adapter import save_adapter, train_adapter
+    from scinsearch.settings import Settings
+    from scinsearch.vectors.neighbours import table_from_points
+
+    settings = Settings(qdrant_path=folder / "qdrant", collection="planted")
+    store_planted(settings, points, extra=extra)
+    trained = train_adapter(table_from_points(points), model="planted-model", collection="planted", config=config)
+    return settings, save_adapter(trained, folder / "adapter")
