@@ -139,17 +139,18 @@ class Server:
         Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
         return self.memory("VmRSS")
 
-    def decoder_pid(self, wait: float = 60.0) -> int:
-        """The photo decoder process (the server's child started by multiprocessing), once it runs."""
+    def decoder_pid(self, wait: float = 60.0, other_than: int | None = None) -> int:
+        """The photo decoder process (the server's child started by multiprocessing), once it runs;
+        `other_than`: the one that replaced that decoder (a stopped one stays listed while it is reaped)."""
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
             for child in children:
                 with contextlib.suppress(OSError):
-                    if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes() and int(child) != other_than:
                         return int(child)
             time.sleep(0.1)
-        raise AssertionError("no photo decoder process")
+        raise AssertionError("no photo decoder process" + (f" other than {other_than}" if other_than else ""))
 
     def private_folders(self) -> list[Path]:
         return [*self.folders.values(), self.root, self.store]
