@@ -135,6 +135,7 @@ def test_bench_scale_rows_say_whether_their_build_was_measured_under_load(tmp_pa
     assert again["others_share"] == 0.4 and not bench_scale.quiet_build(again)
     assert "40% (under load)" in bench_scale.table([(job, again)])
 
+
 def test_bench_scale_exact_reference_applies_the_filter_and_one_per_case():
     vectors = np.eye(4, dtype=np.float32)[[0, 0, 1, 2]] + 0.01
     payloads = [
