@@ -11,6 +11,7 @@ import numpy as np
 from scinsearch.calibration import METADATA_KEY, calibration_of
 from scinsearch.commands.options import (
     IncompleteRun,
+    backend_option,
     data_options,
     make_settings,
     model_options,
@@ -36,6 +37,7 @@ def open_embedder(settings):
 @data_options
 @store_options
 @model_options
+@backend_option
 @server_options
 @click.option(
     "--alias",
@@ -67,7 +69,7 @@ def open_embedder(settings):
     default="auto",
     show_default=True,
     envvar="SCINSEARCH_COMPILE",
-    help="torch.compile the image tower. auto = on the CPU for runs of 1000+ images "
+    help="torch.compile the image tower (--backend torch). auto = on the CPU for runs of 1000+ images "
     "(~1.4-1.6x faster after a one-off compile of 10-60 s).",
 )
 @click.option(

@@ -17,6 +17,7 @@ from click.core import ParameterSource
 
 from scinsearch.commands.options import (
     adapter_option,
+    backend_option,
     folder_option,
     idle_reset_option,
     make_settings,
@@ -92,6 +93,7 @@ def host_names(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.command()
 @store_options
 @model_options
+@backend_option
 @adapter_option
 @click.option(
     "--host",
@@ -212,8 +214,8 @@ def host_names(values: tuple[str, ...]) -> tuple[str, ...]:
     default="off",
     show_default=True,
     envvar="SCINSEARCH_SERVE_COMPILE",
-    help="torch.compile the image and text towers for one query at a time, at start-up, before /ready "
-    "answers (a one-off 20-90 s on a CPU). auto = where a compiler is present, keeping each tower only "
+    help="torch.compile (--backend torch) the image and text towers for one query at a time, at start-up, "
+    "before /ready answers (a one-off 20-90 s on a CPU). auto = where a compiler is present, keeping each tower only "
     "if it answers faster than eager (timed at start-up).",
 )
 @folder_option(
