@@ -10,13 +10,14 @@ them; the table gives the median over rounds. Backends in bf16 are added where t
 
 The rule (docs/performance.md): an optional backend is adopted only where it beats compiled torch of
 the same precision by >= 1.2x at both batch sizes with cosine >= 0.999 to eager fp32; the last lines
-say whether it does. OpenVINO is not a dependency of scinsearch: install it beside the project's venv
-without touching torch, e.g. `pip install --target /tmp/ov openvino` and run with PYTHONPATH=/tmp/ov
-(remove the numpy that pip puts there); without it the OpenVINO rows are skipped with the reason.
+say whether it does. OpenVINO passed it and is the optional extra `pip install 'scinsearch[openvino]'`
+(`scinsearch embed/serve --backend openvino`); its rows here run the tower exactly as scinsearch does
+(`scinsearch.openvino_tower.compile_tower`: one conversion with a free batch dimension, compiled for
+the CPU at the row's precision). Without the extra the OpenVINO rows are skipped with the reason.
 
     python benchmarks/bench_backends.py --model tiny --rounds 1          # checks the script, seconds
     python benchmarks/bench_backends.py                                  # base-224, 5 rounds
-    PYTHONPATH=/tmp/ov python benchmarks/bench_backends.py --out benchmarks/results/backends-cpu.md
+    python benchmarks/bench_backends.py --out benchmarks/results/backends-cpu.md
 """
 
 from __future__ import annotations
@@ -86,35 +87,27 @@ class TorchBackend(Backend):
 
 
 class OpenVinoBackend(Backend):
+    """The tower as `scinsearch embed --backend openvino` runs it: `openvino_tower.compile_tower` (converted
+    once from the torch module with a free batch dimension, compiled for the CPU at this precision)."""
+
     def __init__(self, model, precision: str):
         super().__init__(f"OpenVINO {precision}", precision, "openvino")
-        import openvino as ov
-        import torch
+        from scinsearch.openvino_tower import import_openvino
 
-        self.ov, self.core, self.torch = ov, ov.Core(), torch
-
-        class Tower(torch.nn.Module):
-            def __init__(self, vision):
-                super().__init__()
-                self.vision = vision
-
-            def forward(self, pixel_values):
-                return self.vision(pixel_values=pixel_values).pooler_output
-
-        self.module = Tower(model).eval()
-        self.converted = None
+        self.ov = import_openvino()  # a one-line ScinSearchError when it is not installed
+        self.core = self.ov.Core()
+        self.model, self.tower = model, None
         self.hint = {"fp32": "f32", "bf16": "bf16"}[precision]
 
     def prepare(self, batch: int, example) -> None:
-        with self.torch.no_grad():
-            if self.converted is None:
-                self.converted = self.ov.convert_model(self.module, example_input=example)
-            self.converted.reshape([batch, *example.shape[1:]])  # static shape: the fastest plan
-        compiled = self.core.compile_model(self.converted, "CPU", {"INFERENCE_PRECISION_HINT": self.hint})
-        request = compiled.create_infer_request()
+        from scinsearch.openvino_tower import compile_tower
+
+        if self.tower is None:  # one conversion and one compile serve every batch size
+            function = lambda pixels: self.model(pixel_values=pixels).pooler_output  # noqa: E731
+            self.tower = compile_tower(self.ov, self.core, self.model, function, example, self.hint, "image")
 
         def runner(pixels):
-            return np.asarray(request.infer([pixels.numpy()])[0], dtype=np.float32)
+            return self.tower(pixels).numpy()
 
         runner(example)
         self.runners[batch] = runner
@@ -135,13 +128,12 @@ def make_backends(args, model) -> tuple[list[Backend], list[str]]:
             else:
                 skipped.append(f"torch compile {precision}: skipped (no C++ compiler for inductor)")
         if "openvino" in args.backends:
+            from scinsearch.errors import ScinSearchError
+
             try:
                 backends.append(OpenVinoBackend(model, precision))
-            except ImportError as exc:
-                skipped.append(
-                    f"OpenVINO {precision}: skipped (not installed: {exc}; `pip install --target DIR openvino` "
-                    "and PYTHONPATH=DIR, see this script's docstring)"
-                )
+            except ScinSearchError as exc:  # not installed: the message says how to install it
+                skipped.append(f"OpenVINO {precision}: skipped ({exc})")
     return backends, skipped
 
 

@@ -80,6 +80,16 @@ def test_bench_backends_refuses_to_write_under_load(tmp_path, machine_load):
     assert out.read_text().startswith("**Measured under load**")
 
 
+def test_bench_backends_runs_openvino_as_scinsearch_does(capsys):
+    """The OpenVINO rows go through `openvino_tower.compile_tower` (the `openvino` extra): one conversion
+    serves both batch sizes, and the vectors point the way eager fp32's do."""
+    pytest.importorskip("openvino")
+    args = ["--model", machine.TINY, "--backends", "eager,openvino", "--batch-sizes", "2,1", "--rounds", "1"]
+    assert bench_backends.main([*args, "--min-images", "2"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| OpenVINO")]
+    assert rows and all(float(row.split("|")[6]) >= 0.999 for row in rows), rows
+
+
 def test_bench_embed_refuses_to_write_when_its_rates_drifted(tmp_path, machine_load, monkeypatch):
     machine_load(0.0, 0.0)  # a quiet machine, but the script's own before/after rates disagree
     monkeypatch.setattr(bench_embed, "make_dataset", lambda folder, images: None)

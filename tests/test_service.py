@@ -97,6 +97,7 @@ def test_health_ready_and_filters(client, searcher):
     assert ready["status"] == "ready" and ready["images"] is True
     assert ready["model"] == Path(searcher.info.model).name != searcher.info.model  # a folder's name, never its path
     assert ready["compiled"] == []  # `serve --compile` is off by default
+    assert ready["backend"] == "torch"
     choices = client.get("/filters").json()["choices"]
     assert "FST6" in choices["fitzpatrick"] and "arm" in choices["body_parts"]
 

@@ -66,6 +66,8 @@ def compile_query_towers(embedder, choice: str) -> tuple[object | None, object |
     choice = resolve_compile(choice)
     if choice == "off":
         return None, None, ""
+    if getattr(embedder, "towers", None) is not None:
+        return None, None, "--compile does not apply to --backend openvino: OpenVINO compiled the towers at load"
     if embedder.preprocessor.kind != "fixed":
         return None, None, "query towers not compiled: SigLIP 2 NaFlex inputs vary in shape"
     if choice == "auto" and embedder.device.type == "cpu" and not compiler_available():

@@ -27,7 +27,7 @@ from scinsearch.compiling import (
 from scinsearch.errors import ScinSearchError
 from scinsearch.helpers import first_line
 from scinsearch.preprocessing import Preprocessor, collate
-from scinsearch.settings import Settings
+from scinsearch.settings import Settings, check_backend
 
 if TYPE_CHECKING:
     from scinsearch.store import CollectionInfo
@@ -135,11 +135,17 @@ class Embedder:
         compile: str | bool = "auto",
         fast_preprocessing: bool = True,
         files: str | None = None,
+        backend: str = "torch",
     ):
-        """`files`: load the weights from this folder, still naming the model `model_name` (a bundle's copy)."""
+        """`files`: load the weights from this folder, still naming the model `model_name` (a bundle's copy).
+        `backend="openvino"`: both towers through OpenVINO on the CPU (`openvino_tower`), converted from fp32."""
+        if check_backend(backend) == "openvino":  # what needs no model is refused before it loads
+            from scinsearch.openvino_tower import OpenVinoTowers, check_request
+
+            device, precision = check_request(device, precision)
         device_ = resolve_device(device)
         dtype = resolve_precision(precision, device_)
-        model, processor, source = load_pretrained(files or model_name, dtype)
+        model, processor, source = load_pretrained(files or model_name, dtype if backend == "torch" else torch.float32)
         self._setup(
             model,
             processor,
@@ -147,12 +153,14 @@ class Embedder:
             model_name,
             device_,
             dtype,
-            compile,
+            compile if backend == "torch" else "off",
         )
+        if backend == "openvino":
+            self.towers, self.backend = OpenVinoTowers(self), backend
 
     @classmethod
     def from_settings(cls, settings: Settings, collection: CollectionInfo | None = None) -> Embedder:
-        """The one way scinsearch loads `settings.model` (embed, search, serve, evaluate).
+        """The one way scinsearch loads `settings.model` (embed, search, serve, evaluate), on `settings.backend`.
 
         Embedding (no `collection`): preprocessing as `settings.exact_preprocessing` says. Querying a
         collection: the preprocessing its images were embedded with, whatever the settings say, so a query
@@ -173,6 +181,7 @@ class Embedder:
             compile=settings.compile,
             fast_preprocessing=fast,
             files=str(settings.model_files) if settings.model_files else None,
+            backend=settings.backend,
         )
 
     @classmethod
@@ -220,6 +229,7 @@ class Embedder:
         self._compiled_batch = 0
         self._compiled_text = None  # the compiled text tower for one text at a time (`prepare_queries`)
         self.compile_note = ""
+        self.towers, self.backend = None, "torch"  # "openvino": `openvino_tower.OpenVinoTowers` runs both towers
         mean = torch.tensor(self.preprocessor.mean, device=self.device).view(1, 3, 1, 1)
         std = torch.tensor(self.preprocessor.std, device=self.device).view(1, 3, 1, 1)
         # (x * rescale - mean) / std  ==  x * scale + shift, one fused pass over the batch
@@ -244,7 +254,8 @@ class Embedder:
 
     def describe(self) -> str:
         compiled = ", compiled" if self.compiled else ""
-        return f"{self.model_name} ({self.dim}-d) on {self.device} in {self.precision_name}{compiled}"
+        backend = ", OpenVINO" if self.towers is not None else ""
+        return f"{self.model_name} ({self.dim}-d) on {self.device} in {self.precision_name}{compiled}{backend}"
 
     def should_compile(self, images: int) -> bool:
         """The automatic choice: compile on the CPU for runs long enough to repay it (measured: bf16 +
@@ -312,7 +323,10 @@ class Embedder:
         return inputs
 
     def image_tower(self, pixel_values: torch.Tensor, **extra) -> torch.Tensor:
-        """Raw image features: `get_image_features` of a SiglipModel, or a vision-only model's pooler output."""
+        """Raw image features: `get_image_features` of a SiglipModel, or a vision-only model's pooler output
+        (or OpenVINO's conversion of this function)."""
+        if self.towers is not None:
+            return self.towers.image(pixel_values)
         if hasattr(self.model, "get_image_features"):
             output = self.model.get_image_features(pixel_values=pixel_values, **extra)
         else:
@@ -367,7 +381,9 @@ class Embedder:
         return normalise(self.text_tower(input_ids))
 
     def text_tower(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Raw text features: `get_text_features(...).pooler_output` (no attention mask, as trained)."""
+        """Raw text features: `get_text_features(...).pooler_output` (no attention mask, as trained), or OpenVINO's."""
+        if self.towers is not None:
+            return self.towers.text(input_ids)
         output = self.model.get_text_features(input_ids=input_ids)
         return getattr(output, "pooler_output", output)
 

@@ -16,6 +16,13 @@ DEFAULT_QDRANT_PATH = Path("~/.scinsearch/qdrant").expanduser()
 
 
 QUANTIZATIONS = ("none", "int8")
+BACKENDS = ("torch", "openvino")  # what runs the towers: torch, or OpenVINO on the CPU (the optional extra)
+
+
+def check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ScinSearchError(f"unknown backend {backend!r}: use {' or '.join(BACKENDS)}")
+    return backend
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,10 +87,14 @@ class Settings:
     batch_size: int | None = None  # images per model call when embedding; None = 16 on the CPU, 256 on a GPU
     workers: int | None = None  # image decoding processes when embedding; None = choose from the CPU count
     compile: str = "auto"  # torch.compile the image tower: "auto" (CPU runs of 1000+ images), "on", "off"
+    backend: str = "torch"  # "openvino": the towers through OpenVINO on the CPU (`scinsearch.openvino_tower`)
     cache_dir: Path | None = None  # preprocessed-pixel cache (`embed --cache-dir`); None = off
     exact_preprocessing: bool = False  # True: resize exactly as the processor; False: the faster tested path
     adapter: Path | None = None  # a `scinsearch finetune` adapter folder: search transforms queries through it
     decode_timeout: float | None = None  # seconds one image may take to decode when embedding; None = the default
+
+    def __post_init__(self):
+        check_backend(self.backend)
 
     @property
     def uses_server(self) -> bool:

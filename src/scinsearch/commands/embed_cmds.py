@@ -11,6 +11,7 @@ import numpy as np
 from scinsearch.calibration import METADATA_KEY, calibration_of
 from scinsearch.commands.options import (
     IncompleteRun,
+    backend_option,
     data_options,
     make_settings,
     model_options,
@@ -38,6 +39,7 @@ def open_embedder(settings):
 @data_options
 @store_options
 @model_options
+@backend_option
 @server_options
 @setting_option(
     "--alias",
@@ -63,7 +65,7 @@ def open_embedder(settings):
     "--compile",
     type=click.Choice(["auto", "on", "off"]),
     default="auto",
-    help="torch.compile the image tower. auto = on the CPU for runs of 1000+ images "
+    help="torch.compile the image tower (--backend torch). auto = on the CPU for runs of 1000+ images "
     "(~1.4-1.6x faster after a one-off compile of 10-60 s).",
 )
 @path_option(

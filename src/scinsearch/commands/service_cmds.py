@@ -17,6 +17,7 @@ from click.core import ParameterSource
 
 from scinsearch.commands.options import (
     adapter_option,
+    backend_option,
     file_option,
     folder_option,
     idle_reset_option,
@@ -94,6 +95,7 @@ def host_names(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.command()
 @store_options
 @model_options
+@backend_option
 @adapter_option
 @setting_option(
     "--host",
@@ -187,8 +189,8 @@ def host_names(values: tuple[str, ...]) -> tuple[str, ...]:
     type=click.Choice(["auto", "on", "off"]),
     default="off",
     envvar="SCINSEARCH_SERVE_COMPILE",
-    help="torch.compile the image and text towers for one query at a time, at start-up, before /ready "
-    "answers (a one-off 20-90 s on a CPU). auto = where a compiler is present, keeping each tower only "
+    help="torch.compile (--backend torch) the image and text towers for one query at a time, at start-up, "
+    "before /ready answers (a one-off 20-90 s on a CPU). auto = where a compiler is present, keeping each tower only "
     "if it answers faster than eager (timed at start-up).",
 )
 @folder_option(

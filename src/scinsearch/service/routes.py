@@ -139,6 +139,7 @@ def status_router(state) -> APIRouter:
             "images": state.images.root is not None,
             "adapter": adapter.id if adapter else None,
             "compiled": state.compiled_towers(),
+            "backend": getattr(getattr(state.searcher, "embedder", None), "backend", "torch"),
             "calibrated": getattr(state.searcher, "calibration", None) is not None,
         }
 
