@@ -109,6 +109,7 @@ class SpyEmbedder:
     model_name = "spy-model"
     dim = 8
     precision_name = "fp32"
+    backend = "torch"
 
     def __init__(self):
         import torch

@@ -246,6 +246,7 @@ def test_embed_with_openvino_stores_the_torch_vectors(embed_args, clean_release,
         out, err = capsys.readouterr()
         assert "embedded 10, already present 0, failed 0" in out
         assert ("OpenVINO" in err) == (backend == "openvino")
+        assert (" through openvino;" in out) == (backend == "openvino"), out  # the summary says it too
     torch_vectors, ov_vectors = stored(tmp_path / "torch"), stored(tmp_path / "openvino")
     assert set(torch_vectors) == set(ov_vectors) and len(ov_vectors) == 10
     ids = sorted(ov_vectors)

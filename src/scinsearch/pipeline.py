@@ -65,6 +65,7 @@ class EmbedSummary:
     model: str = ""
     device: str = ""
     precision: str = ""
+    backend: str = "torch"  # what ran the model: torch or openvino
     store: str = ""
     decoded: int = 0  # images decoded from their files in this run
     from_cache: int = 0  # images whose pixels came from the pixel cache
@@ -96,8 +97,9 @@ class EmbedSummary:
         lines = [
             f"embedded {self.embedded}, already present {self.already_present}, failed {len(self.failed)} "
             f"(of {self.total} images)",
-            f"model {self.model} on {self.device} in {self.precision}; "
-            f"{self.images_per_second:.1f} images/s over {self.seconds:.1f} s",
+            f"model {self.model} on {self.device} in {self.precision}"
+            + ("" if self.backend == "torch" else f" through {self.backend}")
+            + f"; {self.images_per_second:.1f} images/s over {self.seconds:.1f} s",
             f"store: {self.store}",
         ]
         if self.from_cache:
@@ -263,6 +265,7 @@ def run_embed(
         model=embedder.model_name,
         device=str(embedder.device),
         precision=embedder.precision_name,
+        backend=embedder.backend,
         store=getattr(store, "folder", None) and str(store.folder) or store.name,
     )
     undecodable = UndecodableFiles(dataset.image_root) if remember_undecodable else None
