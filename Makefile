@@ -20,7 +20,7 @@ run: install
 	$(BIN)/scinsearch embed --scin-dir $(SCIN_DIR)
 
 test: install
-	$(BIN)/python -m pytest -n auto --dist loadfile
+	$(BIN)/python -m pytest
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks scripts docs && $(BIN)/ruff format --check src tests benchmarks scripts docs
