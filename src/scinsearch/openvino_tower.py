@@ -1,8 +1,9 @@
 """The SigLIP towers through OpenVINO on the CPU: `--backend openvino` (the optional extra `scinsearch[openvino]`).
 
-Adopted on the rule for another backend (docs/performance.md): on a CPU with native bf16, OpenVINO bf16
-ran the image tower 1.22-1.34x faster than compiled torch bf16 at cosine 0.99997
-(`benchmarks/bench_backends.py`). `openvino` is imported only when this backend is chosen.
+Adopted on the rule for another backend (docs/performance.md): on a quiet CPU with native bf16, OpenVINO
+bf16 ran the image tower 1.31x (batch 16) and 1.35x (batch 1) faster than compiled torch bf16 at cosine
+0.99997 (`benchmarks/bench_backends.py`, benchmarks/results/backends-cpu.md).
+`openvino` is imported only when this backend is chosen.
 
 `Embedder(..., backend="openvino")` (`Settings.backend`) loads the model in fp32, and `OpenVinoTowers`
 converts each tower (image, and text where the model has one: text queries and the zero-shot condition
