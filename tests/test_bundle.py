@@ -63,7 +63,12 @@ def test_a_moved_bundle_serves_search_without_network_or_model_cache(tmp_path, b
     empty_cache = tmp_path / "empty-hf-home"
     empty_cache.mkdir()
     port = free_port()
-    environment = {**os.environ, "HF_HOME": str(empty_cache), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    temporary = tmp_path / "tmpdir"  # the serve's own TMPDIR: its working copy of the collection goes here
+    temporary.mkdir()
+    environment = {
+        **os.environ,
+        **{"HF_HOME": str(empty_cache), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TMPDIR": str(temporary)},
+    }
     command = [sys.executable, "-m", "scinsearch", "serve", "--bundle", str(bundle_copy), "--port", str(port)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environment)
     try:
@@ -73,9 +78,12 @@ def test_a_moved_bundle_serves_search_without_network_or_model_cache(tmp_path, b
         assert answer.status_code == 200, answer.text
         assert answer.json()["results"]
         assert httpx.get(f"{base}/config", timeout=10).json()["idle_reset_seconds"] == 77  # the bundle's page
+        assert [path.name for path in temporary.iterdir()] != []  # the working copy is made here
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        returncode = process.wait(timeout=30)
+    assert returncode == 0, process.stderr.read().decode(errors="replace")[-2000:]  # stopped as systemd stops it
+    assert list(temporary.iterdir()) == []  # the working copy (and everything else temporary) is gone
     assert not list(empty_cache.iterdir())  # nothing was fetched into the cache
     verify_bundle(bundle_copy)  # serving changed nothing in the bundle
 

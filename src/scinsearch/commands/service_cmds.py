@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import signal
 import socket
 from pathlib import Path
 
@@ -267,14 +268,37 @@ def serve(
             err=True,
         )
     check_port_free(host, port)
-    if bundle_folder is None:
-        run_service(service, log_level, model_was_given())
-        return
+    with sigterm_stops_cleanly():
+        if bundle_folder is None:
+            run_service(service, log_level, model_was_given())
+        else:
+            serve_bundle(bundle_folder, service, log_level, idle_reset_seconds)
+
+
+def serve_bundle(bundle_folder: Path, service, log_level: str, idle_reset_seconds: int | None) -> None:
+    """Serve a bundle's collection from a working copy, with its page settings unless given here."""
     with bundle_store(bundle_folder) as (bundle, store_folder):
-        changes = {"search": bundle.settings(settings, store_folder)}
+        changes = {"search": bundle.settings(service.search, store_folder)}
         if idle_reset_seconds is None:
             changes["idle_reset_seconds"] = int(bundle.page.get("idle_reset_seconds", service.idle_reset_seconds))
         run_service(service.replace(**changes), log_level)
+
+
+@contextlib.contextmanager
+def sigterm_stops_cleanly():
+    """SIGTERM (systemd, `docker stop`, a kiosk shutting down) ends `serve` as cleanly as Ctrl-C. uvicorn stops
+    gracefully on it and then raises the signal again; with the default action that kills the process before
+    any `finally` runs, which left the bundle's working copy (hundreds of MB) in the temporary folder and the
+    store unclosed on every stop. Raised as SystemExit(0) instead, the clean-up runs and the exit is 0."""
+
+    def stop(signum, frame):
+        raise SystemExit(0)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
