@@ -19,8 +19,9 @@ run: install
 	$(BIN)/scinsearch download --to $(SCIN_DIR)
 	$(BIN)/scinsearch embed --scin-dir $(SCIN_DIR)
 
+# Both cores (pytest-xdist, at most 4 workers): whole files per worker, the heaviest first (tests/conftest.py).
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks scripts docs && $(BIN)/ruff format --check src tests benchmarks scripts docs

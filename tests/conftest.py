@@ -31,6 +31,7 @@ logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
 MEMORY_FOLDER = Path("/dev/shm")
+MEMORY_PREFIX = "scinsearch-tests-"  # then the run's process id
 MEMORY_BASETEMP = pytest.StashKey[str]()
 RUN_FAILED = pytest.StashKey[bool]()
 
@@ -47,10 +48,64 @@ def pytest_configure(config):
     (set SCINSEARCH_KEEP_TEST_TMP=1 to keep a failing run's folders): memory is not given back otherwise."""
     if config.option.basetemp or not (MEMORY_FOLDER.is_dir() and os.access(MEMORY_FOLDER, os.W_OK)):
         return
+    remove_folders_of_dead_runs()
     if shutil.disk_usage(MEMORY_FOLDER).free < MEMORY_NEEDED:
         return
-    config.option.basetemp = tempfile.mkdtemp(prefix="scinsearch-tests-", dir=MEMORY_FOLDER)
+    config.option.basetemp = tempfile.mkdtemp(prefix=f"{MEMORY_PREFIX}{os.getpid()}-", dir=MEMORY_FOLDER)
     config.stash[MEMORY_BASETEMP] = config.option.basetemp
+
+
+def remove_folders_of_dead_runs() -> None:
+    """A run that was killed (SIGKILL, a CI time limit) never removes its folders, and tmpfs memory is not
+    given back: 18 GB of them once filled /dev/shm here, and later runs slowed down for the lack of page
+    cache. Each folder is named after its run's process; those whose process is gone are removed."""
+    for folder in MEMORY_FOLDER.glob(f"{MEMORY_PREFIX}*"):
+        pid = folder.name.removeprefix(MEMORY_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not process_exists(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session):
+    """Under pytest-xdist, one thread per worker (and per process a test starts): the workers already use
+    every core, and each tiny model's operations are microseconds long, so more threads only spin and wait
+    for each other across the workers."""
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
+
+
+HEAVIEST_FIRST = (  # test files that take longest (docs/testing.md), slowest first
+    "test_hostile_service.py",
+    "test_kiosk_browser.py",
+    "test_explore.py",
+    "test_gpu_bench_imports.py",
+    "test_service_lock.py",
+    "test_explore_browser.py",
+    "test_store.py",
+    "test_transfer.py",
+    "test_openvino_tower.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The heaviest test files first: pytest-xdist hands whole files (`--dist loadfile`) to whichever worker
+    is free, in this order (`--no-loadscope-reorder`), so the workers finish together instead of one running
+    a long file alone at the end. The order inside each file is kept."""
+    rank = {name: position for position, name in enumerate(HEAVIEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 def pytest_sessionfinish(session, exitstatus):
