@@ -12,6 +12,7 @@ from scinsearch.dataset import read_release
 from scinsearch.pipeline import run_embed
 from scinsearch.settings import Settings
 from scinsearch.testing import SabotagedPreprocessor
+from scinsearch.testing import sabotage as sabotage_module
 from scinsearch.undecodable import RECORD_NAME
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
@@ -144,3 +145,14 @@ def test_a_worker_killed_by_a_bystander_problem_redoes_its_chunk(release, data, 
     assert killed and probed == killed
     assert summary.complete and not summary.failed and stored_ids(store) == {r.point_id for r in data.records}
     assert not (release / RECORD_NAME).exists()
+
+
+def test_a_lock_held_in_the_main_process_does_not_reach_the_workers(data, store, spy_embedder):
+    """A worker forked from the main process inherits every lock another of its threads held at that moment
+    (Qdrant Edge's, torch's, a test runner's), and waits forever for one it needs: workers come from a fork
+    server instead, so the run finishes with nothing failed."""
+    sabotage(spy_embedder, lock_on=frozenset(record.image_id for record in data.records))
+    with sabotage_module.LOCK:  # as another thread of the main process might hold it while workers start
+        summary = embed(data, spy_embedder, store, decode_timeout=5.0)
+    assert summary.failed == [] and summary.complete
+    assert stored_ids(store) == {record.point_id for record in data.records}

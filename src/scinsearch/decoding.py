@@ -132,8 +132,8 @@ def worker_main(decode: DecodeImages, tasks, results, journal, slot: int, nice: 
     parent = os.getppid()
     while True:
         try:
-            # A forked worker holds the write ends of the task pipes (and the store's lock file) too, so the
-            # main process dying (SIGKILL, out of memory) never reaches it as end-of-file: it checks instead.
+            # The main process dying (SIGKILL, out of memory) closes the task pipe (end-of-file below) and
+            # ends the fork server, this worker's parent: the check covers a pipe end held open elsewhere.
             while not tasks.poll(PARENT_CHECK_SECONDS):
                 if os.getppid() != parent:
                     return
@@ -215,6 +215,17 @@ class Worker:
         self.results.close()
 
 
+def worker_context():
+    """Decode workers are forked from a fork server (started once per process, with this module imported),
+    never from the main process itself: its other threads (Qdrant Edge's, torch's, a test runner's) may hold a
+    lock at the moment of the fork, and a child that needs that lock waits forever while the main process
+    waits for its results. A fork server has no other threads; it also keeps the main process's files (the
+    store's lock among them) out of the workers."""
+    context = torch.multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
+
+
 class DecodePool:
     """`workers` guarded decode processes; `chunks(order)` yields the decoded chunks in order."""
 
@@ -229,7 +240,7 @@ class DecodePool:
     ):
         self.decode, self.workers, self.chunk = decode, workers, max(1, chunk)
         self.timeout, self.nice, self.prefetch = timeout, nice, max(1, prefetch)
-        self.context = torch.multiprocessing.get_context()
+        self.context = worker_context()
         self.journal = self.context.RawArray("d", 2 * max(1, workers))
         self.pool: list[Worker] = []
         self.deaths_in_a_row = 0  # deaths with no result and no culprit in between: bounded

@@ -7,6 +7,7 @@ import dataclasses
 import faulthandler
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -16,19 +17,23 @@ from scinsearch.decoding import WORKER_HEADROOM_BYTES
 from scinsearch.images import decode_memory_bound
 from scinsearch.preprocessing import Preprocessor
 
+LOCK = threading.Lock()  # `lock_on`: held by the main process while a worker starts, as another thread might
+
 
 @dataclasses.dataclass(frozen=True)
 class SabotagedPreprocessor(Preprocessor):
     """A preprocessor whose decoding of the files named by stem kills its process with `signal_number`
     (`crash_on`), never returns (`hang_on`) or takes `PAUSE_SECONDS` and then succeeds (`pause_on`: a
     fine file a test can catch in flight), or asks for `HOG_BYTES` more address space than decoding any
-    image may need (`hog_on`: a decoder gone wild). Test-only: the product never builds one."""
+    image may need (`hog_on`: a decoder gone wild), or takes `LOCK` (`lock_on`: a worker forked while
+    another thread held a lock waits for it forever). Test-only: the product never builds one."""
 
     PAUSE_SECONDS = 2.0
     crash_on: frozenset = frozenset()
     hang_on: frozenset = frozenset()
     pause_on: frozenset = frozenset()
     hog_on: frozenset = frozenset()
+    lock_on: frozenset = frozenset()
     signal_number: int = signal.SIGKILL
 
     @classmethod
@@ -45,6 +50,9 @@ class SabotagedPreprocessor(Preprocessor):
             time.sleep(3600)
         if stem in self.pause_on:
             time.sleep(self.PAUSE_SECONDS)
+        if stem in self.lock_on:
+            with LOCK:
+                pass
         if stem in self.hog_on:  # reserved, never touched: only an address-space cap stops it
             numpy.empty(decode_memory_bound() + WORKER_HEADROOM_BYTES + 2**30, dtype=numpy.uint8)
         return super().load(source)
