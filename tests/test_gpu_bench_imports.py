@@ -96,23 +96,22 @@ def test_max_seconds_stops_the_run_and_keeps_the_table(gpu_machine_env, tmp_path
 
 
 STOP_RIGHT_AFTER_THE_FIRST_FORK = f"""
-import os
+import multiprocessing.process
 import sys
 sys.path.insert(0, {str(SCRIPT.parent)!r})
 import gpu_bench
 
-real_fork, forks = os.fork, []
+real_start, starts = multiprocessing.process.BaseProcess.start, []
 
-def fork_then_out_of_time():
-    # --max-seconds's alarm landing right after a fork, before the child is registered anywhere
-    pid = real_fork()
-    if pid:
-        forks.append(pid)
-        if len(forks) == 1:
-            raise gpu_bench.OutOfTime
-    return pid
+def start_then_out_of_time(self):
+    # --max-seconds's alarm landing right after a process started (the decode pool's, through its fork
+    # server), before the caller has registered it anywhere
+    real_start(self)
+    starts.append(self)
+    if len(starts) == 1:
+        raise gpu_bench.OutOfTime
 
-os.fork = fork_then_out_of_time
+multiprocessing.process.BaseProcess.start = start_then_out_of_time
 sys.exit(gpu_bench.main(sys.argv[1:]))
 """
 
