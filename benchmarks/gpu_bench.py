@@ -417,8 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     main_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     worker_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     report.notes.append(
-        f"peak RSS main {main_rss:.0f} MiB, largest decode worker {worker_rss:.0f} MiB (forked: mostly pages "
-        f"shared with the main process); total {budget.elapsed():.0f} s"
+        f"peak RSS main {main_rss:.0f} MiB, largest decode worker {worker_rss:.0f} MiB (forked from the fork server: "
+        f"mostly pages shared with it); total {budget.elapsed():.0f} s"
     )
     report.write(final=True)
     print(report.render(final=True), end="")

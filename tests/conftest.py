@@ -45,7 +45,8 @@ def pytest_configure(config):
     Qdrant Edge syncs each new collection and each write to disk, which costs 1-3 s per test store on a
     shared disk and 0.1 s in memory. Only with 8 GiB free: a full tmpfs kills the run with a bus error
     (Edge maps its files), so several runs at once fall back to the disk. Always removed at the end
-    (set SCINSEARCH_KEEP_TEST_TMP=1 to keep a failing run's folders): memory is not given back otherwise."""
+    (set SCINSEARCH_KEEP_TEST_TMP=1 to keep a failing run's folders until the next run starts): memory is not
+    given back otherwise."""
     if config.option.basetemp or not (MEMORY_FOLDER.is_dir() and os.access(MEMORY_FOLDER, os.W_OK)):
         return
     remove_folders_of_dead_runs()

@@ -95,7 +95,7 @@ def test_max_seconds_stops_the_run_and_keeps_the_table(gpu_machine_env, tmp_path
     assert written == result.stdout
 
 
-STOP_RIGHT_AFTER_THE_FIRST_FORK = f"""
+STOP_AFTER_THE_FIRST_START = f"""
 import multiprocessing.process
 import sys
 sys.path.insert(0, {str(SCRIPT.parent)!r})
@@ -121,7 +121,7 @@ def test_a_stop_at_any_moment_leaves_no_process_holding_the_output(gpu_machine_e
     # knew of lived on with the write end of stdout, so whoever read the table waited forever. A
     # subprocess is the subject: the test reads stdout to its end, as a caller does.
     out = tmp_path / "embed-gpu.md"
-    result = run(gpu_machine_env, "-c", STOP_RIGHT_AFTER_THE_FIRST_FORK, "--self-check", "--out", str(out), timeout=90)
+    result = run(gpu_machine_env, "-c", STOP_AFTER_THE_FIRST_START, "--self-check", "--out", str(out), timeout=90)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "stopped by --max-seconds" in result.stdout and result.stdout == out.read_text()
 
