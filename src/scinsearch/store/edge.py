@@ -120,8 +120,11 @@ class EdgeStore(VectorStore):
     def _acquire_lock(self) -> None:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            self._lock = portalocker.Lock(
-                str(self.folder / ".lock"), mode="a", flags=portalocker.LOCK_EX | portalocker.LOCK_NB
+            self._lock = portalocker.Lock(  # fail_when_locked: at once, not after 5 s of retries (the default)
+                str(self.folder / ".lock"),
+                mode="a",
+                flags=portalocker.LOCK_EX | portalocker.LOCK_NB,
+                fail_when_locked=True,
             )
             self._lock.acquire()
         except (portalocker.exceptions.LockException, portalocker.exceptions.AlreadyLocked):
