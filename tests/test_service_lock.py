@@ -54,7 +54,7 @@ def wait_ready(port: int, process: subprocess.Popen, seconds: float = 120) -> No
                 return
         except httpx.HTTPError:
             pass
-        time.sleep(0.3)
+        time.sleep(0.05)
     raise AssertionError("serve did not become ready")
 
 
