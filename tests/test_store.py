@@ -146,16 +146,16 @@ def test_same_process_second_open_is_refused_too(tmp_path):
     first.close()
 
 
-def test_a_held_store_is_refused_at_once(tmp_path):
-    """No retrying while the owner runs on: `serve` and `embed` say so in a second, not after portalocker's
-    default 5 s of retries (which every refusal paid before)."""
+def test_a_held_store_is_refused_within_a_second_or_so(tmp_path):
+    """`serve` and `embed` say so after a short grace (a dead owner's lock goes a moment after it), not after
+    portalocker's default 5 s of retries (which every refusal paid before)."""
     settings = Settings(qdrant_path=tmp_path / "q", collection="c")
     first = open_store(settings)
     first.create(CollectionInfo("m", 4))
     started = time.monotonic()
     with pytest.raises(StoreLockedError):
         open_store(settings)
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 2.5
     first.close()
 
 
