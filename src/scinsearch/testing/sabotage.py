@@ -20,15 +20,17 @@ from scinsearch.preprocessing import Preprocessor
 @dataclasses.dataclass(frozen=True)
 class SabotagedPreprocessor(Preprocessor):
     """A preprocessor whose decoding of the files named by stem kills its process with `signal_number`
-    (`crash_on`), never returns (`hang_on`) or takes `PAUSE_SECONDS` and then succeeds (`pause_on`: a
-    fine file a test can catch in flight), or asks for `HOG_BYTES` more address space than decoding any
-    image may need (`hog_on`: a decoder gone wild). Test-only: the product never builds one."""
+    (`crash_on`), never returns (`hang_on`) or waits while the file `hold` exists (at most HOLD_SECONDS)
+    and then succeeds (`pause_on`: a fine file a test can catch in flight, then release by removing `hold`,
+    so that later decodes of it take no time), or asks for `HOG_BYTES` more address space than decoding
+    any image may need (`hog_on`: a decoder gone wild). Test-only: the product never builds one."""
 
-    PAUSE_SECONDS = 2.0
+    HOLD_SECONDS = 60.0
     crash_on: frozenset = frozenset()
     hang_on: frozenset = frozenset()
     pause_on: frozenset = frozenset()
     hog_on: frozenset = frozenset()
+    hold: str = ""  # for pause_on
     signal_number: int = signal.SIGKILL
 
     @classmethod
@@ -44,7 +46,9 @@ class SabotagedPreprocessor(Preprocessor):
         if stem in self.hang_on:
             time.sleep(3600)
         if stem in self.pause_on:
-            time.sleep(self.PAUSE_SECONDS)
+            deadline = time.monotonic() + self.HOLD_SECONDS
+            while os.path.exists(self.hold) and time.monotonic() < deadline:
+                time.sleep(0.01)
         if stem in self.hog_on:  # reserved, never touched: only an address-space cap stops it
             numpy.empty(decode_memory_bound() + WORKER_HEADROOM_BYTES + 2**30, dtype=numpy.uint8)
         return super().load(source)
