@@ -13,10 +13,8 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
-
 import hostile_corpus as corpus
-from hostile_http import Answer, free_port, while_probing_health
+from hostile_http import Answer, answers_ready, free_port, while_probing_health
 from scinsearch.service.settings import ServiceSettings
 
 HEALTH_LIMIT_SECONDS = 0.2
@@ -97,9 +95,8 @@ class Server:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             assert self.process.poll() is None, f"serve exited: {bytes(self.output[-3000:]).decode(errors='replace')}"
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{self.port}/ready", timeout=2).status_code == 200:
-                    return
+            if answers_ready(self.port):
+                return
             time.sleep(0.05)
         raise AssertionError("serve did not become ready")
 
