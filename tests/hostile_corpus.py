@@ -157,11 +157,16 @@ def jpeg_segments(data: bytes) -> tuple[bytes, list[bytes], bytes]:
     return data[:first], scans, data[end:]
 
 
-def repeated_scan_jpeg(size: tuple[int, int] = (2048, 2048), repeats: int = 400) -> bytes:
-    """A progressive JPEG of a flat picture whose last (refinement) scan is repeated `repeats` times:
-    each copy is ~100 bytes and costs the decoder a pass over every coefficient of the image."""
+def repeated_scan_jpeg(
+    size: tuple[int, int] = (2048, 2048), repeats: int = 400, scans_in_all: int | None = None
+) -> bytes:
+    """A progressive JPEG of a flat picture whose last (refinement) scan is repeated `repeats` times
+    (or as often as makes `scans_in_all` scans): each copy is ~100 bytes and costs the decoder a pass over
+    every coefficient of the image."""
     flat = Image.new("RGB", size, (180, 140, 120))
     head, scans, tail = jpeg_segments(encoded(flat, "JPEG", progressive=True, quality=90))
+    if scans_in_all is not None:
+        repeats = scans_in_all - len(scans)
     return head + b"".join(scans) + scans[-1] * repeats + tail
 
 

@@ -7,17 +7,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import re
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-import httpx
-
 import hostile_corpus as corpus
-from hostile_http import Answer, free_port, while_probing_health
+from hostile_http import Answer, answers_ready, free_port, while_probing_health
 from scinsearch.service.settings import ServiceSettings
 
 HEALTH_LIMIT_SECONDS = 0.2
@@ -98,10 +95,9 @@ class Server:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             assert self.process.poll() is None, f"serve exited: {bytes(self.output[-3000:]).decode(errors='replace')}"
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{self.port}/ready", timeout=2).status_code == 200:
-                    return
-            time.sleep(0.3)
+            if answers_ready(self.port):
+                return
+            time.sleep(0.05)
         raise AssertionError("serve did not become ready")
 
     def collect(self) -> None:
@@ -166,25 +162,29 @@ def files_under(folders: list[Path]) -> dict[str, tuple[int, int]]:
     return found
 
 
-def names_under(root: Path) -> set[str]:
+def names_under(root: Path, skip: Path | None = None) -> set[str]:
+    """The files under `root`, except under the folder `skip` (not entered: the walk is what costs)."""
     found = set()
-    for directory, _subdirectories, names in os.walk(root, onerror=lambda error: None):
+    for directory, subdirectories, names in os.walk(root, onerror=lambda error: None):
+        if skip is not None:
+            subdirectories[:] = [d for d in subdirectories if os.path.join(directory, d) != str(skip)]
         found.update(os.path.join(directory, name) for name in names)
     return found
 
 
 def holding_any(paths: set[str], samples: list[bytes], largest: int) -> list[str]:
     """The files among `paths`, up to `largest` bytes (a copy of an upload is no bigger than the
-    largest upload), whose first MB holds any of the samples."""
-    pattern = re.compile(b"|".join(re.escape(sample) for sample in samples))
+    largest upload), whose first MB holds any of the samples. One `in` per sample: ~8x faster than one
+    regular expression alternating all of them (the sweep reads every new file of a shared /tmp)."""
     hits = []
     for path in sorted(paths):
         with contextlib.suppress(OSError):
             if os.path.isfile(path) and not os.path.islink(path) and 0 < os.path.getsize(path) <= largest:
                 with open(path, "rb") as handle:
-                    found = pattern.search(handle.read(2**20))
-                if found:
-                    hits.append(f"{path} holds {found.group()[:24]!r}")
+                    data = handle.read(2**20)
+                found = next((sample for sample in samples if sample in data), None)
+                if found is not None:
+                    hits.append(f"{path} holds {found[:24]!r}")
     return hits
 
 

@@ -114,7 +114,9 @@ def test_a_changed_file_is_tried_again(data, store, spy_embedder):
     assert summary.complete and summary.embedded == 1 and culprit.point_id in stored_ids(store)
 
 
-def test_a_worker_killed_by_a_bystander_problem_redoes_its_chunk(release, data, store, spy_embedder, monkeypatch):
+def test_a_worker_killed_by_a_bystander_problem_redoes_its_chunk(
+    release, data, store, spy_embedder, monkeypatch, tmp_path
+):
     """The out-of-memory killer may pick a worker whose file is fine: the probe clears it, nothing is lost."""
     from scinsearch import decoding
 
@@ -128,7 +130,9 @@ def test_a_worker_killed_by_a_bystander_problem_redoes_its_chunk(release, data, 
     killed = []
     real_collect = decoding.DecodePool.collect
     bystander = data.records[len(data.records) // 2]
-    sabotage(spy_embedder, pause_on=frozenset({bystander.file.stem}))  # a fine file, caught in flight
+    hold = tmp_path / "hold"
+    hold.touch()
+    sabotage(spy_embedder, pause_on=frozenset({bystander.file.stem}), hold=str(hold))  # a fine file, held in flight
 
     def collect_and_kill_once(self, queue, done):
         for worker in self.pool:
@@ -137,6 +141,7 @@ def test_a_worker_killed_by_a_bystander_problem_redoes_its_chunk(release, data, 
                 worker.process.kill()  # while it sleeps on the bystander: the journal cannot move on
                 worker.process.join()
                 killed.append(index)
+                hold.unlink()  # from now on the bystander decodes at once: in the probe and in the redone chunk
         real_collect(self, queue, done)
 
     monkeypatch.setattr(decoding.DecodePool, "probe", probe_after_a_random_kill)

@@ -58,8 +58,7 @@ def server(tmp_path_factory, tiny_siglip_dir):
 @functools.lru_cache(maxsize=1)
 def slow_jpeg() -> bytes:
     """6000x6000, as many scans as the limit allows: 1.3 s (quiet, AVX-512) to several seconds of decoding, 320 KB."""
-    _head, scans, _tail = corpus.jpeg_segments(corpus.repeated_scan_jpeg((6000, 6000), repeats=0))
-    return corpus.repeated_scan_jpeg((6000, 6000), repeats=MAX_JPEG_SCANS - len(scans))
+    return corpus.repeated_scan_jpeg((6000, 6000), scans_in_all=MAX_JPEG_SCANS)
 
 
 def raw(data: bytes, content_type: str = "image/jpeg") -> tuple[dict, bytes]:

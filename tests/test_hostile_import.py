@@ -61,11 +61,11 @@ def exported(folder: Path, payloads: list[dict], record: dict | None = None, mod
     return folder / "export.parquet"
 
 
-def rewritten(good: Path, change) -> Path:
-    """The file's table passed through `change(table) -> table`, its metadata kept."""
+def rewritten(good: Path, change, folder: Path) -> Path:
+    """The file's table passed through `change(table) -> table`, its metadata kept, written in `folder`."""
     table = pq.read_table(good)
     metadata = table.schema.metadata
-    bad = good.with_name("hostile.parquet")
+    bad = folder / "hostile.parquet"
     pq.write_table(change(table).replace_schema_metadata(metadata), bad)
     return bad
 
@@ -84,9 +84,10 @@ def snapshot(store) -> tuple:
     return info.as_metadata(), points
 
 
-@pytest.fixture
-def good_file(tmp_path) -> Path:
-    return exported(tmp_path, [payload(f"img{i}") for i in range(12)])
+@pytest.fixture(scope="module")
+def good_file(tmp_path_factory) -> Path:
+    """Read only (tests write their changed copies in their own folders): exported once per module."""
+    return exported(tmp_path_factory.mktemp("good-file"), [payload(f"img{i}") for i in range(12)])
 
 
 # The file's image folder is never served ------------------------------------------------------------------
@@ -196,12 +197,12 @@ def with_vector(value: float, row: int = 3):
 
 @pytest.mark.parametrize("existing", [False, True], ids=["fresh", "existing"])
 @pytest.mark.parametrize("value", [3e38, 1e-30, 0.0, 10.0])
-def test_vectors_that_are_not_unit_vectors_are_refused_and_nothing_is_left(store, good_file, existing, value):
+def test_vectors_that_are_not_unit_vectors_are_refused_and_nothing_is_left(store, good_file, tmp_path, existing, value):
     if existing:
         store.create(CollectionInfo(MODEL, DIM))
         store.upsert([StoredPoint(point_id_for("kept"), payload("kept"), unit_vectors(1, seed=5)[0])])
     before = snapshot(store)
-    hostile = rewritten(good_file, with_vector(value))
+    hostile = rewritten(good_file, with_vector(value), tmp_path)
     with pytest.raises(ScinSearchError, match=r"has a vector of norm .* outside \[0.5, 2\]") as failure:
         import_parquet(hostile, store, progress=False)
     assert "\n" not in str(failure.value) and snapshot(store) == before
@@ -220,7 +221,7 @@ def repeated_id(table: pa.Table) -> pa.Table:
 
 
 @pytest.mark.parametrize("existing", [False, True], ids=["fresh", "existing"])
-def test_a_failed_verification_leaves_the_target_as_it_was(store, store_settings, good_file, existing):
+def test_a_failed_verification_leaves_the_target_as_it_was(store, store_settings, good_file, tmp_path, existing):
     if existing:
         store.create(CollectionInfo(MODEL, DIM, {"image_root": "/data/scin"}))
         kept = [
@@ -230,7 +231,7 @@ def test_a_failed_verification_leaves_the_target_as_it_was(store, store_settings
         store.finish_writes()
     before = snapshot(store)
     with pytest.raises(ScinSearchError, match="verification failed"):
-        import_parquet(rewritten(good_file, repeated_id), store, page=5, progress=False)
+        import_parquet(rewritten(good_file, repeated_id, tmp_path), store, page=5, progress=False)
     assert snapshot(store) == before
     if existing:
         assert store.count() == 3

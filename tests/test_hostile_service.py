@@ -244,20 +244,18 @@ def test_a_searched_photo_leaves_no_trace_in_output_or_on_disk(server):
 
 def temporary_names(server) -> set[str]:
     """The files under /tmp and under this run's temporary folders, wherever they are (tests/conftest.py puts
-    them in /dev/shm where it can): the server's TMPDIR, HOME and working directory are among them."""
-    return names_under(Path("/tmp")) | names_under(server.basetemp)
+    them in /dev/shm where it can): the server's TMPDIR, HOME and working directory are among them. Other
+    pytest runs' folders (/tmp/pytest-of-USER, often the bulk of /tmp) are not walked, unless this run's
+    folders are in there."""
+    sessions = Path(tempfile.gettempdir()) / f"pytest-of-{getpass.getuser()}"
+    return names_under(Path("/tmp"), skip=sessions) | names_under(server.basetemp)
 
 
 def test_last_no_upload_landed_anywhere_under_tmp(server):
     """Runs after the others (file order): every new file under /tmp and the test run's folders since the
     server was ready is searched for samples of everything uploaded to it (and the privacy marker)."""
     assert len(server.uploaded) > 50, "run the whole module: this test checks what the others uploaded"
-    sessions = Path(tempfile.gettempdir()) / f"pytest-of-{getpass.getuser()}"  # other pytest runs' folders
-    new = {
-        path
-        for path in temporary_names(server) - server.tmp_before
-        if not path.startswith(str(sessions)) or path.startswith(str(server.basetemp))
-    }
+    new = temporary_names(server) - server.tmp_before
     samples = samples_of(server.uploaded) + [corpus.PRIVACY_MARKER]
     largest = (MAX_UPLOAD_MB + 1) * 2**20
     assert holding_any(new, samples, largest) == []

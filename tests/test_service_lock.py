@@ -9,9 +9,9 @@ import subprocess
 import sys
 import time
 
-import httpx
 import pytest
 
+from hostile_http import answers_ready
 from scinsearch.cli import main
 from scinsearch.store.edge import EdgeStore
 
@@ -49,12 +49,9 @@ def wait_ready(port: int, process: subprocess.Popen, seconds: float = 120) -> No
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"serve exited early: {process.stderr.read().decode(errors='replace')[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
+        if answers_ready(port):
+            return
+        time.sleep(0.05)
     raise AssertionError("serve did not become ready")
 
 

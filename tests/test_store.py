@@ -7,6 +7,7 @@ import inspect
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +143,19 @@ def test_same_process_second_open_is_refused_too(tmp_path):
     first.create(CollectionInfo("m", 4))
     with pytest.raises(StoreLockedError):
         open_store(settings)
+    first.close()
+
+
+def test_a_held_store_is_refused_within_a_second_or_so(tmp_path):
+    """`serve` and `embed` say so after a short grace (a dead owner's lock goes a moment after it), not after
+    portalocker's default 5 s of retries (which every refusal paid before)."""
+    settings = Settings(qdrant_path=tmp_path / "q", collection="c")
+    first = open_store(settings)
+    first.create(CollectionInfo("m", 4))
+    started = time.monotonic()
+    with pytest.raises(StoreLockedError):
+        open_store(settings)
+    assert time.monotonic() - started < 2.5
     first.close()
 
 

@@ -48,6 +48,9 @@ HNSW_EF_LARGE, LARGE_FROM = 512, 200_000
 OVERSAMPLING = 2.0  # int8 quantised shards: candidates fetched per wanted result, then rescored exactly
 SHARD_KEY = "edge_shard"  # in collection.json: the shard folder beside it that holds the collection
 SHARD_NAME = re.compile(r"shard(-[0-9a-f]{12})?")  # what a shard folder may be called (the record is untrusted)
+# How long a held store is tried again before the one-line refusal (portalocker's default is 5 s): the kernel
+# lets go of a dead owner's lock a moment after the process is gone (seen: up to 0.1 s after it was reaped).
+LOCK_GRACE_SECONDS = 1.0
 SCHEMAS = {
     "keyword": edge.PayloadSchemaType.Keyword,
     "integer": edge.PayloadSchemaType.Integer,
@@ -121,7 +124,11 @@ class EdgeStore(VectorStore):
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._lock = portalocker.Lock(
-                str(self.folder / ".lock"), mode="a", flags=portalocker.LOCK_EX | portalocker.LOCK_NB
+                str(self.folder / ".lock"),
+                mode="a",
+                flags=portalocker.LOCK_EX | portalocker.LOCK_NB,
+                timeout=LOCK_GRACE_SECONDS,
+                check_interval=0.05,
             )
             self._lock.acquire()
         except (portalocker.exceptions.LockException, portalocker.exceptions.AlreadyLocked):

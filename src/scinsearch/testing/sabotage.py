@@ -23,17 +23,19 @@ LOCK = threading.Lock()  # `lock_on`: held by the main process while a worker st
 @dataclasses.dataclass(frozen=True)
 class SabotagedPreprocessor(Preprocessor):
     """A preprocessor whose decoding of the files named by stem kills its process with `signal_number`
-    (`crash_on`), never returns (`hang_on`) or takes `PAUSE_SECONDS` and then succeeds (`pause_on`: a
-    fine file a test can catch in flight), or asks for `HOG_BYTES` more address space than decoding any
-    image may need (`hog_on`: a decoder gone wild), or takes `LOCK` (`lock_on`: a worker forked while
+    (`crash_on`), never returns (`hang_on`) or waits while the file `hold` exists (at most HOLD_SECONDS)
+    and then succeeds (`pause_on`: a fine file a test can catch in flight, then release by removing `hold`,
+    so that later decodes of it take no time), or asks for `HOG_BYTES` more address space than decoding
+    any image may need (`hog_on`: a decoder gone wild), or takes `LOCK` (`lock_on`: a worker forked while
     another thread held a lock waits for it forever). Test-only: the product never builds one."""
 
-    PAUSE_SECONDS = 2.0
+    HOLD_SECONDS = 60.0
     crash_on: frozenset = frozenset()
     hang_on: frozenset = frozenset()
     pause_on: frozenset = frozenset()
     hog_on: frozenset = frozenset()
     lock_on: frozenset = frozenset()
+    hold: str = ""  # for pause_on
     signal_number: int = signal.SIGKILL
 
     @classmethod
@@ -49,7 +51,9 @@ class SabotagedPreprocessor(Preprocessor):
         if stem in self.hang_on:
             time.sleep(3600)
         if stem in self.pause_on:
-            time.sleep(self.PAUSE_SECONDS)
+            deadline = time.monotonic() + self.HOLD_SECONDS
+            while os.path.exists(self.hold) and time.monotonic() < deadline:
+                time.sleep(0.01)
         if stem in self.lock_on:
             with LOCK:
                 pass
