@@ -120,8 +120,12 @@ class EdgeStore(VectorStore):
     def _acquire_lock(self) -> None:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            self._lock = portalocker.Lock(
-                str(self.folder / ".lock"), mode="a", flags=portalocker.LOCK_EX | portalocker.LOCK_NB
+            self._lock = portalocker.Lock(  # tried once: portalocker would retry a held lock for 5 s by default
+                str(self.folder / ".lock"),
+                mode="a",
+                timeout=0,
+                fail_when_locked=True,
+                flags=portalocker.LOCK_EX | portalocker.LOCK_NB,
             )
             self._lock.acquire()
         except (portalocker.exceptions.LockException, portalocker.exceptions.AlreadyLocked):
