@@ -119,7 +119,7 @@ def server(release_root):
     httpd.daemon_threads = True
     httpd.bucket = bucket
     bucket.url = f"http://127.0.0.1:{httpd.server_address[1]}/"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)  # quick shutdown
     thread.start()
     yield bucket
     httpd.shutdown()
