@@ -86,7 +86,9 @@ def serving(app):
         thread.join(timeout=30)
 
 
-def start_browser():
+def start_browser(temporary: Path):
+    """Chromium driven by chromedriver; both keep their temporary files (the profile, shared memory
+    with --disable-dev-shm-usage) in `temporary`, not in /tmp, where Chromium leaves some behind."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -95,7 +97,8 @@ def start_browser():
     for flag in FLAGS:
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    service = Service(executable_path=CHROMEDRIVER, env={**os.environ, "TMPDIR": str(temporary)})
+    driver = webdriver.Chrome(options=options, service=service)
     driver.set_page_load_timeout(60)
     driver.set_script_timeout(60)
     return driver
@@ -106,8 +109,8 @@ def start_browser():
 
 
 @pytest.fixture(scope="module")
-def browser():
-    driver = start_browser()
+def browser(tmp_path_factory):
+    driver = start_browser(tmp_path_factory.mktemp("chrome"))
     yield driver
     driver.quit()
 
@@ -134,17 +137,16 @@ def set_viewport(driver, name: str) -> None:
 
 
 def open_page(driver, url: str, viewport: str = "kiosk") -> None:
-    from selenium.webdriver.support.ui import WebDriverWait
-
     set_viewport(driver, viewport)
     driver.get(url + "/")
-    WebDriverWait(driver, 30).until(lambda d: d.execute_script("return document.documentElement.dataset.ready"))
+    wait(driver, lambda d: d.execute_script("return document.documentElement.dataset.ready"), 30)
 
 
 def wait(driver, condition, seconds: float = 60):
+    """Until `condition(driver)` holds, checked every 30 ms (each check is one round trip to the browser)."""
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, seconds, poll_frequency=0.1).until(condition)
+    return WebDriverWait(driver, seconds, poll_frequency=0.03).until(condition)
 
 
 def axe_violations(driver) -> list[str]:
@@ -244,15 +246,26 @@ return {scroll: document.documentElement.scrollWidth, width: width, wide: wide.s
 
 FETCH_SPY_JS = """
 // Record every request; optionally merge window.__patch into /search answers (a backend still to come), and
-// hold photo answers back for window.__slowPhoto ms, deaf to the page's abort (a slow network that answers late).
+// with window.__holdPhoto set, hold a photo search back until the test calls window.__releasePhoto(), deaf to
+// the page's abort (a slow network that answers late); window.__photoHandled turns true once the page has
+// had that late answer (its JSON read, and the page's code run on it) in hand.
 if (!window.__spy) {
-  window.__spy = true; window.__calls = []; window.__patch = null; window.__slowPhoto = 0;
+  window.__spy = true; window.__calls = []; window.__patch = null; window.__holdPhoto = false;
+  window.__photoHandled = false;
   const realFetch = window.fetch.bind(window);
   window.fetch = async (url, options) => {
     window.__calls.push((options && options.method || 'GET') + ' ' + String(url));
-    if (window.__slowPhoto && String(url).startsWith('/search?')) {
-      await new Promise(resolve => setTimeout(resolve, window.__slowPhoto));
+    if (window.__holdPhoto && String(url).startsWith('/search?')) {
+      await new Promise(resolve => { window.__releasePhoto = resolve; });
       options = Object.assign({}, options, {signal: undefined});
+      const late = await realFetch(url, options);
+      const json = late.json.bind(late);
+      late.json = async () => {
+        const body = await json();
+        setTimeout(() => { window.__photoHandled = true; }, 0);  // after the page's promise callbacks
+        return body;
+      };
+      return late;
     }
     const response = await realFetch(url, options);
     if (!window.__patch || !String(url).startsWith('/search') || !response.ok) return response;

@@ -179,7 +179,7 @@ class Slow(http.server.BaseHTTPRequestHandler):
 
 def test_bench_service_queues_several_clients():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/search/text"
         one, one_qps = bench_service.concurrent_queries(bench_service.post_text, url, ["x"], 6, 1)

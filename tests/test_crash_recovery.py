@@ -83,11 +83,15 @@ def wait_gone(pids: list[int], seconds: float) -> bool:
 
 
 def alive(pid: int) -> bool:
-    """Running or sleeping; a zombie waiting to be reaped holds no files."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
+    """Any of its threads running or sleeping; a zombie waiting to be reaped holds no files. Every thread:
+    the main thread turns zombie first, while the others may still be exiting, the files still open."""
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            if (task / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                return True
+        except (OSError, IndexError):  # that thread is gone
+            pass
+    return False
 
 
 def kill_after(process: subprocess.Popen, images: int, delay: float, timeout: float = 600) -> tuple[int, list[int]]:

@@ -12,7 +12,6 @@ when SCINSEARCH_REQUIRE_BROWSER=1 (set by .ci/run)."""
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 import numpy as np
@@ -333,21 +332,25 @@ def test_a_filter_change_searches_the_shown_photo_again_but_never_a_forgotten_on
 
 def test_a_late_answer_for_an_earlier_search_is_dropped(server, browser, photo):
     open_page(browser, server, "kiosk")
-    browser.execute_script(FETCH_SPY_JS + "window.__slowPhoto = 2500;")
+    browser.execute_script(FETCH_SPY_JS + "window.__holdPhoto = true;")  # the photo's answer waits for us
     upload(browser, photo)
+    wait(browser, lambda d: d.execute_script("return typeof window.__releasePhoto === 'function'"))
     browser.find_element(By.ID, "text").send_keys("itchy red ring")
     browser.find_element(By.CSS_SELECTOR, "#text-form button[type=submit]").click()
     wait(browser, lambda d: len(cards(d)) >= 1)
     text_answer = [card.get_attribute("data-image-id") for card in cards(browser)]
-    time.sleep(3)  # the photo's answer has come back meanwhile
+    browser.execute_script("window.__releasePhoto()")  # now the photo's answer comes back, late
+    wait(browser, lambda d: d.execute_script("return window.__photoHandled"))
     assert [card.get_attribute("data-image-id") for card in cards(browser)] == text_answer
     assert browser.find_element(By.ID, "results-heading").text == "12 cases matching the description"
     assert not shown(browser, "preview-box")
 
 
 def test_idle_reset_after_the_configured_time(clean_searcher, browser, photo):
-    with serving(create_app(ServiceSettings(warm_up=False, idle_reset_seconds=4), searcher=clean_searcher)) as url:
-        assert httpx.get(url + "/config").json()["idle_reset_seconds"] == 4
+    # 2 s: the page's shortest whole-second setting that still leaves the tiny model's search (~0.1 s) ample
+    # time to answer before the page falls idle
+    with serving(create_app(ServiceSettings(warm_up=False, idle_reset_seconds=2), searcher=clean_searcher)) as url:
+        assert httpx.get(url + "/config").json()["idle_reset_seconds"] == 2
         open_page(browser, url, "phone")
         upload(browser, photo)
         wait(browser, lambda d: len(cards(d)) >= 1)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import ast
+import functools
+import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 PACKAGE = Path(__file__).parent.parent / "src" / "scinsearch"
 
@@ -20,17 +24,25 @@ def module_names() -> list[str]:
     return names
 
 
-def imports_of(name: str, known: set[str]) -> set[str]:
-    """The scinsearch modules `name` imports anywhere in its file (module level or inside a function)."""
+@functools.cache
+def import_statements(name: str) -> tuple[tuple[str, ...], ...]:
+    """Each scinsearch import statement in module `name`'s file, as the names it may refer to (parsed once
+    per run: several tests walk the whole package)."""
     path = PACKAGE.joinpath(*name.split(".")[1:])
     path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
-    found = set()
+    statements = []
     for node in ast.walk(ast.parse(path.read_text())):
-        targets = []
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("scinsearch"):
-            targets = [f"{node.module}.{alias.name}" for alias in node.names] + [node.module]
+            statements.append((*[f"{node.module}.{alias.name}" for alias in node.names], node.module))
         elif isinstance(node, ast.Import):
-            targets = [alias.name for alias in node.names if alias.name.startswith("scinsearch")]
+            statements.append(tuple(alias.name for alias in node.names if alias.name.startswith("scinsearch")))
+    return tuple(statements)
+
+
+def imports_of(name: str, known: set[str]) -> set[str]:
+    """The scinsearch modules `name` imports anywhere in its file (module level or inside a function)."""
+    found = set()
+    for targets in import_statements(name):
         for target in targets:
             while target not in known and "." in target:
                 target = target.rpartition(".")[0]
@@ -124,24 +136,6 @@ def test_search_does_not_reach_training_code():
     assert "scinsearch.vectors.adapter" in reachable(graph, "scinsearch.search")
 
 
-def run_fresh(script: str, timeout: float) -> None:
-    """Run `script` in a new Python process (nothing imported yet); it must succeed."""
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, result.stderr[-2000:]
-
-
-def test_every_module_imports_on_its_own():
-    """Each module imported first, from a clean slate of scinsearch modules: an import-order circle fails here."""
-    script = (
-        "import importlib, sys\n"
-        f"for name in {module_names()!r}:\n"
-        "    for loaded in [m for m in sys.modules if m == 'scinsearch' or m.startswith('scinsearch.')]:\n"
-        "        del sys.modules[loaded]\n"
-        "    importlib.import_module(name)\n"
-    )
-    run_fresh(script, timeout=300)
-
-
 def test_no_product_module_imports_the_test_scaffolding():
     """`scinsearch.testing` (synthetic data, tiny models, sabotage) is for tests and benchmarks only."""
     known = set(module_names())
@@ -152,19 +146,72 @@ def test_no_product_module_imports_the_test_scaffolding():
     assert {name: found for name, found in users.items() if found} == {}
 
 
-def test_query_path_and_service_do_not_load_pandas():
-    script = (
-        "import sys, scinsearch.search, scinsearch.service.app, scinsearch.schema, scinsearch.rules\n"
-        "assert 'pandas' not in sys.modules, 'pandas'\n"
-        "assert 'qdrant_client' not in sys.modules, 'qdrant_client'\n"
-    )
-    run_fresh(script, timeout=300)
+# Checks in a new Python process -------------------------------------------------------------------------
+#
+# They share one interpreter, run in this order, each from the state it needs: the first starts with nothing
+# imported; the second adds the query path to the light modules the first has just proved light (the
+# same modules it imports itself); the third clears every scinsearch module before each module it imports
+# (the third-party packages stay loaded, as they always did between its modules).
 
-
-def test_schema_and_rules_import_nothing_heavy():
-    script = (
+FRESH_CHECKS = {
+    "schema_and_rules_light": (
         "import sys, scinsearch.schema, scinsearch.rules\n"
         "heavy = [m for m in ('numpy', 'pandas', 'torch', 'PIL') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
+    ),
+    "query_path_without_pandas": (
+        "import sys, scinsearch.search, scinsearch.service.app, scinsearch.schema, scinsearch.rules\n"
+        "assert 'pandas' not in sys.modules, 'pandas'\n"
+        "assert 'qdrant_client' not in sys.modules, 'qdrant_client'\n"
+    ),
+    "every_module_on_its_own": (
+        "import importlib, sys\n"
+        f"for name in {module_names()!r}:\n"
+        "    for loaded in [m for m in sys.modules if m == 'scinsearch' or m.startswith('scinsearch.')]:\n"
+        "        del sys.modules[loaded]\n"
+        "    importlib.import_module(name)\n"
+    ),
+}
+
+# Each file is compiled once: a module imported again runs its compiled code afresh (as it would from a
+# .pyc; with PYTHONDONTWRITEBYTECODE=1 Python would otherwise compile each file again at every import).
+FRESH_DRIVER = """
+import importlib.machinery, json, sys, traceback
+compiled, compile_source = {}, importlib.machinery.SourceFileLoader.source_to_code
+def source_to_code(self, data, path, *, _optimize=-1):
+    if (path, data) not in compiled:
+        compiled[path, data] = compile_source(self, data, path, _optimize=_optimize)
+    return compiled[path, data]
+importlib.machinery.SourceFileLoader.source_to_code = source_to_code
+failures = {}
+for name, script in json.loads(sys.argv[1]).items():
+    try:
+        exec(compile(script, name, "exec"), {"__name__": name})
+        failures[name] = ""
+    except BaseException:
+        failures[name] = traceback.format_exc()[-2000:]
+print(json.dumps(failures))
+"""
+
+
+@pytest.fixture(scope="module")
+def fresh_failures() -> dict[str, str]:
+    """Each of FRESH_CHECKS run in a new Python process (nothing imported yet): its traceback, or ''."""
+    result = subprocess.run(
+        [sys.executable, "-c", FRESH_DRIVER, json.dumps(FRESH_CHECKS)], capture_output=True, text=True, timeout=300
     )
-    run_fresh(script, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_every_module_imports_on_its_own(fresh_failures):
+    """Each module imported first, from a clean slate of scinsearch modules: an import-order circle fails here."""
+    assert fresh_failures["every_module_on_its_own"] == ""
+
+
+def test_query_path_and_service_do_not_load_pandas(fresh_failures):
+    assert fresh_failures["query_path_without_pandas"] == ""
+
+
+def test_schema_and_rules_import_nothing_heavy(fresh_failures):
+    assert fresh_failures["schema_and_rules_light"] == ""

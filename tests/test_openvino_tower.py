@@ -239,7 +239,22 @@ def stored(folder) -> dict:
         store.close()
 
 
-def test_embed_with_openvino_stores_the_torch_vectors(embed_args, clean_release, tmp_path, capsys):
+def test_embed_with_openvino_stores_the_torch_vectors(
+    embed_args, clean_release, tmp_path, capsys, monkeypatch, ov_embedder, tiny_siglip_dir
+):
+    # The command's OpenVINO embedder is the module's (the same settings: one conversion, ~5 s, serves the
+    # module); `from_settings` is still what the command calls, and any other settings load as usual.
+    real_from_settings, loaded = Embedder.from_settings, []
+    fields = ("model", "device", "precision", "compile", "exact_preprocessing", "model_files", "backend")
+    shared = Settings(model=str(tiny_siglip_dir), device="cpu", backend="openvino")  # ov_embedder's
+
+    def from_settings(settings, collection=None):
+        loaded.append(settings.backend)
+        if collection is None and all(getattr(settings, f) == getattr(shared, f) for f in fields):
+            return ov_embedder
+        return real_from_settings(settings, collection)
+
+    monkeypatch.setattr(Embedder, "from_settings", from_settings)
     for backend, workers in (("torch", "0"), ("openvino", "2")):  # decode workers forked beside OpenVINO's threads
         arguments = embed_args(clean_release, tmp_path / backend, "--collection", "ov", "--limit", "10")
         assert main([*arguments, "--backend", backend, "--workers", workers]) == 0
@@ -247,6 +262,7 @@ def test_embed_with_openvino_stores_the_torch_vectors(embed_args, clean_release,
         assert "embedded 10, already present 0, failed 0" in out
         assert ("OpenVINO" in err) == (backend == "openvino")
         assert (" through openvino;" in out) == (backend == "openvino"), out  # the summary says it too
+    assert loaded == ["torch", "openvino"]
     torch_vectors, ov_vectors = stored(tmp_path / "torch"), stored(tmp_path / "openvino")
     assert set(torch_vectors) == set(ov_vectors) and len(ov_vectors) == 10
     ids = sorted(ov_vectors)

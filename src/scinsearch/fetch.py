@@ -26,7 +26,6 @@ import httpx
 from scinsearch.helpers import atomic_write, first_line
 
 PERMANENT_STATUSES = {400, 401, 403, 404, 405, 410, 451}
-CHUNK_BYTES = 1 << 16
 MAX_REDIRECTS = 5
 PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk every complete PNG ends with
 # What a downloaded file was checked against (recorded in the ledger, counted in the summary).
@@ -168,7 +167,9 @@ def write_body(response: httpx.Response, handle, count, stop: threading.Event, d
     digest = hashlib.md5()
     tail = b""
     try:
-        for chunk in response.iter_raw(CHUNK_BYTES):
+        # each piece as it arrives (`iter_raw(n)` would gather n bytes first: a body trickling in then
+        # outlasts the deadline, checked only between pieces, by as long as n bytes take to come)
+        for chunk in response.iter_raw():
             if stop.is_set():
                 raise Cancelled()
             if time.monotonic() > deadline:
