@@ -92,10 +92,10 @@ class OpenVinoBackend(Backend):
 
     def __init__(self, model, precision: str):
         super().__init__(f"OpenVINO {precision}", precision, "openvino")
-        from scinsearch.openvino_tower import import_openvino
+        from scinsearch.openvino_tower import import_openvino, shared_core
 
         self.ov = import_openvino()  # a one-line ScinSearchError when it is not installed
-        self.core = self.ov.Core()
+        self.core = shared_core()  # the one Core scinsearch uses (see there why one)
         self.model, self.tower = model, None
         self.hint = {"fp32": "f32", "bf16": "bf16"}[precision]
 

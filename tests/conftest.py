@@ -21,6 +21,7 @@ import pytest
 from csv_reference import OLD_SCRIPT_COLUMNS
 from scinsearch import testing
 from scinsearch.dataset import read_release
+from scinsearch.decoding import describe_exit
 from scinsearch.embedding import Embedder, Preprocessor, collate
 from scinsearch.pipeline import run_embed
 from scinsearch.search import Searcher
@@ -88,16 +89,23 @@ def pytest_sessionstart(session):
         torch.set_num_threads(1)
 
 
-HEAVIEST_FIRST = (  # test files that take longest (docs/testing.md), slowest first
-    "test_hostile_service.py",
+HEAVIEST_FIRST = (  # test files that take longest in a parallel run (docs/testing.md), slowest first
     "test_kiosk_browser.py",
-    "test_explore.py",
+    "test_decode_guard.py",
     "test_gpu_bench_imports.py",
-    "test_service_lock.py",
+    "test_hostile_service.py",
+    "test_explore.py",
+    "test_hostile_decoding.py",
     "test_explore_browser.py",
-    "test_store.py",
-    "test_transfer.py",
+    "test_bundle.py",
+    "test_reference_vectors.py",
+    "test_crash_recovery.py",
     "test_openvino_tower.py",
+    "test_benchmark_scripts.py",
+    "test_finetune_evaluate.py",
+    "test_evaluation_verdicts.py",
+    "test_service_lock.py",
+    "test_pipeline.py",
 )
 
 
@@ -107,6 +115,20 @@ def pytest_collection_modifyitems(config, items):
     a long file alone at the end. The order inside each file is kept."""
     rank = {name: position for position, name in enumerate(HEAVIEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+def pytest_testnodedown(node, error):
+    """A pytest-xdist worker that dies says only "node down: Not properly terminated". A segfault or bus
+    error prints its traceback (faulthandler), but a kill signal or `os._exit` leaves nothing, so say how
+    the worker ended: its exit status, as `embed`'s decode guard does for its own workers."""
+    popen = getattr(getattr(node.gateway, "_io", None), "popen", None)
+    if error is None or popen is None:
+        return
+    try:
+        status = popen.wait(timeout=5)
+    except Exception:  # still running (only its channel failed), or not ours to wait for
+        return
+    print(f"\n[{node.gateway.id}] the worker process ended: {describe_exit(status)}", flush=True)
 
 
 def pytest_sessionfinish(session, exitstatus):

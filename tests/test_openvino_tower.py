@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -88,7 +91,7 @@ def test_image_vectors_match_the_plain_transformers_recipe(ov_embedder, referenc
 
 
 def test_the_towers_really_run_on_openvino(ov_embedder):
-    native = cpu_supports_bf16() and openvino_tower.native_bf16(openvino.Core())
+    native = cpu_supports_bf16() and openvino_tower.native_bf16(openvino_tower.shared_core())
     assert ov_embedder.precision_name == ("bf16" if native else "fp32")
     assert ov_embedder.towers.image.hint == ov_embedder.towers.text.hint == ("bf16" if native else "f32")
     assert ov_embedder.describe().endswith(", OpenVINO") and ov_embedder.backend == "openvino"
@@ -179,7 +182,7 @@ def test_a_tower_that_does_not_convert_is_one_line(monkeypatch, tiny_embedder):
     ):
         openvino_tower.compile_tower(
             openvino,
-            openvino.Core(),
+            openvino_tower.shared_core(),
             tiny_embedder.model,
             tiny_embedder.image_tower,
             torch.zeros(1, 3, 32, 32),
@@ -292,3 +295,36 @@ def test_the_service_answers_through_openvino(ov_embedder, clean_searcher, monke
         common = [r for r in got if r["image_id"] in scores]
         assert got and len(common) >= len(got) // 2, name  # bf16 may swap near ties at the edge, no more
         assert max(abs(r["score"] - scores[r["image_id"]]) for r in common) < 0.01, name
+
+
+TWO_EMBEDDERS_FREED_OUT_OF_ORDER = """
+import gc, os, signal, sys
+from scinsearch.embedding import Embedder
+from scinsearch.settings import Settings
+
+settings = Settings(model=sys.argv[1], device="cpu", backend="openvino")
+first = Embedder.from_settings(settings)
+second = Embedder.from_settings(settings)
+del first  # freed before the one made after it
+gc.collect()
+del second
+gc.collect()
+signal.signal(signal.SIGUSR1, lambda *args: print("handled", flush=True))
+os.kill(os.getpid(), signal.SIGUSR1)  # as Ctrl-C, SIGTERM or a child's SIGCHLD would arrive
+print("alive", flush=True)
+"""
+
+
+def test_embedders_freed_in_any_order_leave_signal_handling_working(tiny_siglip_dir):
+    """OpenVINO's CPU plugin gives the thread that loads it an alternate signal stack and, when its Core is
+    freed, puts back the one it found and unmaps its own. Two Cores freed out of order left the main
+    thread's alternate stack unmapped, and the next handled signal (Ctrl-C, SIGTERM, a child's exit) killed
+    the process with a silent SIGSEGV: it took down test workers after the OpenVINO benchmark test."""
+    run = subprocess.run(
+        [sys.executable, "-c", TWO_EMBEDDERS_FREED_OUT_OF_ORDER, str(tiny_siglip_dir)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"), HF_HUB_OFFLINE="1"),
+    )
+    assert (run.returncode, run.stdout.split()) == (0, ["handled", "alive"]), run.stderr[-2000:]

@@ -1,10 +1,13 @@
 """The suite's own housekeeping (tests/conftest.py): memory folders of killed runs are given back, and the
-heaviest files are handed out first."""
+heaviest files are handed out first, and a worker that dies ends the run with its test named instead of
+hanging it."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -35,3 +38,45 @@ def test_the_heaviest_files_come_first_and_each_file_keeps_its_order():
     conftest.pytest_collection_modifyitems(None, items)
     assert [entry.name for entry in items] == ["3", "5", "2", "1", "4"]
     assert all((Path(__file__).parent / name).is_file() for name in conftest.HEAVIEST_FIRST)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_test_options() -> list[str]:
+    """The pytest options of `make test`, read from the Makefile."""
+    (line,) = [line for line in (ROOT / "Makefile").read_text().splitlines() if "-m pytest" in line]
+    return line.split("-m pytest", 1)[1].split()
+
+
+def test_a_worker_that_dies_ends_the_run_naming_its_test(tmp_path):
+    """pytest-xdist 3.8 replaces a dead worker and then waits forever under --dist loadfile (its issues
+    #1323, #1371): a suite whose worker was killed hung CI until its time limit, naming no test."""
+    (tmp_path / "test_dies.py").write_text(
+        textwrap.dedent("""
+            import os, signal
+            def test_killed():
+                os.kill(os.getpid(), signal.SIGKILL)
+            def test_after():
+                pass
+        """)
+    )
+    for name in ("test_b", "test_c", "test_d"):  # more files than workers: the case that hangs
+        (tmp_path / f"{name}.py").write_text("def test_fine():\n    pass\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", *make_test_options(), "-p", "no:cacheprovider", "-c", "/dev/null"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 1, run.stdout[-2000:]
+    assert "crashed while running 'test_dies.py::test_killed'" in run.stdout
+
+
+def test_a_dead_worker_is_reported_with_how_it_ended(capsys):
+    killed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    killed.send_signal(signal.SIGKILL)
+    node = SimpleNamespace(gateway=SimpleNamespace(id="gw7", _io=SimpleNamespace(popen=killed)))
+    conftest.pytest_testnodedown(node, error="Not properly terminated")
+    assert "[gw7] the worker process ended: killed by SIGKILL" in capsys.readouterr().out

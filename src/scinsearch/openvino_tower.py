@@ -46,6 +46,24 @@ def import_openvino():
     return openvino
 
 
+_CORE_LOCK = threading.Lock()
+_CORE: list = []  # the process's one Core, once made
+
+
+def shared_core():
+    """The process's one OpenVINO Core, made on first use and kept until the process ends.
+
+    Why one: the CPU plugin a Core loads gives the thread that first uses it a new alternate signal stack,
+    and when that Core is freed it puts back the stack it found and unmaps its own. Two Cores freed out of
+    order left the main thread's alternate stack pointing at unmapped memory, and the next signal with a
+    handler (Ctrl-C, SIGTERM, a child's exit under torch's DataLoader) killed the process with a SIGSEGV
+    that printed nothing (tests/test_openvino_tower.py)."""
+    with _CORE_LOCK:
+        if not _CORE:
+            _CORE.append(import_openvino().Core())
+        return _CORE[0]
+
+
 def check_request(device: str | None, precision: str) -> tuple[str, str]:
     """(device, precision) for `Embedder` to resolve, refusing what needs no model, before it is loaded:
     a missing package, fp16, a device other than the CPU ('auto' means the CPU here). bf16 becomes fp32
@@ -65,7 +83,7 @@ def check_request(device: str | None, precision: str) -> tuple[str, str]:
             f"--backend openvino runs on the CPU only, not on {device!r}: use --device cpu (or auto), "
             f"or --backend torch for {kind}"
         )
-    if precision in ("auto", "bf16") and not native_bf16(openvino.Core()):
+    if precision in ("auto", "bf16") and not native_bf16(shared_core()):
         if precision == "bf16":
             log.warning("this CPU has no native bf16: OpenVINO runs fp32")
         precision = "fp32"
@@ -139,7 +157,7 @@ class OpenVinoTowers:
                 f"changes from image to image; use --backend torch, or a fixed-resolution SigLIP 2"
             )
         openvino = import_openvino()
-        core, started = openvino.Core(), time.perf_counter()
+        core, started = shared_core(), time.perf_counter()
         self.hint = "bf16" if embedder.dtype == torch.bfloat16 else "f32"
         side = embedder.preprocessor.image_size
         pixels = torch.zeros((1, 3, side, side))
