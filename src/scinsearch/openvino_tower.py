@@ -68,7 +68,7 @@ def check_request(device: str | None, precision: str) -> tuple[str, str]:
     """(device, precision) for `Embedder` to resolve, refusing what needs no model, before it is loaded:
     a missing package, fp16, a device other than the CPU ('auto' means the CPU here). bf16 becomes fp32
     where OpenVINO does not run it natively."""
-    openvino = import_openvino()
+    import_openvino()  # the package missing is refused first, in one line
     if precision == "fp16":
         raise ScinSearchError(
             "--backend openvino runs bf16 or fp32 on the CPU, not fp16: use --precision auto, bf16 or fp32"
