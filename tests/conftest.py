@@ -29,6 +29,9 @@ from scinsearch.settings import Settings
 from scinsearch.store import open_store
 
 logging.getLogger("transformers").setLevel(logging.ERROR)
+# numba (umap-learn's, in the real-UMAP explore test) compiles its functions on first use: 42 s on a fresh
+# install at its default optimisation, 35 s at none. The test's few points run as fast either way.
+os.environ.setdefault("NUMBA_OPT", "0")
 
 
 MEMORY_FOLDER = Path("/dev/shm")
