@@ -8,11 +8,9 @@ BIN = $(VENV)/bin
 
 .PHONY: install run test lint bench clean
 
-# --no-compile: pip would byte-compile all ~17,700 installed files (a minute on 2 cores); Python compiles the
-# few thousand a run imports on first use instead.
 $(BIN)/scinsearch: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --no-compile -e ".[test]"
+	$(BIN)/pip install -q -e ".[test]"
 	touch $@
 
 install: $(BIN)/scinsearch
