@@ -30,7 +30,7 @@ from scinsearch.store import open_store
 
 logging.getLogger("transformers").setLevel(logging.ERROR)
 # numba (umap-learn's, in the real-UMAP explore test) compiles its functions on first use: 42 s on a fresh
-# install at its default optimisation, 35 s at none. The test's few points run as fast either way.
+# install at its default optimisation, about 30 s at none. The test's few points run as fast either way.
 os.environ.setdefault("NUMBA_OPT", "0")
 
 
@@ -121,9 +121,10 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_testnodedown(node, error):
-    """A pytest-xdist worker that dies says only "node down: Not properly terminated". A segfault or bus
-    error prints its traceback (faulthandler), but a kill signal or `os._exit` leaves nothing, so say how
-    the worker ended: its exit status, as `embed`'s decode guard does for its own workers."""
+    """A pytest-xdist worker that dies says only "node down: Not properly terminated". A segfault usually
+    prints its traceback (faulthandler), but a kill signal, `os._exit` or a fault faulthandler cannot catch
+    (OpenVINO's unmapped signal stack, docs/testing.md) leaves nothing, so say how the worker ended: its exit
+    status, as `embed`'s decode guard does for its own workers."""
     popen = getattr(getattr(node.gateway, "_io", None), "popen", None)
     if error is None or popen is None:
         return
