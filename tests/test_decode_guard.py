@@ -80,6 +80,17 @@ def test_a_file_that_hangs_its_worker_times_out_the_same_way(data, store, spy_em
     assert [path for path, _ in rerun.failed] == [str(culprit.file)] and rerun.skipped_as_recorded == 1
 
 
+def test_the_lone_retry_is_timed_from_its_decode_not_from_its_process_start(data, store, spy_embedder):
+    """The culprit is decoded again alone in a fresh process to confirm it. On a loaded machine that start
+    alone can take longer than a short --decode-timeout: the crash was then reported, and recorded for
+    later runs, as a hang; a fine file that overran once was recorded as hanging the decoder."""
+    culprit = data.records[2]
+    sabotage(spy_embedder, crash_on=frozenset({culprit.image_id}), start_delay=1.5)
+    summary = embed(data, spy_embedder, store, decode_timeout=1.0)
+    assert [path for path, _ in summary.failed] == [str(culprit.file)]
+    assert "crashes on it" in summary.failed[0][1], summary.failed
+
+
 def test_a_decode_worker_cannot_take_more_memory_than_decoding_one_image_needs(data, store, spy_embedder):
     """Issue 23: each decode worker's address space is capped; a decoder asking for more fails that file."""
     culprit = data.records[5]

@@ -44,6 +44,7 @@ PREFETCH = 2  # chunks handed to each worker ahead of time (bounds memory in fli
 DECODE_TIMEOUT = 300.0  # seconds one file may take to decode before its worker is killed (SCIN's: ~0.03 s)
 MAX_ATTEMPTS = 3  # a chunk whose worker died this often, with no single file to blame, is given up
 POLL_SECONDS = 0.25  # how often the main process looks for dead or overrunning workers while it waits
+PROBE_START_SECONDS = 120.0  # the most a lone retry's fresh process may take to start, on top of the deadline
 # A decode worker's address space is capped at what it maps when it starts plus the most one image may
 # need to decode (`images.decode_memory_bound`) and this much for its chunk of preprocessed images.
 WORKER_HEADROOM_BYTES = 512 * 2**20
@@ -152,9 +153,11 @@ def worker_main(decode: DecodeImages, tasks, results, journal, slot: int, nice: 
         results.send((number, collate_decoded(items)))
 
 
-def probe_main(decode: DecodeImages, index: int) -> None:
-    """Decode one file alone; the exit status is the verdict (0: the decoder survived it)."""
+def probe_main(decode: DecodeImages, index: int, started) -> None:
+    """Decode one file alone; the exit status is the verdict (0: the decoder survived it). `started` gets
+    the moment the decode begins: the deadline counts from there, as it does in a worker."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    started.value = time.monotonic()
     decode[index]
 
 
@@ -358,13 +361,23 @@ class DecodePool:
         self.start_worker(worker.slot)
 
     def probe(self, index: int) -> str | None:
-        """Decode one file alone in a fresh process: why the decoder cannot survive it, or None if it can."""
-        process = self.context.Process(target=probe_main, args=(self.decode, index), daemon=True)
+        """Decode one file alone in a fresh process: why the decoder cannot survive it, or None if it can.
+        The deadline counts from the decode, not from the process start: on a loaded machine the start alone
+        can outlast a short deadline, and a crash (or a fine file) would be recorded as a hang."""
+        started = self.context.Value("d", 0.0, lock=False)
+        process = self.context.Process(target=probe_main, args=(self.decode, index, started), daemon=True)
         process.start()
-        process.join(self.timeout)
+        start_by = time.monotonic() + PROBE_START_SECONDS
+        while process.is_alive():
+            process.join(POLL_SECONDS)
+            began, now = started.value, time.monotonic()
+            if (began and now - began > self.timeout) or (not began and now > start_by):
+                break
         if process.is_alive():
             process.kill()
             process.join()
+            if not started.value:  # it never got to the file: no verdict on it (its chunk is tried again)
+                return None
             return f"the decoder hangs on it (no result within {self.timeout:g} s, alone in a fresh process)"
         if process.exitcode == 0:
             return None

@@ -27,7 +27,8 @@ class SabotagedPreprocessor(Preprocessor):
     and then succeeds (`pause_on`: a fine file a test can catch in flight, then release by removing `hold`,
     so that later decodes of it take no time), or asks for `HOG_BYTES` more address space than decoding
     any image may need (`hog_on`: a decoder gone wild), or takes `LOCK` (`lock_on`: a worker forked while
-    another thread held a lock waits for it forever). Test-only: the product never builds one."""
+    another thread held a lock waits for it forever). `start_delay`: each process it is sent to takes that
+    many seconds more to start (a loaded machine). Test-only: the product never builds one."""
 
     HOLD_SECONDS = 60.0
     crash_on: frozenset = frozenset()
@@ -37,6 +38,13 @@ class SabotagedPreprocessor(Preprocessor):
     lock_on: frozenset = frozenset()
     hold: str = ""  # for pause_on
     signal_number: int = signal.SIGKILL
+    start_delay: float = 0.0
+
+    def __setstate__(self, state: dict) -> None:
+        """Unpickled as a new process starts (a decode worker, a lone probe): that start is slowed."""
+        time.sleep(state.get("start_delay", 0.0))
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
 
     @classmethod
     def around(cls, preprocessor: Preprocessor, **sabotage) -> SabotagedPreprocessor:
