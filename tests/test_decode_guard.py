@@ -163,6 +163,7 @@ def test_a_worker_killed_by_a_bystander_problem_redoes_its_chunk(
     assert not (release / RECORD_NAME).exists()
 
 
+@pytest.mark.timeout(90)  # a regression to fork hangs here: fail in 90 s, not the suite's 300 s
 def test_a_lock_held_in_the_main_process_does_not_reach_the_workers(data, store, spy_embedder):
     """A worker forked from the main process inherits every lock another of its threads held at that moment
     (Qdrant Edge's, torch's, a test runner's), and waits forever for one it needs: workers come from a fork
