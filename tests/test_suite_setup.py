@@ -61,8 +61,8 @@ def test_a_worker_that_dies_ends_the_run_naming_its_test(tmp_path):
                 pass
         """)
     )
-    for name in ("test_b", "test_c", "test_d"):  # more files than workers: the case that hangs
-        (tmp_path / f"{name}.py").write_text("def test_fine():\n    pass\n")
+    for number in range(5):  # more files than `make test` ever starts workers (4 at most): the case that hangs
+        (tmp_path / f"test_fine_{number}.py").write_text("def test_fine():\n    pass\n")
     run = subprocess.run(
         [sys.executable, "-m", "pytest", *make_test_options(), "-p", "no:cacheprovider", "-c", "/dev/null"],
         cwd=tmp_path,
