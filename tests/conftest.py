@@ -14,19 +14,20 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
 from csv_reference import OLD_SCRIPT_COLUMNS
-from scinsearch import testing
-from scinsearch.dataset import read_release
-from scinsearch.decoding import describe_exit
-from scinsearch.embedding import Embedder, Preprocessor, collate
-from scinsearch.pipeline import run_embed
-from scinsearch.search import Searcher
 from scinsearch.settings import Settings
 from scinsearch.store import open_store
+
+if TYPE_CHECKING:
+    from scinsearch.embedding import Embedder
+
+# torch, pandas and the rest are imported by the fixtures that use them, not here: pytest-xdist's controller
+# loads this file before it starts the workers, and it runs no test (~3.5 s of imports on one core, the other idle).
 
 logging.getLogger("transformers").setLevel(logging.ERROR)
 # numba (umap-learn's, in the real-UMAP explore test) compiles its functions on first use: 42 s on a fresh
@@ -132,6 +133,8 @@ def pytest_testnodedown(node, error):
         status = popen.wait(timeout=5)
     except Exception:  # still running (only its channel failed), or not ours to wait for
         return
+    from scinsearch.decoding import describe_exit
+
     print(f"\n[{node.gateway.id}] the worker process ended: {describe_exit(status)}", flush=True)
 
 
@@ -152,23 +155,31 @@ def pytest_unconfigure(config):
 @pytest.fixture(scope="session")
 def tiny_siglip_dir(tmp_path_factory) -> Path:
     """A tiny random SigLIP (vision + text) with a real SentencePiece tokenizer, in a local folder."""
+    from scinsearch import testing
+
     return testing.build_tiny_siglip(tmp_path_factory.mktemp("models") / "tiny-siglip")
 
 
 @pytest.fixture(scope="session")
 def tiny_siglip2_fixres_dir(tmp_path_factory) -> Path:
     """A tiny random SigLIP 2 at a fixed resolution: SigLIP's architecture with Gemma's tokenizer."""
+    from scinsearch import testing
+
     return testing.build_tiny_siglip2_fixres(tmp_path_factory.mktemp("models") / "tiny-siglip2-fixres")
 
 
 @pytest.fixture(scope="session")
 def tiny_siglip2_dir(tmp_path_factory) -> Path:
     """A tiny random SigLIP 2 NaFlex model with its real processor."""
+    from scinsearch import testing
+
     return testing.build_tiny_siglip2(tmp_path_factory.mktemp("models") / "tiny-siglip2")
 
 
 @pytest.fixture(scope="session")
 def tiny_embedder(tiny_siglip_dir) -> Embedder:
+    from scinsearch.embedding import Embedder
+
     return Embedder(str(tiny_siglip_dir), device="cpu", precision="fp32")
 
 
@@ -176,12 +187,16 @@ def tiny_embedder(tiny_siglip_dir) -> Embedder:
 def scin_release(tmp_path_factory) -> Path:
     """A synthetic release in the official layout, with the real release's traps and broken files.
     Read-only for tests: copy it before changing it."""
+    from scinsearch import testing
+
     return testing.write_release(tmp_path_factory.mktemp("scin") / "scin", cases=14)
 
 
 @pytest.fixture(scope="session")
 def clean_release(tmp_path_factory) -> Path:
     """A bigger synthetic release without broken files (for search and evaluation)."""
+    from scinsearch import testing
+
     return testing.write_release(tmp_path_factory.mktemp("scin-clean") / "scin", cases=40, broken_files=False)
 
 
@@ -195,6 +210,8 @@ class SpyEmbedder:
 
     def __init__(self):
         import torch
+
+        from scinsearch.embedding import Preprocessor
 
         self.device = torch.device("cpu")
         self.preprocessor = Preprocessor("fixed", 8, 3, 1 / 255, (0.5,) * 3, (0.5,) * 3)
@@ -215,6 +232,7 @@ class SpyEmbedder:
         return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
 
     def embed_images(self, images):
+        from scinsearch.embedding import collate
         from scinsearch.images import open_rgb
 
         return self.embed_batch(collate([self.preprocessor(open_rgb(i)) for i in images]))
@@ -245,6 +263,9 @@ def store(store_settings):
 def clean_index(tiny_embedder, clean_release):
     """The clean release embedded once with the tiny SigLIP: (collection info, points with vectors), for
     tests to copy into their own stores with `fill_store`."""
+    from scinsearch.dataset import read_release
+    from scinsearch.pipeline import run_embed
+
     store = open_store(Settings(qdrant_location=":memory:", collection="index"))
     run_embed(read_release(clean_release), tiny_embedder, store, workers=0, progress=False, warn=lambda m: None)
     points = list(store.scroll(with_vectors=True))
@@ -265,6 +286,8 @@ def fill_store(store, index) -> None:
 def clean_searcher(tmp_path_factory, clean_index, tiny_embedder):
     """A real Searcher over an embedded store (Qdrant Edge) holding the clean release; one store per test
     module, so a module may add points of its own (`clean_searcher.store`)."""
+    from scinsearch.search import Searcher
+
     settings = Settings(
         qdrant_path=tmp_path_factory.mktemp("clean-store"), collection="clean", model=tiny_embedder.model_name
     )
@@ -303,6 +326,8 @@ def write_flat_csv(flat_csv_header):
     `extra_rows` (lists of cells) are written after them."""
 
     def write(release: Path, path: Path, rows: int = 12, same: dict | None = None, extra_rows=()) -> Path:
+        from scinsearch.dataset import read_release
+
         with path.open("w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(flat_csv_header)
