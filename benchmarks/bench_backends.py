@@ -284,11 +284,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def openvino_version() -> str:
-    try:
-        import openvino
+    from scinsearch.errors import ScinSearchError
+    from scinsearch.openvino_tower import import_openvino
 
-        return openvino.__version__.split("-")[0]
-    except ImportError:
+    try:
+        return import_openvino().__version__.split("-")[0]
+    except ScinSearchError:
         return "not installed"
 
 

@@ -22,14 +22,18 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-openvino = pytest.importorskip("openvino")  # the `openvino` extra (in the `test` extra too)
+from scinsearch import openvino_tower
+from scinsearch.errors import ScinSearchError
 
-from scinsearch import openvino_tower  # noqa: E402
+try:
+    openvino = openvino_tower.import_openvino()  # as scinsearch imports it: with its telemetry off
+except ScinSearchError:
+    pytest.skip("needs the openvino extra (in the test extra too)", allow_module_level=True)
+
 from scinsearch.cli import main  # noqa: E402
 from scinsearch.commands import embed_cmds, service_cmds  # noqa: E402
 from scinsearch.dataset import read_release  # noqa: E402
 from scinsearch.embedding import Embedder, cpu_supports_bf16  # noqa: E402
-from scinsearch.errors import ScinSearchError  # noqa: E402
 from scinsearch.search import Searcher  # noqa: E402
 from scinsearch.search_filters import SearchFilters  # noqa: E402
 from scinsearch.service import ServiceSettings, create_app  # noqa: E402
@@ -315,16 +319,35 @@ print("alive", flush=True)
 """
 
 
-def test_embedders_freed_in_any_order_leave_signal_handling_working(tiny_siglip_dir):
-    """OpenVINO's CPU plugin gives the thread that loads it an alternate signal stack and, when its Core is
-    freed, puts back the one it found and unmaps its own. Two Cores freed out of order left the main
-    thread's alternate stack unmapped, and the next handled signal (Ctrl-C, SIGTERM, a child's exit) killed
-    the process with a silent SIGSEGV: it took down test workers after the OpenVINO benchmark test."""
+@pytest.fixture(scope="module")
+def two_embedders_freed(tiny_siglip_dir, tmp_path_factory):
+    """A fresh process (OpenVINO not yet loaded, as in `scinsearch embed`) makes two OpenVINO embedders,
+    frees them out of order and signals itself; its home folder is an empty one of ours. (run, home)."""
+    home = tmp_path_factory.mktemp("home")
     run = subprocess.run(
         [sys.executable, "-c", TWO_EMBEDDERS_FREED_OUT_OF_ORDER, str(tiny_siglip_dir)],
         capture_output=True,
         text=True,
         timeout=240,
-        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"), HF_HUB_OFFLINE="1"),
+        env=dict(
+            os.environ, HOME=str(home), PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"), HF_HUB_OFFLINE="1"
+        ),
     )
+    return run, home
+
+
+def test_embedders_freed_in_any_order_leave_signal_handling_working(two_embedders_freed):
+    """OpenVINO's CPU plugin gives the thread that loads it an alternate signal stack and, when its Core is
+    freed, puts back the one it found and unmaps its own. Two Cores freed out of order left the main
+    thread's alternate stack unmapped, and the next handled signal (Ctrl-C, SIGTERM, a child's exit) killed
+    the process with a silent SIGSEGV: it took down test workers after the OpenVINO benchmark test."""
+    run, _ = two_embedders_freed
     assert (run.returncode, run.stdout.split()) == (0, ["handled", "alive"]), run.stderr[-2000:]
+
+
+def test_converting_the_towers_reports_nothing_to_openvinos_telemetry(two_embedders_freed):
+    """`openvino.convert_model` sent usage reports to Google Analytics (a missing consent file counts as
+    consent there), wrote a client id into ~/intel, and forked the process to send each report."""
+    run, home = two_embedders_freed
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert sorted(path.name for path in home.rglob("*")) == []

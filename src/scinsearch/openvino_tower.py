@@ -19,6 +19,7 @@ SigLIP 2 NaFlex models (their patch count changes from image to image), fp16, an
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 import warnings
@@ -34,8 +35,19 @@ INSTALL = "pip install 'scinsearch[openvino]'"
 log = logging.getLogger(__name__)
 
 
+TELEMETRY_PACKAGE = "openvino_telemetry"  # installed with openvino; its converter's usage reports
+
+
 def import_openvino():
-    """The `openvino` module, or a one-line error saying how to install it."""
+    """The `openvino` module, or a one-line error saying how to install it; its usage telemetry is off.
+
+    Why off: `openvino.convert_model` reports usage to Google Analytics unless the user opted out (it turns
+    its opt-in question off and takes a missing consent file for consent). It wrote a client id under
+    ~/intel and forked this process, model and all, from a thread for each report. A kiosk works offline and
+    calls out to no one. The converter uses its own no-op stand-in when `openvino_telemetry` cannot be
+    imported, so it is made unimportable before openvino loads (not possible once someone else loaded it)."""
+    if "openvino" not in sys.modules:
+        sys.modules.setdefault(TELEMETRY_PACKAGE, None)
     try:
         import openvino
     except ImportError as exc:
