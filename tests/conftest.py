@@ -95,21 +95,22 @@ def pytest_sessionstart(session):
 
 HEAVIEST_FIRST = (  # test files that take longest in a parallel run (docs/testing.md), slowest first
     "test_kiosk_browser.py",
-    "test_decode_guard.py",
-    "test_gpu_bench_imports.py",
-    "test_hostile_service.py",
     "test_explore.py",
-    "test_hostile_decoding.py",
-    "test_explore_browser.py",
+    "test_gpu_bench_imports.py",
     "test_bundle.py",
-    "test_reference_vectors.py",
-    "test_crash_recovery.py",
+    "test_hostile_service.py",
+    "test_explore_browser.py",
+    "test_decode_guard.py",
     "test_openvino_tower.py",
-    "test_benchmark_scripts.py",
+    "test_hostile_decoding.py",
+    "test_service_lock.py",
+    "test_reference_vectors.py",
     "test_finetune_evaluate.py",
     "test_evaluation_verdicts.py",
-    "test_service_lock.py",
-    "test_pipeline.py",
+    "test_crash_recovery.py",
+    "test_kiosk_backend.py",
+    "test_kiosk_browser_ops.py",
+    "test_layout.py",
 )
 
 
