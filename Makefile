@@ -16,7 +16,7 @@ $(BIN)/scinsearch: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q "pip>=26.3"
 	$(BIN)/pip install -q --no-compile -e ".[test]"
-	$(BIN)/python -m compileall -q -j 0 -x '/tests?/|/transformers/models/' $(VENV)/lib > /dev/null || true
+	$(BIN)/python -m compileall -q -j 0 -x 'site-packages/(.*/)?tests?/|site-packages/transformers/models/' $(VENV)/lib > /dev/null || true
 	touch $@
 
 install: $(BIN)/scinsearch
