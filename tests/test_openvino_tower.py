@@ -322,16 +322,17 @@ print("alive", flush=True)
 @pytest.fixture(scope="module")
 def two_embedders_freed(tiny_siglip_dir, tmp_path_factory):
     """A fresh process (OpenVINO not yet loaded, as in `scinsearch embed`) makes two OpenVINO embedders,
-    frees them out of order and signals itself; its home folder is an empty one of ours. (run, home)."""
+    frees them out of order and signals itself; its home folder is an empty one of ours, and it runs as on
+    a user's machine, not as in CI (OpenVINO's telemetry keeps quiet where CI=true). (run, home)."""
     home = tmp_path_factory.mktemp("home")
+    env = {name: value for name, value in os.environ.items() if name not in ("CI", "TF_BUILD", "JENKINS_URL")}
+    env.update(HOME=str(home), PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"), HF_HUB_OFFLINE="1")
     run = subprocess.run(
         [sys.executable, "-c", TWO_EMBEDDERS_FREED_OUT_OF_ORDER, str(tiny_siglip_dir)],
         capture_output=True,
         text=True,
         timeout=240,
-        env=dict(
-            os.environ, HOME=str(home), PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"), HF_HUB_OFFLINE="1"
-        ),
+        env=env,
     )
     return run, home
 
