@@ -31,7 +31,9 @@ if TYPE_CHECKING:
 
 logging.getLogger("transformers").setLevel(logging.ERROR)
 # numba (umap-learn's, in the real-UMAP explore test) compiles its functions on first use: 42 s on a fresh
-# install at its default optimisation, about 30 s at none. The test's few points run as fast either way.
+# install at its default optimisation, about 30 s at none. The test's few points run as fast either way. At
+# none, pynndescent's functions cannot be cached (each run's `import umap` takes ~11 s, not 3 s from the cache):
+# the right trade for CI, which installs afresh every time (docs/testing.md).
 os.environ.setdefault("NUMBA_OPT", "0")
 
 
