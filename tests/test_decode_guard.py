@@ -176,17 +176,21 @@ def test_a_lock_held_in_the_main_process_does_not_reach_the_workers(data, store,
     assert stored_ids(store) == {record.point_id for record in data.records}
 
 
-def test_workers_find_the_records_module_already_imported_by_their_fork_server():
+def test_workers_find_the_records_module_in_a_fork_server_that_has_one_thread():
     """Each worker unpickles its records on start; when only the fork server had imported the decoding
-    module, every worker imported `scinsearch.dataset` and pandas again (~0.7 s of CPU per worker)."""
+    module, every worker imported `scinsearch.dataset` and pandas again (~0.7 s of CPU per worker). And the
+    fork server forks the workers: with pandas preloaded it ran pyarrow's allocator thread beside its own."""
     assert ImageRecord.__module__ == RECORDS_MODULE
     context = worker_context()
     ours, theirs = context.Pipe(duplex=False)
-    # `exec` and a pipe: unpickling this process needs nothing the fork server might lack
-    report = "import sys; channel.send(sorted({'scinsearch.dataset', 'pandas'} & set(sys.modules)))"
+    # `exec` and a pipe: unpickling this process needs nothing the fork server might lack; its parent is the server
+    report = (
+        "import os, sys; channel.send((sorted({'scinsearch.dataset', 'pandas'} & set(sys.modules)), "
+        "len(os.listdir(f'/proc/{os.getppid()}/task'))))"
+    )
     process = context.Process(target=exec, args=(report, {"channel": theirs}))
     process.start()
     theirs.close()
     assert ours.poll(60), "the worker sent nothing"
-    assert ours.recv() == ["pandas", "scinsearch.dataset"]
+    assert ours.recv() == (["scinsearch.dataset"], 1)  # the records' module, no pandas; one thread in the server
     process.join(10)

@@ -228,9 +228,10 @@ def worker_context():
     waits for its results. A fork server has no other threads; it also keeps the main process's files (the
     store's lock among them) out of the workers.
 
-    The fork server imports this module and the records' (`scinsearch.dataset`, pandas with it) once: each
-    worker unpickles its records when it starts, and without them preloaded every worker imported them
-    again, ~0.7 s of CPU each (a third of the decode workers' CPU in the test suite)."""
+    The fork server imports this module and the records' (`scinsearch.dataset`) once: each worker unpickles
+    its records when it starts, and without them preloaded every worker imported them again, pandas with
+    them, ~0.7 s of CPU each (a third of the decode workers' CPU in the test suite). Neither brings pandas
+    now: pandas (through pyarrow) starts an allocator thread, and the fork server must stay single-threaded."""
     context = torch.multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__, RECORDS_MODULE])
     return context

@@ -19,11 +19,13 @@ import itertools
 import re
 from collections.abc import Iterable
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from scinsearch import cells
 from scinsearch.errors import ScinSearchError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MAX_CSV_BYTES = 64 * 1024 * 1024  # SCIN's biggest CSV is about 1.3 MB
 # The shape of a table (docs/security.md). SCIN's: the cases CSV about 5,033 rows x 57 columns, the labels
@@ -58,6 +60,10 @@ def read_csv(path: Path, warnings: list[str] | None = None) -> pd.DataFrame:
         raise ScinSearchError(f"cannot read {path}: no readable rows ({len(bad)} malformed; {bad[0]})")
     if warnings is not None:
         warnings += [f"{path.name} {problem}" for problem in bad]
+    # pandas only here: decode workers import this module with their records, and pandas (through pyarrow)
+    # starts an allocator thread, where their fork server must have none (decoding.worker_context)
+    import pandas as pd
+
     return pd.DataFrame(rows, columns=header, index=pd.Index(lines, name="line"), dtype=str)
 
 
