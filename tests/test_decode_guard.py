@@ -9,7 +9,7 @@ import signal
 import pytest
 
 from scinsearch.dataset import ImageRecord, read_release
-from scinsearch.decoding import RECORDS_MODULE, worker_context
+from scinsearch.decoding import RECORDS_MODULE, DecodeImages, DecodePool, worker_context
 from scinsearch.pipeline import run_embed
 from scinsearch.settings import Settings
 from scinsearch.testing import SabotagedPreprocessor
@@ -90,6 +90,14 @@ def test_the_lone_retry_is_timed_from_its_decode_not_from_its_process_start(data
     summary = embed(data, spy_embedder, store, decode_timeout=1.0)
     assert [path for path, _ in summary.failed] == [str(culprit.file)]
     assert "crashes on it" in summary.failed[0][1], summary.failed
+
+
+def test_a_lone_retry_that_dies_before_reaching_its_file_gives_no_verdict(data, spy_embedder):
+    """A retry that never started was already no verdict; one killed while starting (the out-of-memory
+    killer picking it, as a bystander) blamed the file: "crashes on it", recorded and skipped by later runs."""
+    preprocessor = SabotagedPreprocessor.around(spy_embedder.preprocessor, start_signal=signal.SIGKILL)
+    pool = DecodePool(DecodeImages(data.records, preprocessor), workers=1, chunk=4, timeout=5.0)
+    assert pool.probe(0) is None
 
 
 def test_a_decode_worker_cannot_take_more_memory_than_decoding_one_image_needs(data, store, spy_embedder):

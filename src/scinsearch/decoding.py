@@ -381,11 +381,13 @@ class DecodePool:
             began, now = started.value, time.monotonic()
             if (began and now - began > self.timeout) or (not began and now > start_by):
                 break
-        if process.is_alive():
+        hung = process.is_alive()
+        if hung:
             process.kill()
             process.join()
-            if not started.value:  # it never got to the file: no verdict on it (its chunk is tried again)
-                return None
+        if not started.value:  # it never got to the file, stuck or dead: no verdict (its chunk is tried again)
+            return None
+        if hung:
             return f"the decoder hangs on it (no result within {self.timeout:g} s, alone in a fresh process)"
         if process.exitcode == 0:
             return None

@@ -28,7 +28,9 @@ class SabotagedPreprocessor(Preprocessor):
     so that later decodes of it take no time), or asks for `HOG_BYTES` more address space than decoding
     any image may need (`hog_on`: a decoder gone wild), or takes `LOCK` (`lock_on`: a worker forked while
     another thread held a lock waits for it forever). `start_delay`: each process it is sent to takes that
-    many seconds more to start (a loaded machine). Test-only: the product never builds one."""
+    many seconds more to start (a loaded machine); `start_signal`: each such process is killed by that
+    signal as it starts, before any file (a bystander the out-of-memory killer picked). Test-only: the
+    product never builds one."""
 
     HOLD_SECONDS = 60.0
     crash_on: frozenset = frozenset()
@@ -39,10 +41,13 @@ class SabotagedPreprocessor(Preprocessor):
     hold: str = ""  # for pause_on
     signal_number: int = signal.SIGKILL
     start_delay: float = 0.0
+    start_signal: int = 0
 
     def __setstate__(self, state: dict) -> None:
-        """Unpickled as a new process starts (a decode worker, a lone probe): that start is slowed."""
+        """Unpickled as a new process starts (a decode worker, a lone probe): that start is slowed or killed."""
         time.sleep(state.get("start_delay", 0.0))
+        if state.get("start_signal"):
+            os.kill(os.getpid(), state["start_signal"])
         for name, value in state.items():
             object.__setattr__(self, name, value)
 
